@@ -1,0 +1,82 @@
+"""Audio conventions: checking and converting the arrays processors receive.
+
+Audio is a C-contiguous float32 array shaped ``(channels, samples)``; a 1-D
+array is mono.  Integer PCM is scaled to [-1, 1) by its full scale, so an
+int16 array from a WAV file means what it says.
+"""
+
+import numbers
+
+import numpy as np
+
+from .kernels.common import first_non_finite
+
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 48000
+
+
+def as_block(audio):
+    """Return ``(block, was_1d)``: ``audio`` as float32 ``(channels, samples)``.
+
+    Raises ``ValueError`` for arrays that are not 1-D or 2-D, that have no
+    channels, or that hold NaN or Inf (naming the channel and sample), and
+    ``TypeError`` for things that are not numbers.
+    """
+    a = audio
+    if not (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous):
+        a = _convert(a)
+    if a.ndim == 1:
+        block = a.reshape(1, a.shape[0])
+        was_1d = True
+    elif a.ndim == 2:
+        block = a
+        was_1d = False
+    else:
+        raise ValueError(
+            f"audio must be 1-D (mono) or 2-D (channels, samples), got shape {a.shape}")
+    if block.shape[0] == 0:
+        raise ValueError("audio has 0 channels; expected shape (channels, samples)")
+    bad = first_non_finite(block)
+    if bad >= 0:
+        c, n = divmod(int(bad), block.shape[1])
+        value = block[c, n]
+        raise ValueError(f"audio contains {value} at channel {c}, sample {n}; "
+                         "only finite samples can be processed")
+    return block, was_1d
+
+
+def _convert(audio):
+    a = np.asarray(audio)
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        offset = (int(info.max) + int(info.min) + 1) / 2.0  # 128 for uint8, else 0
+        scale = (int(info.max) - int(info.min) + 1) / 2.0
+        a = (a.astype(np.float64) - offset) / scale
+    elif a.dtype.kind == "f":
+        if a.dtype != np.float32 and a.size:
+            big = np.abs(a[np.isfinite(a)]).max(initial=0.0)
+            if big > np.finfo(np.float32).max:
+                raise ValueError(f"audio contains {big:g}, beyond the float32 range")
+    elif a.dtype.kind == "b":
+        a = a.astype(np.float32)
+    else:
+        raise TypeError(f"audio must be a numeric array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def check_sample_rate(sample_rate):
+    """Return ``sample_rate`` as an int after checking it lies in 8-48 kHz."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real):
+        raise TypeError(f"sample_rate must be a number in Hz, got {sample_rate!r}")
+    rate = int(sample_rate)
+    if rate != sample_rate or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ValueError(
+            f"sample_rate {sample_rate!r} is not supported: use a whole number of Hz "
+            f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (resample other rates first, "
+            "e.g. with stagevox process --sample-rate)")
+    return rate
+
+
+def db_to_gain(db):
+    """Decibels to a linear amplitude factor; ``-inf`` gives 0."""
+    return 0.0 if db == -np.inf else 10.0 ** (db / 20.0)

@@ -1,0 +1,226 @@
+"""Processing audio files block by block, in constant memory, safely.
+
+The output goes to a temporary file next to the destination and is renamed
+over it only when everything has been written, so an error or an interrupt
+never leaves a half-written file, and the input is not replaced unless asked.
+"""
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_sample_rate
+from .kernels.common import first_non_finite
+
+#: Output formats by file suffix (soundfile/libsndfile format names).
+FORMATS = {
+    ".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".mp3": "MP3",
+    ".aif": "AIFF", ".aiff": "AIFF", ".au": "AU", ".caf": "CAF", ".w64": "W64",
+    ".rf64": "RF64",
+}
+
+DEFAULT_BLOCK_SIZE = 4096
+
+
+class AudioFileError(ValueError):
+    """A file cannot be read or written as asked (message names the file)."""
+
+
+@dataclasses.dataclass
+class FileReport:
+    """What ``process_file`` did."""
+
+    src: str
+    dst: str
+    sample_rate: int
+    channels: int
+    input_frames: int
+    output_frames: int
+    latency: int
+    clipped_samples: int
+
+    @property
+    def seconds(self):
+        return self.output_frames / self.sample_rate
+
+
+def output_format(path):
+    """The soundfile format for ``path``'s suffix; ``AudioFileError`` if none."""
+    suffix = Path(path).suffix.lower()
+    fmt = FORMATS.get(suffix)
+    if fmt is None or fmt not in sf.available_formats():
+        valid = ", ".join(s for s, f in FORMATS.items() if f in sf.available_formats())
+        raise AudioFileError(f"{path}: cannot write {suffix or 'files without a suffix'}; "
+                             f"supported output suffixes: {valid}")
+    return fmt
+
+
+def open_input(path):
+    """Open ``path`` for reading, with errors that say what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioFileError(f"{path}: no such file")
+    if p.is_dir():
+        raise AudioFileError(f"{path}: is a folder, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioFileError(f"{path}: file is empty (0 bytes)")
+    try:
+        f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioFileError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    if f.frames == 0:
+        f.close()
+        raise AudioFileError(f"{path}: holds no audio (0 samples)")
+    return f
+
+
+def _reason(exc):
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text.replace("Error opening", "error opening")
+
+
+def processing_rate(file_rate, sample_rate=None):
+    """The rate to process at: ``sample_rate`` if given, else the file's own
+    rate brought into the supported 8-48 kHz range."""
+    if sample_rate is not None:
+        return check_sample_rate(sample_rate)
+    return min(max(int(file_rate), MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
+
+
+def _subtype(src_subtype, fmt):
+    if src_subtype and sf.check_format(fmt, src_subtype):
+        return src_subtype
+    return sf.default_subtype(fmt)
+
+
+def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rate=None,
+                 overwrite=False, progress=None):
+    """Run the audio of file ``src`` through ``fx`` into file ``dst``.
+
+    ``fx``: a processor (or ``None`` to convert only).  The file is streamed
+    in blocks of ``block_size`` frames, so memory does not grow with its
+    length.  It is processed at ``sample_rate`` Hz (resampled with soxr if
+    the file differs; default: the file's rate, or 8/48 kHz for rates outside
+    that range) and written at that rate.  ``fx``'s latency is compensated so
+    the output lines up with the input, and its tail (such as a reverb's
+    decay) is appended.  The format follows ``dst``'s suffix; the sample
+    format follows the input's where the output format allows it.  Integer
+    formats are clipped to full scale and the count of clipped samples is
+    reported.  ``progress(done, total)``, if given, is called with input
+    frames.
+
+    Raises ``AudioFileError`` (a ``ValueError``) naming the file for a
+    missing, empty, unreadable or unsupported file, an unknown output suffix,
+    an existing output without ``overwrite``, or NaN/Inf samples.  On any
+    error nothing is written.  Returns a ``FileReport``.
+    """
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a whole number of frames >= 1, got {block_size!r}")
+    src_path, dst_path = Path(src), Path(dst)
+    fmt = output_format(dst_path)
+    same = dst_path.exists() and src_path.exists() and os.path.samefile(src_path, dst_path)
+    if same and not overwrite:
+        raise AudioFileError(f"{dst}: is the input file; choose another output, "
+                             "or pass overwrite=True (--overwrite) to replace the input")
+    if dst_path.exists() and not overwrite:
+        raise AudioFileError(f"{dst}: exists already; pass overwrite=True (--overwrite) "
+                             "to replace it")
+    if dst_path.is_dir():
+        raise AudioFileError(f"{dst}: is a folder; give a file name")
+    if not dst_path.parent.is_dir():
+        raise AudioFileError(f"{dst}: folder {dst_path.parent} does not exist")
+
+    with open_input(src_path) as reader:
+        rate = processing_rate(reader.samplerate, sample_rate)
+        subtype = _subtype(reader.subtype, fmt)
+        clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG"))
+        if fx is not None:
+            fx.reset()
+        fd, tmp = tempfile.mkstemp(dir=dst_path.parent, prefix=f".{dst_path.name}.",
+                                   suffix=dst_path.suffix)
+        os.close(fd)
+        try:
+            report = _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip,
+                             progress, src, dst)
+            os.replace(tmp, dst_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return report
+
+
+def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src, dst):
+    total = reader.frames
+    channels_in = reader.channels
+    resampler = None
+    if reader.samplerate != rate:
+        resampler = soxr.ResampleStream(reader.samplerate, rate, channels_in,
+                                        dtype="float32", quality="HQ")
+    latency = fx.latency_at(rate) if fx is not None else 0
+    tail = fx.tail_at(rate) if fx is not None else 0
+    writer = None
+    state = {"skip": latency, "frames_in": 0, "frames_out": 0, "clipped": 0}
+
+    def emit(block):
+        nonlocal writer
+        out = fx.process(block, rate) if fx is not None else block
+        if out.ndim == 1:
+            out = out[None, :]
+        skip = min(state["skip"], out.shape[1])
+        state["skip"] -= skip
+        out = out[:, skip:]
+        if writer is None:
+            writer = sf.SoundFile(tmp, "w", samplerate=rate, channels=out.shape[0],
+                                  format=fmt, subtype=subtype)
+        if out.shape[1]:
+            if clip:
+                over = np.abs(out) > 1.0
+                n_over = int(np.count_nonzero(over))
+                if n_over:
+                    state["clipped"] += n_over
+                    out = np.clip(out, -1.0, 1.0)
+            writer.write(out.T)
+            state["frames_out"] += out.shape[1]
+
+    try:
+        done = 0
+        while True:
+            data = reader.read(block_size, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                break
+            block = np.ascontiguousarray(data.T)
+            bad = first_non_finite(block)
+            if bad >= 0:
+                c, n = divmod(int(bad), block.shape[1])
+                raise AudioFileError(
+                    f"{src}: sample {done + n} of channel {c} is {block[c, n]}; "
+                    "only finite samples can be processed")
+            done += block.shape[1]
+            if resampler is not None:
+                block = np.ascontiguousarray(
+                    resampler.resample_chunk(data, last=done >= total).T)
+            state["frames_in"] += block.shape[1]
+            emit(block)
+            if progress is not None:
+                progress(done, total)
+        if resampler is not None and done < total:  # header promised more than it held
+            block = np.ascontiguousarray(resampler.resample_chunk(
+                np.zeros((0, channels_in), np.float32), last=True).T)
+            state["frames_in"] += block.shape[1]
+            emit(block)
+        # Flush the latency and render the tail, in blocks.
+        remaining = latency + tail
+        while remaining > 0 or writer is None:
+            n = min(block_size, remaining)
+            emit(np.zeros((channels_in, n), dtype=np.float32))
+            remaining -= n
+    finally:
+        if writer is not None:
+            writer.close()
+    return FileReport(str(src), str(dst), rate, writer.channels, state["frames_in"],
+                      state["frames_out"], latency, state["clipped"])

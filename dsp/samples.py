@@ -1,0 +1,23 @@
+"""Sample audio bundled with the package (see ``data/README.md``)."""
+
+from importlib import resources
+
+import soundfile as sf
+import soxr
+
+from .audio import check_sample_rate
+
+
+def speech_path():
+    """Path of the bundled speech sample (48 kHz mono FLAC)."""
+    return resources.files("stagevox.dsp") / "data" / "speech.flac"
+
+
+def speech(sample_rate=48000):
+    """The bundled speech sample as a 1-D float32 array at ``sample_rate`` Hz."""
+    rate = check_sample_rate(sample_rate)
+    with resources.as_file(speech_path()) as path:
+        audio, file_rate = sf.read(str(path), dtype="float32")
+    if file_rate != rate:
+        audio = soxr.resample(audio, file_rate, rate, quality="HQ")
+    return audio
