@@ -123,19 +123,23 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
         raise ValueError(f"block_size must be a whole number of frames >= 1, got {block_size!r}")
     src_path, dst_path = Path(src), Path(dst)
     fmt = output_format(dst_path)
-    same = dst_path.exists() and src_path.exists() and os.path.samefile(src_path, dst_path)
-    if same and not overwrite:
-        raise AudioFileError(f"{dst}: is the input file; choose another output, "
-                             "or pass overwrite=True (--overwrite) to replace the input")
-    if dst_path.exists() and not overwrite:
-        raise AudioFileError(f"{dst}: exists already; pass overwrite=True (--overwrite) "
-                             "to replace it")
-    if dst_path.is_dir():
-        raise AudioFileError(f"{dst}: is a folder; give a file name")
-    if not dst_path.parent.is_dir():
-        raise AudioFileError(f"{dst}: folder {dst_path.parent} does not exist")
+    reader = open_input(src_path)
+    try:
+        if dst_path.exists() and os.path.samefile(src_path, dst_path) and not overwrite:
+            raise AudioFileError(f"{dst}: is the input file; choose another output, "
+                                 "or pass overwrite=True (--overwrite) to replace the input")
+        if dst_path.is_dir():
+            raise AudioFileError(f"{dst}: is a folder; give a file name")
+        if dst_path.exists() and not overwrite:
+            raise AudioFileError(f"{dst}: exists already; pass overwrite=True (--overwrite) "
+                                 "to replace it")
+        if not dst_path.parent.is_dir():
+            raise AudioFileError(f"{dst}: folder {dst_path.parent} does not exist")
+    except BaseException:
+        reader.close()
+        raise
 
-    with open_input(src_path) as reader:
+    with reader:
         rate = processing_rate(reader.samplerate, sample_rate)
         subtype = _subtype(reader.subtype, fmt)
         clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG"))

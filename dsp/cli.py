@@ -1,0 +1,257 @@
+"""The ``stagevox`` command line.
+
+    stagevox process IN [IN ...] OUT [--preset NAME] [--effect SPEC]...
+    stagevox effects
+    stagevox demo [--out DIR]
+    stagevox presets
+"""
+
+import argparse
+import concurrent.futures
+import os
+import sys
+from pathlib import Path
+
+from . import fileio, spec
+from .graph import Chain
+from .processor import registry
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+# ------------------------------------------------------------------- building fx
+
+def build_fx(preset=None, effects=()):
+    """The processor for ``--preset`` and ``--effect`` options (None if neither)."""
+    parts = []
+    if preset:
+        from stagevox import presets
+        parts.append(presets.load(preset))
+    parts.extend(spec.build_effect(s) for s in effects)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else Chain(*parts)
+
+
+def _process_one(job):
+    """Worker: process one file; returns (src, report or None, error or None)."""
+    src, dst, preset, effects, block_size, rate, overwrite = job
+    try:
+        fx = build_fx(preset, effects)
+        report = fileio.process_file(src, dst, fx, block_size=block_size, sample_rate=rate,
+                                     overwrite=overwrite)
+        return src, report, None
+    except (ValueError, OSError) as exc:
+        return src, None, str(exc)
+
+
+def _describe(report):
+    text = (f"{report.src} -> {report.dst}: {report.seconds:.2f} s at {report.sample_rate} Hz, "
+            f"{report.channels} channel{'s' if report.channels != 1 else ''}")
+    if report.latency:
+        text += f", latency {report.latency} samples compensated"
+    if report.clipped_samples:
+        text += (f"; warning: {report.clipped_samples} samples clipped at full scale "
+                 "(add --effect limiter or lower the gain)")
+    return text
+
+
+# ---------------------------------------------------------------------- commands
+
+def cmd_process(args):
+    if args.block_size < 1:
+        raise CliError(f"--block-size must be at least 1, got {args.block_size}")
+    if args.sample_rate is not None:
+        from .audio import check_sample_rate
+        try:
+            check_sample_rate(args.sample_rate)
+        except ValueError as exc:
+            raise CliError(f"--sample-rate: {exc}") from None
+    # Build once here so a bad preset or effect is reported before any work.
+    try:
+        build_fx(args.preset, args.effect)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+    *inputs, out = args.paths
+    if not inputs:
+        raise CliError("give an input and an output: stagevox process IN OUT")
+    out = Path(out)
+    if len(inputs) > 1 or out.is_dir() or args.paths[-1].endswith(os.sep):
+        out.mkdir(parents=True, exist_ok=True)
+        targets = [out / Path(p).name for p in inputs]
+        seen = {}
+        for src, dst in zip(inputs, targets):
+            if dst in seen:
+                raise CliError(f"{seen[dst]} and {src} would both be written to {dst}")
+            seen[dst] = src
+    else:
+        targets = [out]
+    jobs = [(src, str(dst), args.preset, args.effect, args.block_size, args.sample_rate,
+             args.overwrite) for src, dst in zip(inputs, targets)]
+    if len(jobs) == 1:
+        return _run_single(jobs[0], args.quiet)
+    return _run_parallel(jobs, args.jobs, args.quiet)
+
+
+def _run_single(job, quiet):
+    src, dst, preset, effects, block_size, rate, overwrite = job
+    bar = None
+    progress = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(unit="frame", unit_scale=True, desc=Path(src).name, leave=False)
+
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+    try:
+        fx = build_fx(preset, effects)
+        report = fileio.process_file(src, dst, fx, block_size=block_size, sample_rate=rate,
+                                     overwrite=overwrite, progress=progress)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if not quiet:
+        print(_describe(report))
+    return 0
+
+
+def _run_parallel(jobs, workers, quiet):
+    from tqdm import tqdm
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    failures = 0
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_process_one, job) for job in jobs]
+        with tqdm(total=len(jobs), unit="file", disable=quiet, file=sys.stderr) as bar:
+            for fut in concurrent.futures.as_completed(futures):
+                src, report, error = fut.result()
+                if error:
+                    failures += 1
+                    bar.write(f"stagevox: error: {error}", file=sys.stderr)
+                elif not quiet:
+                    bar.write(_describe(report), file=sys.stdout)
+                bar.update(1)
+    if failures:
+        print(f"stagevox: {failures} of {len(jobs)} files failed; the others were written",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+#: What ``stagevox demo`` runs: (output name, preset or None, effects).
+DEMO_JOBS = (
+    ("speech_voice_clarity", "voice_clarity", ()),
+    ("speech_radio", "radio", ()),
+    ("speech_telephone", "telephone", ()),
+    ("speech_bass_boost_eq", None, ("equalizer:gains_db=[6,6,4,2,0,0,0,0,0,0]",
+                                    "limiter:ceiling_db=-1")),
+)
+
+
+def cmd_demo(args):
+    """Process the bundled speech sample through a few presets into ``--out``."""
+    from importlib import resources
+
+    from . import samples
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(samples.speech_path()) as src:
+        original = out / "speech.wav"
+        report = fileio.process_file(src, original, None, overwrite=True)
+        print(f"wrote {original}: the bundled speech sample ({report.seconds:.1f} s, "
+              f"{report.sample_rate} Hz)")
+        for name, preset, effects in DEMO_JOBS:
+            dst = out / f"{name}.wav"
+            fx = build_fx(preset, effects)
+            report = fileio.process_file(src, dst, fx, overwrite=True)
+            what = f"preset {preset}" if preset else "effects " + " ".join(effects)
+            print(f"wrote {dst}: {what} (latency {report.latency} samples compensated)")
+    print(f"done: listen to the files in {out}/ and compare with speech.wav")
+    return 0
+
+
+def cmd_effects(args):
+    for name in sorted(registry):
+        cls = registry[name]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name}: {doc[0] if doc else cls.__name__}")
+        for pname, p in cls.parameters.items():
+            default = list(p.default) if isinstance(p.default, tuple) else p.default
+            line = f"    {pname} = {default!r}  ({p.kind}, {p.range_text()})"
+            if p.doc:
+                line += f"  {p.doc}"
+            print(line)
+    return 0
+
+
+def cmd_presets(args):
+    from stagevox import presets
+    for name in presets.names():
+        print(f"{name}  {presets.describe(name)}")
+    return 0
+
+
+# ------------------------------------------------------------------------ parser
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="stagevox", description="stagevox: live interactive audio toolkit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "process", help="run audio files through effects or a preset",
+        description="Run audio files through a preset and/or effects. With several inputs, "
+                    "OUT is a folder and the files are processed in parallel.",
+        epilog="example: stagevox process in.wav out.wav "
+               "--effect 'equalizer:gains_db=[6,0,0,0,0,0,0,0,0,-3]' "
+               "--effect limiter:ceiling_db=-1")
+    p.add_argument("paths", nargs="+", metavar="IN ... OUT",
+                   help="input file(s), then the output file or folder")
+    p.add_argument("--preset", metavar="NAME", help="a preset name or .toml file (runs first)")
+    p.add_argument("--effect", action="append", default=[], metavar="NAME[:key=value,...]",
+                   help="an effect; repeat to chain in order (see 'stagevox effects')")
+    p.add_argument("--block-size", type=int, default=fileio.DEFAULT_BLOCK_SIZE, metavar="N",
+                   help=f"frames per block (default {fileio.DEFAULT_BLOCK_SIZE})")
+    p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
+                   help="process and write at this rate (default: the input's, 8-48 kHz)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="parallel workers for several files (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(run=cmd_process)
+
+    p = sub.add_parser("demo", help="process the bundled speech sample through presets")
+    p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("effects", help="list effects with their parameters")
+    p.set_defaults(run=cmd_effects)
+    p = sub.add_parser("presets", help="list presets, one a line: name, description")
+    p.set_defaults(run=cmd_presets)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``stagevox`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CliError as exc:
+        print(f"stagevox: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except KeyboardInterrupt:
+        print("stagevox: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
