@@ -68,13 +68,20 @@ def check_sample_rate(sample_rate):
     """Return ``sample_rate`` as an int after checking it lies in 8-48 kHz."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real):
         raise TypeError(f"sample_rate must be a number in Hz, got {sample_rate!r}")
-    rate = int(sample_rate)
-    if rate != sample_rate or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+    # int() of inf/nan would raise OverflowError/ValueError without the range.
+    rate = int(sample_rate) if MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE else None
+    if rate is None or rate != sample_rate:
         raise ValueError(
             f"sample_rate {sample_rate!r} is not supported: use a whole number of Hz "
             f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (resample other rates first, "
             "e.g. with stagevox process --sample-rate)")
     return rate
+
+
+def float32_below(value):
+    """The largest float32 not above ``value``: a ceiling that survives rounding."""
+    v = np.float32(value)
+    return float(np.nextafter(v, np.float32(-np.inf)) if v > value else v)
 
 
 def db_to_gain(db):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .audio import db_to_gain
+from .audio import db_to_gain, float32_below
 from .kernels.dynamics import compressor, limiter, noise_gate
 from .processor import Float, Processor, make_ramp, ramp_to
 
@@ -77,7 +77,7 @@ class Limiter(Processor):
 
     def _process(self, block):
         out = np.empty_like(block)
-        limiter(block, out, db_to_gain(self.ceiling_db),
+        limiter(block, out, float32_below(db_to_gain(self.ceiling_db)),
                 one_pole(self.release_ms, self.sample_rate), self._delay,
                 self._window, self._positions, self._fstate, self._istate)
         return out

@@ -1,6 +1,7 @@
 """The 10-band voice equalizer of live-audio SDKs (``setLocalVoiceEqualization``)."""
 
 import math
+import numbers
 
 from . import biquad
 from .filters import BiquadFilter
@@ -30,11 +31,12 @@ class Equalizer(BiquadFilter):
 
     def set_band(self, index, gain_db):
         """Set band ``index`` (0 = 31 Hz ... 9 = 16 kHz) to ``gain_db``."""
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 9:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) \
+                or not 0 <= index <= 9:
             raise ValueError(f"band index {index!r} is invalid: must be 0 to 9 "
                              f"(centres {', '.join(f'{f:g}' for f in BAND_CENTERS_HZ)} Hz)")
         gains = list(self.gains_db)
-        gains[index] = gain_db
+        gains[int(index)] = gain_db
         self.gains_db = gains
 
     def design(self, sample_rate):

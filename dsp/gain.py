@@ -60,7 +60,8 @@ class Pan(_ChannelGains):
 
     def _gains(self):
         theta = (self.pan + 1.0) * math.pi / 4.0
-        left, right = math.cos(theta), math.sin(theta)
+        # Exact zeros at the extremes (cos(pi/2) is 6e-17 in floating point).
+        left, right = (0.0 if abs(v) < 1e-12 else v for v in (math.cos(theta), math.sin(theta)))
         if self.num_channels == 1:
             return [(0, left), (0, right)]
         if self.num_channels == 2:

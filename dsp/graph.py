@@ -78,8 +78,8 @@ class Graph(Processor):
 
     channel_independent = False
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **params):
+        super().__init__(**params)  # no parameters: unknown names raise ValueError
         self._nodes = {}
         self._edges = []
         self._order = None
@@ -186,6 +186,12 @@ class Graph(Processor):
                     stack.append(path + [e.dst])
         return None
 
+    def check(self):
+        """Check the graph can run: ``ValueError`` if nothing reaches 'output' or
+        a node that feeds the output has no input.  Also computes the run order."""
+        if self._edges and self._order is None:
+            self._plan()
+
     def _changed(self):
         self._order = None
 
@@ -218,10 +224,14 @@ class Graph(Processor):
         self._order = [(n, self._nodes.get(n), incoming[n]) for n in order]
         self._latencies = None
 
-    def _align(self, sample_rate):
-        """Delay the edges of shorter paths; returns the graph's latency."""
+    def _align(self, sample_rate, apply=True):
+        """Delay the edges of shorter paths; returns the graph's latency.
+
+        With ``apply=False`` only the latency is computed: asking for the
+        latency at another rate must not touch the streaming delays.
+        """
         lat = [(p.latency_at(sample_rate) if p is not None else 0) for _, p, _ in self._order]
-        if lat == self._latencies:
+        if apply and lat == self._latencies:
             return self._latency
         arrival = {INPUT: 0}
         for (name, _, incoming), own in zip(self._order, lat):
@@ -229,18 +239,21 @@ class Graph(Processor):
             start = max(ready.values())
             for e in incoming:
                 delay = start - ready[id(e)]
-                if delay != e.delay:
+                if apply and delay != e.delay:
                     e.delay, e.buffer = delay, None
             arrival[name] = start + own
-        self._latencies = lat
-        self._latency = arrival[OUTPUT]
-        return self._latency
+        if apply:
+            self._latencies = lat
+            self._latency = arrival[OUTPUT]
+        return arrival[OUTPUT]
 
     def process(self, audio, sample_rate):
         """Run the block through the graph; see ``Processor.process``."""
         block, was_1d = as_block(audio)
         if sample_rate != self.sample_rate:
             self.sample_rate = check_sample_rate(sample_rate)
+            for e in self._edges:  # alignment buffers hold audio of the old rate
+                e.buffer = None
         self.num_channels = block.shape[0]
         if not self._edges:
             out = block.copy()
@@ -258,6 +271,8 @@ class Graph(Processor):
                     values[name] = proc.process(frames, self.sample_rate)
                 else:
                     values[name] = proc.process(_sum(frames), self.sample_rate)
+        if out is block or out.base is block or out is audio:
+            out = out.copy()  # never hand the caller's own array back
         if was_1d and out.shape[0] == 1:
             return out[0]
         return out
@@ -276,7 +291,7 @@ class Graph(Processor):
             return 0
         if self._order is None:
             self._plan()
-        return self._align(sample_rate)
+        return self._align(sample_rate, apply=False)
 
     def tail_at(self, sample_rate):
         if not self._edges:

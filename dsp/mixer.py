@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .audio import as_block, check_sample_rate, db_to_gain
+from .audio import as_block, check_sample_rate, db_to_gain, float32_below
 from .kernels.mixer import accumulate, soft_clip
 from .processor import Bool, Float, FloatList, Processor, make_ramp, ramp_to
 
@@ -47,7 +47,7 @@ class Mixer(Processor):
         for (b, _), ramp in zip(blocks, self._ramps):
             accumulate(out, b, ramp)
         if self.soft_clip:
-            ceiling = db_to_gain(self.ceiling_db)
+            ceiling = float32_below(db_to_gain(self.ceiling_db))
             soft_clip(out, ceiling * db_to_gain(-self.knee_db), ceiling)
         if all(was_1d for _, was_1d in blocks) and n_ch == 1:
             return out[0]

@@ -12,6 +12,7 @@ and implement ``_prepare`` (allocate state for ``self.sample_rate`` and
 name in snake_case.
 """
 
+import copy
 import math
 import re
 import types
@@ -97,7 +98,10 @@ class Float(Param):
     def validate(self, value):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             self._fail(value, f"must be a number {self.range_text()}")
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            self._fail(value, f"must be {self.range_text()}")
         if self.off and v == -math.inf:
             return v
         if not (self.lo <= v <= self.hi):
@@ -124,7 +128,7 @@ class Int(Param):
 
     def validate(self, value):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)) \
-                or int(value) != value:
+                or not math.isfinite(value) or int(value) != value:
             self._fail(value, f"must be a whole number {self.range_text()}")
         v = int(value)
         if not (self.lo <= v <= self.hi):
@@ -229,6 +233,14 @@ class Processor:
             for key, value in vars(base).items():
                 if isinstance(value, Param):
                     params[key] = value
+        for key, value in params.items():
+            if value.owner != cls.__name__:
+                # An inherited parameter: a copy owned by this class, so that
+                # error messages name the class the user wrote (HighPass.q).
+                value = copy.copy(value)
+                value.owner = cls.__name__
+                setattr(cls, key, value)
+                params[key] = value
         cls.parameters = params
         if register:
             name = snake_case(cls.__name__)

@@ -187,7 +187,7 @@ def _build(table, label, where):
     else:
         _connect(graph, edges, label, where)
     try:
-        graph.latency_at(48000)  # plans the run order: an unrunnable graph fails here
+        graph.check()
     except ValueError as e:
         at = f"{where[:-3]} (graph): " if where else ""
         raise PresetError(f"{label}: {at}the graph cannot run: {e}") from None

@@ -10,11 +10,16 @@ normalised by ``a0``.  While ``ramp[0] > 0`` every coefficient moves by
 ``step`` each sample and snaps to ``target`` when the ramp ends.  The stable
 region of ``(a1, a2)`` is a triangle, hence convex: a straight line between two
 stable filters passes only through stable ones.
+
+A section whose last two outputs are both below ``TINY`` is cleared to exactly
+zero, so the decay of a filter into silence never runs into denormal numbers.
 """
 
 import numba
 
 from . import JIT_OPTIONS, kernel
+
+TINY = 1e-20
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -29,6 +34,12 @@ def _sample(coef, state, c, v):
         y2 = state[c, s + 1, 1]
         out = (coef[s, 0] * v + coef[s, 1] * x1 + coef[s, 2] * x2
                - coef[s, 3] * y1 - coef[s, 4] * y2)
+        if -TINY < out < TINY and -TINY < y1 < TINY:
+            # The section has died away: clear its history.  (Flushing single
+            # samples would perturb a slow resonance at its zero crossings and
+            # keep it ringing near TINY.)
+            out = 0.0
+            y1 = 0.0
         state[c, s + 1, 1] = y1
         state[c, s + 1, 0] = out
         x1 = y1

@@ -96,16 +96,17 @@ def limiter(x, y, ceiling, release_coef, delay, window, positions, fstate, istat
             if a > peak:
                 peak = a
         need = 1.0 if peak <= ceiling else ceiling / peak
-        # Sliding minimum over the last w needs.
+        # Sliding minimum over the last w needs.  Drop the expired front
+        # first, so the deque never holds more than its w slots.
+        if size > 0 and positions[head] <= count - w:
+            head = (head + 1) % w
+            size -= 1
         while size > 0 and window[(head + size - 1) % w] >= need:
             size -= 1
         slot = (head + size) % w
         window[slot] = need
         positions[slot] = count
         size += 1
-        if positions[head] <= count - w:
-            head = (head + 1) % w
-            size -= 1
         lowest = window[head]
         if lowest < held:
             held = lowest

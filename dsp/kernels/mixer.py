@@ -23,7 +23,7 @@ def accumulate(acc, x, ramp):
 @kernel("void(float32[:, ::1], float64, float64)")
 def soft_clip(y, threshold, ceiling):
     """Soft clipper in place: identity below ``threshold``, a tanh knee above it
-    that approaches ``ceiling`` and never reaches it (slope 1 at the joint)."""
+    that approaches ``ceiling`` (slope 1 at the joint); never above ``ceiling``."""
     span = ceiling - threshold
     for c in range(y.shape[0]):
         for i in range(y.shape[1]):
