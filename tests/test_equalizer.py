@@ -14,6 +14,7 @@ from scipy import signal
 
 from stagevox.dsp import BAND_CENTERS_HZ, Equalizer, PeakFilter
 from stagevox.dsp.biquad import to_sos
+from signals import tone, tone_amplitude
 
 #: The stated acceptance criterion for a band's gain at its centre.
 ACCEPT_DB = 0.5
@@ -23,17 +24,6 @@ DESIGN_DB = 0.01
 FLAT_ABS = 1e-6
 
 
-def tone(freq, fs, seconds, amplitude=0.25):
-    t = np.arange(int(round(seconds * fs))) / fs
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def tone_amplitude(y, freq, fs):
-    """Amplitude of the ``freq`` component of ``y`` by least squares."""
-    n = np.arange(len(y))
-    basis = np.column_stack([np.sin(2 * np.pi * freq * n / fs), np.cos(2 * np.pi * freq * n / fs)])
-    coef, *_ = np.linalg.lstsq(basis, np.asarray(y, np.float64), rcond=None)
-    return math.hypot(*coef)
 
 
 def rms_db(y):

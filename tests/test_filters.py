@@ -18,6 +18,7 @@ from scipy import signal
 from stagevox.dsp import (BandPass, Equalizer, HighPass, HighShelf, LowPass, LowShelf, Notch,
                           PeakFilter, biquad)
 from stagevox.dsp.biquad import BiquadCascade, to_sos
+from signals import tone, tone_amplitude
 
 RATES = (16000, 44100, 48000)
 
@@ -53,17 +54,6 @@ def design_response(coefs, freqs, fs):
     return h
 
 
-def tone(freq, fs, seconds, amplitude=0.25):
-    t = np.arange(int(round(seconds * fs))) / fs
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def tone_amplitude(y, freq, fs):
-    """Amplitude of the ``freq`` component of ``y`` by least squares (any length)."""
-    n = np.arange(len(y))
-    basis = np.column_stack([np.sin(2 * np.pi * freq * n / fs), np.cos(2 * np.pi * freq * n / fs)])
-    coef, *_ = np.linalg.lstsq(basis, np.asarray(y, np.float64), rcond=None)
-    return math.hypot(*coef)
 
 
 def measured_gain_db(proc, freq, fs, seconds=1.0, settle=0.6):
