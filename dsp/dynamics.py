@@ -32,17 +32,25 @@ class Compressor(Processor):
     def _prepare(self):
         self._state = np.zeros(1)
         self._makeup = make_ramp(db_to_gain(self.makeup_db))
+        self._settings()
+
+    def _settings(self):
+        """Kernel arguments that follow from the parameters (computed on change)."""
+        # A zero-width knee is a hard knee; keep the kernel's division finite.
+        self._args = (self.threshold_db, self.ratio, max(self.knee_db, 1e-6),
+                      one_pole(self.attack_ms, self.sample_rate),
+                      one_pole(self.release_ms, self.sample_rate))
 
     def _param_changed(self, name):
         if name == "makeup_db":
             ramp_to(self._makeup, db_to_gain(self.makeup_db), self.ramp_samples())
+        self._settings()
 
     def _process(self, block):
         out = np.empty_like(block)
-        # A zero-width knee is a hard knee; keep the kernel's division finite.
-        compressor(block, out, self.threshold_db, self.ratio, max(self.knee_db, 1e-6),
-                   one_pole(self.attack_ms, self.sample_rate),
-                   one_pole(self.release_ms, self.sample_rate), self._state, self._makeup)
+        threshold, ratio, knee, attack, release = self._args
+        compressor(block, out, threshold, ratio, knee, attack, release, self._state,
+                   self._makeup)
         return out
 
 
@@ -71,14 +79,20 @@ class Limiter(Processor):
         self._fstate[1] = d + 1.0
         self._istate = np.zeros(4, dtype=np.int64)
 
+        self._settings()
+
+    def _settings(self):
+        self._ceiling = float32_below(db_to_gain(self.ceiling_db))
+        self._release = one_pole(self.release_ms, self.sample_rate)
+
     def _param_changed(self, name):
         if name == "lookahead_ms" and self._delay.shape[1] != self.latency_at(self.sample_rate):
             self._prepare()
+        self._settings()
 
     def _process(self, block):
         out = np.empty_like(block)
-        limiter(block, out, float32_below(db_to_gain(self.ceiling_db)),
-                one_pole(self.release_ms, self.sample_rate), self._delay,
+        limiter(block, out, self._ceiling, self._release, self._delay,
                 self._window, self._positions, self._fstate, self._istate)
         return out
 

@@ -16,10 +16,15 @@ zero, so the decay of a filter into silence never runs into denormal numbers.
 """
 
 import numba
+import numpy as np
 
 from . import JIT_OPTIONS, kernel
 
 TINY = 1e-20
+
+
+#: Samples between checks for a cascade that has died away (see ``_flush``).
+FLUSH_EVERY = 4096
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -32,20 +37,92 @@ def _sample(coef, state, c, v):
     for s in range(coef.shape[0]):
         y1 = state[c, s + 1, 0]
         y2 = state[c, s + 1, 1]
-        out = (coef[s, 0] * v + coef[s, 1] * x1 + coef[s, 2] * x2
-               - coef[s, 3] * y1 - coef[s, 4] * y2)
-        if -TINY < out < TINY and -TINY < y1 < TINY:
-            # The section has died away: clear its history.  (Flushing single
-            # samples would perturb a slow resonance at its zero crossings and
-            # keep it ringing near TINY.)
-            out = 0.0
-            y1 = 0.0
+        # The input term last: it alone waits for the previous section, so
+        # the history terms are computed while that section is still busy.
+        out = (coef[s, 1] * x1 + coef[s, 2] * x2 - coef[s, 3] * y1 - coef[s, 4] * y2
+               + coef[s, 0] * v)
         state[c, s + 1, 1] = y1
         state[c, s + 1, 0] = out
         x1 = y1
         x2 = y2
         v = out
     return v
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _flush(state):
+    """Zero the history of every node whose last two values are below TINY.
+
+    A decaying filter would otherwise reach subnormal numbers, which are very
+    slow.  Only whole histories are cleared: flushing single samples would
+    perturb a slow resonance at its zero crossings and keep it ringing.
+    """
+    for c in range(state.shape[0]):
+        for k in range(state.shape[1]):
+            if -TINY < state[c, k, 0] < TINY and -TINY < state[c, k, 1] < TINY:
+                state[c, k, 0] = 0.0
+                state[c, k, 1] = 0.0
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _section(coef, s, w, n, state, c, x1, x2):
+    """Section ``s`` over the block ``w`` in place; ``x1, x2`` its input history."""
+    b0, b1, b2, a1, a2 = coef[s, 0], coef[s, 1], coef[s, 2], coef[s, 3], coef[s, 4]
+    y1 = state[c, s + 1, 0]
+    y2 = state[c, s + 1, 1]
+    for j in range(n):
+        v = w[j]
+        # The feedback term last: only it waits for the previous output.
+        out = b0 * v + b1 * x1 + b2 * x2 - a2 * y2 - a1 * y1
+        x2 = x1
+        x1 = v
+        y2 = y1
+        y1 = out
+        w[j] = out
+    state[c, s, 0] = x1
+    state[c, s, 1] = x2
+    state[c, s + 1, 0] = y1
+    state[c, s + 1, 1] = y2
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _section_pair(coef, s, w, n, state, c, x1, x2):
+    """Sections ``s`` and ``s + 1`` over ``w`` in place, the second one sample
+    behind the first, so that their two feedback loops run side by side."""
+    p0, p1, p2, q1, q2 = coef[s, 0], coef[s, 1], coef[s, 2], coef[s, 3], coef[s, 4]
+    r0, r1, r2, t1, t2 = coef[s + 1, 0], coef[s + 1, 1], coef[s + 1, 2], coef[s + 1, 3], \
+        coef[s + 1, 4]
+    m1 = state[c, s + 1, 0]  # outputs of the first = inputs of the second
+    m2 = state[c, s + 1, 1]
+    y1 = state[c, s + 2, 0]  # outputs of the second
+    y2 = state[c, s + 2, 1]
+    v = w[0]
+    mid = p0 * v + p1 * x1 + p2 * x2 - q2 * m2 - q1 * m1
+    x2 = x1
+    x1 = v
+    m3 = m2
+    m2 = m1
+    m1 = mid
+    for j in range(1, n):
+        v = w[j]
+        mid = p0 * v + p1 * x1 + p2 * x2 - q2 * m2 - q1 * m1
+        out = r0 * m1 + r1 * m2 + r2 * m3 - t2 * y2 - t1 * y1
+        w[j - 1] = out
+        x2 = x1
+        x1 = v
+        m3 = m2
+        m2 = m1
+        m1 = mid
+        y2 = y1
+        y1 = out
+    out = r0 * m1 + r1 * m2 + r2 * m3 - t2 * y2 - t1 * y1
+    w[n - 1] = out
+    state[c, s, 0] = x1
+    state[c, s, 1] = x2
+    state[c, s + 1, 0] = m1
+    state[c, s + 1, 1] = m2
+    state[c, s + 2, 0] = out
+    state[c, s + 2, 1] = y1
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1],"
@@ -74,8 +151,38 @@ def biquad_cascade(x, y, coef, target, step, ramp, state):
             y[c, i] = _sample(coef, state, c, float(x[c, i]))
         i += 1
     if i == n:
+        _flush(state)
         return
-    # Fixed coefficients: one channel at a time, history kept in registers.
-    for c in range(n_ch):
-        for j in range(i, n):
-            y[c, j] = _sample(coef, state, c, float(x[c, j]))
+    # Fixed coefficients: section by section over a float64 copy of the
+    # block, two sections at a time, in chunks with a flush after each.
+    work = np.empty(min(n - i, FLUSH_EVERY))
+    while i < n:
+        m = min(n - i, FLUSH_EVERY)
+        for c in range(n_ch):
+            for j in range(m):
+                work[j] = x[c, i + j]
+            # Each section's input history is the previous section's output
+            # history as it was before this block.
+            h1 = state[c, 0, 0]
+            h2 = state[c, 0, 1]
+            s = 0
+            while s + 1 < sections:
+                n1 = state[c, s + 2, 0]
+                n2 = state[c, s + 2, 1]
+                _section_pair(coef, s, work, m, state, c, h1, h2)
+                h1 = n1
+                h2 = n2
+                s += 2
+            if s < sections:
+                _section(coef, s, work, m, state, c, h1, h2)
+            elif sections == 0:
+                if m > 1:
+                    state[c, 0, 1] = work[m - 2]
+                    state[c, 0, 0] = work[m - 1]
+                else:
+                    state[c, 0, 1] = state[c, 0, 0]
+                    state[c, 0, 0] = work[0]
+            for j in range(m):
+                y[c, i + j] = work[j]
+        _flush(state)
+        i += m

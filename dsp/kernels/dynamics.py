@@ -9,10 +9,15 @@ import math
 
 import numpy as np
 
-from . import kernel
+import numba
+
+from . import JIT_OPTIONS, kernel
 from .common import ramp_next
 
 TINY = 1e-20
+
+#: ``10 ** (-db / 20) == exp(-db * DB_TO_NEPER)``; exp is the cheaper call.
+DB_TO_NEPER = math.log(10.0) / 20.0
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64, float64, float64, float64,"
@@ -54,11 +59,17 @@ def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, st
                 reduction = 0.0
         g = ramp_next(makeup)
         if reduction > 0.0:
-            g *= 10.0 ** (-reduction / 20.0)
+            g *= math.exp(-reduction * DB_TO_NEPER)
         gf = np.float32(g)
         for c in range(n_ch):
             y[c, i] = x[c, i] * gf
     state[0] = reduction
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _wrap(i, w):
+    """``i % w`` for ``0 <= i < 2 w``, without a division."""
+    return i - w if i >= w else i
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64, float64, float64[:, ::1],"
@@ -89,6 +100,7 @@ def limiter(x, y, ceiling, release_coef, delay, window, positions, fstate, istat
     size = istate[3]
     held = fstate[0]
     total = fstate[1]
+    ring = count % w  # slot of the moving-average ring; wrapped by hand below
     for i in range(n):
         peak = 0.0
         for c in range(n_ch):
@@ -99,11 +111,11 @@ def limiter(x, y, ceiling, release_coef, delay, window, positions, fstate, istat
         # Sliding minimum over the last w needs.  Drop the expired front
         # first, so the deque never holds more than its w slots.
         if size > 0 and positions[head] <= count - w:
-            head = (head + 1) % w
+            head = _wrap(head + 1, w)
             size -= 1
-        while size > 0 and window[(head + size - 1) % w] >= need:
+        while size > 0 and window[_wrap(head + size - 1, w)] >= need:
             size -= 1
-        slot = (head + size) % w
+        slot = _wrap(head + size, w)
         window[slot] = need
         positions[slot] = count
         size += 1
@@ -113,13 +125,13 @@ def limiter(x, y, ceiling, release_coef, delay, window, positions, fstate, istat
         else:
             held = lowest + release_coef * (held - lowest)
         # Moving average of the held gain over w samples.
-        ring = count % w
         total += held - fstate[2 + ring]
         fstate[2 + ring] = held
         if ring == w - 1:  # re-sum once per lap so rounding cannot drift
             total = 0.0
             for k in range(w):
                 total += fstate[2 + k]
+        ring = _wrap(ring + 1, w)
         gain = total / w
         for c in range(n_ch):
             out = delay[c, write] * gain
