@@ -72,6 +72,8 @@ STARTUP_GAINS = [3.0] + [0.0] * 9
 # Parameters shared by the two sides of the dynamics cases.
 COMP = dict(threshold_db=-18.0, ratio=4.0, attack_ms=5.0, release_ms=100.0)
 LIMIT = dict(ceiling_db=-1.0, release_ms=60.0)
+#: Gain that makes the limiter work (+9 dB).
+DRIVE = np.float32(10 ** (9 / 20))
 
 
 # ------------------------------------------------------------------ set-up
@@ -247,7 +249,7 @@ def kernel_call(proc):
         return lambda x, y: compressor(x, y, *args)
     if isinstance(proc, dsp.Limiter):
         args = (db_to_gain(proc.ceiling_db), one_pole(proc.release_ms, RATE), proc._delay,
-                proc._window, proc._positions, proc._fstate, proc._istate)
+                proc._needs, proc._suffix, proc._fstate, proc._istate)
         return lambda x, y: limiter(x, y, *args)
     raise TypeError(f"no direct kernel call known for {type(proc).__name__}")
 
@@ -469,9 +471,16 @@ def main(argv=None):
         case_limiter(mono_frames, seconds, args.repeats, "mono"),
         case_limiter(stereo_frames, seconds, args.repeats, "stereo"),
     ]
+    # The speech peaks at -3 dBFS, under the -1 dB ceiling: the rows above time
+    # a limiter that watches.  Driven 9 dB harder it limits most syllables.
+    hot_mono, hot_stereo = ([f * DRIVE for f in fr] for fr in (mono_frames, stereo_frames))
+    speed += [case_limiter(hot_mono, seconds, args.repeats, "mono, +9 dB drive"),
+              case_limiter(hot_stereo, seconds, args.repeats, "stereo, +9 dB drive")]
     if hasattr(pedalboard, "BrickwallLimiter"):
         speed += [case_brickwall(mono_frames, seconds, args.repeats, "mono"),
-                  case_brickwall(stereo_frames, seconds, args.repeats, "stereo")]
+                  case_brickwall(stereo_frames, seconds, args.repeats, "stereo"),
+                  case_brickwall(hot_mono, seconds, args.repeats, "mono, +9 dB drive"),
+                  case_brickwall(hot_stereo, seconds, args.repeats, "stereo, +9 dB drive")]
     print("1-2. Speed (x real time = audio seconds / processing seconds; "
           "ratio = stagevox / other)")
     print_speed_table(speed)

@@ -15,15 +15,20 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
 
 
-def as_block(audio):
+_FLOAT32 = np.dtype(np.float32)
+
+
+def as_block(audio, check_finite=True):
     """Return ``(block, was_1d)``: ``audio`` as float32 ``(channels, samples)``.
 
     Raises ``ValueError`` for arrays that are not 1-D or 2-D, that have no
     channels, or that hold NaN or Inf (naming the channel and sample), and
-    ``TypeError`` for things that are not numbers.
+    ``TypeError`` for things that are not numbers.  ``check_finite=False``
+    leaves the NaN/Inf check to the caller (a kernel that scans its input
+    before touching any state, then calls ``raise_non_finite``).
     """
     a = audio
-    if not (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous):
+    if not (type(a) is np.ndarray and a.dtype is _FLOAT32 and a.flags.c_contiguous):
         a = _convert(a)
     if a.ndim == 1:
         block = a.reshape(1, a.shape[0])
@@ -36,13 +41,18 @@ def as_block(audio):
             f"audio must be 1-D (mono) or 2-D (channels, samples), got shape {a.shape}")
     if block.shape[0] == 0:
         raise ValueError("audio has 0 channels; expected shape (channels, samples)")
-    bad = first_non_finite(block)
-    if bad >= 0:
-        c, n = divmod(int(bad), block.shape[1])
-        value = block[c, n]
-        raise ValueError(f"audio contains {value} at channel {c}, sample {n}; "
-                         "only finite samples can be processed")
+    if check_finite:
+        bad = first_non_finite(block)
+        if bad >= 0:
+            raise_non_finite(block, bad)
     return block, was_1d
+
+
+def raise_non_finite(block, flat_index):
+    """Raise the ``ValueError`` for the NaN/Inf at ``flat_index`` of ``block``."""
+    c, n = divmod(int(flat_index), block.shape[1])
+    raise ValueError(f"audio contains {block[c, n]} at channel {c}, sample {n}; "
+                     "only finite samples can be processed")
 
 
 def _convert(audio):

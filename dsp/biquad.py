@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .audio import raise_non_finite
 from .kernels.biquad import biquad_cascade
 
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
@@ -134,6 +135,10 @@ class BiquadCascade:
         self.ramp[0] = 0
 
     def process(self, block):
+        """Filter ``block``; ``ValueError`` (state untouched) if it holds NaN/Inf."""
         out = np.empty_like(block)
-        biquad_cascade(block, out, self.coef, self.target, self.step, self.ramp, self.state)
+        bad = biquad_cascade(block, out, self.coef, self.target, self.step, self.ramp,
+                             self.state)
+        if bad >= 0:
+            raise_non_finite(block, bad)
         return out

@@ -73,12 +73,11 @@ class Limiter(Processor):
     def _prepare(self):
         d = self.latency_at(self.sample_rate)
         self._delay = np.zeros((self.num_channels, d))
-        self._window = np.zeros(d + 1)
-        self._positions = np.zeros(d + 1, dtype=np.int64)
-        self._fstate = np.ones(d + 3)
+        self._needs = np.ones(d + 1)
+        self._suffix = np.ones(d + 1)
+        self._fstate = np.ones(d + 4)  # held, box sum, prefix minimum, box ring
         self._fstate[1] = d + 1.0
-        self._istate = np.zeros(4, dtype=np.int64)
-
+        self._istate = np.zeros(2, dtype=np.int64)
         self._settings()
 
     def _settings(self):
@@ -93,7 +92,7 @@ class Limiter(Processor):
     def _process(self, block):
         out = np.empty_like(block)
         limiter(block, out, self._ceiling, self._release, self._delay,
-                self._window, self._positions, self._fstate, self._istate)
+                self._needs, self._suffix, self._fstate, self._istate)
         return out
 
 

@@ -16,6 +16,8 @@ Q_BUTTERWORTH = 1.0 / math.sqrt(2.0)
 class BiquadFilter(Processor, register=False):
     """Base of the filters: subclasses return their sections from ``design``."""
 
+    checks_finite = True  # the cascade kernel scans its input first
+
     def design(self, sample_rate):
         """Coefficient rows ``[b0, b1, b2, a1, a2]`` for ``sample_rate``."""
         raise NotImplementedError

@@ -223,6 +223,9 @@ class Processor:
     #: True when the processor takes a list of inputs (graph nodes pass one
     #: frame per incoming edge instead of their sum).
     multi_input = False
+    #: True when ``_process`` itself rejects NaN/Inf before changing any
+    #: state (its kernel scans the block first), saving a separate pass.
+    checks_finite = False
     #: Length of the ramp that smooths parameter changes while streaming.
     smoothing_ms = 20.0
 
@@ -270,7 +273,7 @@ class Processor:
         from call to call.  A 1-D input gives a 1-D output when the output is
         mono.  Raises ``ValueError`` for NaN/Inf samples or a bad rate.
         """
-        block, was_1d = as_block(audio)
+        block, was_1d = as_block(audio, not self.checks_finite)
         if sample_rate != self.sample_rate or block.shape[0] != self.num_channels:
             self._setup(check_sample_rate(sample_rate), block.shape[0])
         out = self._process(block)

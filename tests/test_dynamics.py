@@ -392,7 +392,7 @@ def float_states(proc):
         return [proc._state, proc._makeup]
     if isinstance(proc, NoiseGate):
         return [proc._state]
-    return [proc._delay, proc._window, proc._fstate]
+    return [proc._delay, proc._needs, proc._suffix, proc._fstate]
 
 
 @pytest.mark.parametrize("proc", [
@@ -415,3 +415,37 @@ def test_dynamics_state_never_subnormal_in_silence(proc, rng):
             s = np.abs(state)
             tiny = s[(s > 0) & (s < SMALLEST_STATE)]
             assert tiny.size == 0, f"after {second + 1} s: state values down to {tiny.min():g}"
+
+
+def test_exp_neg_matches_numpy():
+    """The compressor's exponential, against numpy.exp (2e-8 relative up to 12,
+    which is a gain reduction of 104 dB)."""
+    from stagevox.dsp.kernels.dynamics import exp_neg
+    import numba
+
+    xs = np.concatenate([np.linspace(0.0, 12.0, 200_001), [1e-12]])
+    values = numba.njit(lambda a: np.array([exp_neg(v) for v in a]))(xs)
+    np.testing.assert_allclose(values, np.exp(-xs), rtol=2e-8, atol=0)
+    assert exp_neg(1e6) == pytest.approx(np.exp(-40.0), rel=1e-3)  # capped, never subnormal
+
+
+def test_limiter_idle_fast_path_changes_nothing(rng):
+    """Bursts 3 s apart: between them the limiter goes idle (gain exactly 1,
+    ring full of ones) and skips its per-sample loop.  Cut into 10 ms blocks
+    or processed whole, the output is the same to the last bit."""
+    fs = 48000
+    x = (0.05 * rng.standard_normal(fs * 8)).astype(np.float32)
+    for start in (fs, 4 * fs, 7 * fs):
+        x[start:start + 2000] *= 30.0  # over the ceiling: the limiter acts
+    whole = Limiter(ceiling_db=-1)(x, fs)
+    lim = Limiter(ceiling_db=-1)
+    framed = []
+    idle_before_burst = False
+    for i in range(0, x.size, 480):
+        if i == 4 * fs - 480:  # just before the second burst
+            w = lim._delay.shape[1] + 1
+            idle_before_burst = lim._fstate[0] == 1.0 and lim._fstate[1] == w
+        framed.append(lim(x[i:i + 480], fs))
+    assert idle_before_burst, lim._fstate[:2]  # so the fast path did run
+    np.testing.assert_array_equal(np.concatenate(framed), whole)
+    assert np.abs(whole[4 * fs:4 * fs + 2000]).max() < 0.95  # and it limits after

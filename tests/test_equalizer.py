@@ -156,3 +156,20 @@ def test_set_band_while_streaming_is_smooth_and_reaches_the_gain():
     assert jumps[at - 960:at + 4800].max() <= 1.1 * steady  # see test_filters.JUMP_RATIO
     tail = slice(at + fs // 4, None)
     assert rms_db(y[tail]) - rms_db(x[tail]) == pytest.approx(15.0, abs=ACCEPT_DB)
+
+
+def test_nan_block_is_refused_without_touching_the_state(rng):
+    """The cascade kernel scans for NaN/Inf before filtering: a refused block
+    leaves the stream exactly where it was."""
+    a = (0.1 * rng.standard_normal(3000)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(3000)).astype(np.float32)
+    bad = b.copy()
+    bad[1234] = np.inf
+    gains = [3, -2, 4, 0, 1, -5, 2, 6, -3, 1]
+    eq = Equalizer(gains_db=gains)
+    first = eq(a, 48000)
+    with pytest.raises(ValueError, match="inf at channel 0, sample 1234"):
+        eq(bad, 48000)
+    second = eq(b, 48000)
+    ref = Equalizer(gains_db=gains)(np.concatenate([a, b]), 48000)
+    np.testing.assert_array_equal(np.concatenate([first, second]), ref)

@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from . import JIT_OPTIONS, kernel
+from .common import first_non_finite
 
 TINY = 1e-20
 
@@ -125,7 +126,7 @@ def _section_pair(coef, s, w, n, state, c, x1, x2):
     state[c, s + 2, 1] = y1
 
 
-@kernel("void(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1],"
+@kernel("int64(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1],"
         " float64[:, ::1], int64[::1], float64[:, :, ::1])")
 def biquad_cascade(x, y, coef, target, step, ramp, state):
     """Filter ``x`` into ``y`` through the cascade; state carries over calls.
@@ -133,9 +134,15 @@ def biquad_cascade(x, y, coef, target, step, ramp, state):
     x, y: ``(channels, samples)`` float32.  coef/target/step: ``(sections, 5)``.
     ramp: ``[remaining samples]``.  state: ``(channels, sections + 1, 2)``,
     the last two values of the input and of each section's output.
+
+    Returns -1, or the flat index of the first NaN/Inf in ``x``, in which case
+    nothing was filtered and no state changed.
     """
     n_ch = x.shape[0]
     n = x.shape[1]
+    bad = first_non_finite(x)
+    if bad >= 0:
+        return bad
     sections = coef.shape[0]
     i = 0
     # Ramp phase: coefficients move every sample, all channels in step.
@@ -152,7 +159,7 @@ def biquad_cascade(x, y, coef, target, step, ramp, state):
         i += 1
     if i == n:
         _flush(state)
-        return
+        return -1
     # Fixed coefficients: section by section over a float64 copy of the
     # block, two sections at a time, in chunks with a flush after each.
     work = np.empty(min(n - i, FLUSH_EVERY))
@@ -186,3 +193,4 @@ def biquad_cascade(x, y, coef, target, step, ramp, state):
                 y[c, i + j] = work[j]
         _flush(state)
         i += m
+    return -1

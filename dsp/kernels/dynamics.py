@@ -16,8 +16,55 @@ from .common import ramp_next
 
 TINY = 1e-20
 
-#: ``10 ** (-db / 20) == exp(-db * DB_TO_NEPER)``; exp is the cheaper call.
+#: ``10 ** (-db / 20) == exp(-db * DB_TO_NEPER)``.
 DB_TO_NEPER = math.log(10.0) / 20.0
+
+#: A limiter gain above this has recovered: it is set to exactly 1.
+RELEASED = 1.0 - 1e-12
+
+#: Beyond this argument ``exp_neg`` returns exp(-EXP_NEG_MAX) (4e-18).
+EXP_NEG_MAX = 40.0
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def exp_neg(x):
+    """``exp(-x)`` for ``0 <= x <= 12`` within 2e-8 relative; ``x`` is capped at 40.
+
+    ``exp(-x) = exp(-x / 32) ** 32``: a degree-8 Taylor polynomial on
+    ``[-0.375, 0]`` then five squarings.  Unlike a libm call it has no branch
+    and no table, so a loop of them vectorizes.
+    """
+    r = -min(x, EXP_NEG_MAX) * (1.0 / 32.0)
+    p = 1.0 + r * (1.0 + r * (1.0 / 2.0 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (
+        1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0 + r * (1.0 / 40320.0))))))))
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    return p * p
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def frame_peak(x, i):
+    """Largest magnitude over the channels of sample ``i`` (mono fast path)."""
+    if x.shape[0] == 1:
+        return abs(x[0, i])
+    peak = 0.0
+    for c in range(x.shape[0]):
+        a = abs(x[c, i])
+        if a > peak:
+            peak = a
+    return peak
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def scale_frame(x, y, i, gain):
+    """``y[:, i] = x[:, i] * gain`` (mono fast path)."""
+    if x.shape[0] == 1:
+        y[0, i] = x[0, i] * gain
+    else:
+        for c in range(x.shape[0]):
+            y[c, i] = x[c, i] * gain
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64, float64, float64, float64,"
@@ -29,41 +76,48 @@ def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, st
     Reiss, "Digital dynamic range compressor design", JAES 60(6), 2012.
     ``state = [smoothed gain reduction in dB]``; ``makeup`` is a ramp of the
     linear make-up gain.  ``*_coef`` are one-pole coefficients exp(-1/(tau fs)).
+
+    Three passes over the block: the static curve, the smoothing (the only
+    recursive part), then the gain, which has no branches and vectorizes.
     """
-    n_ch = x.shape[0]
     n = x.shape[1]
     slope = 1.0 / ratio - 1.0
     # Below this linear level the gain computer gives no reduction.
     quiet = 10.0 ** ((threshold_db - knee_db / 2.0) / 20.0)
-    reduction = state[0]
+    work = np.empty(n)
     for i in range(n):
-        peak = 0.0
-        for c in range(n_ch):
-            a = abs(x[c, i])
-            if a > peak:
-                peak = a
+        peak = frame_peak(x, i)
         target = 0.0
         if peak > quiet:
-            level = 20.0 * math.log10(peak)
-            over = level - threshold_db
+            over = 20.0 * math.log10(peak) - threshold_db
             if 2.0 * over > knee_db:
                 target = -slope * over
             else:
                 d = over + knee_db / 2.0
                 target = -slope * d * d / (2.0 * knee_db)
+        work[i] = target
+    reduction = state[0]
+    for i in range(n):
+        target = work[i]
         if target > reduction:
             reduction = attack_coef * reduction + (1.0 - attack_coef) * target
         else:
             reduction = release_coef * reduction + (1.0 - release_coef) * target
             if reduction < TINY:
                 reduction = 0.0
-        g = ramp_next(makeup)
-        if reduction > 0.0:
-            g *= math.exp(-reduction * DB_TO_NEPER)
-        gf = np.float32(g)
-        for c in range(n_ch):
-            y[c, i] = x[c, i] * gf
+        work[i] = reduction
     state[0] = reduction
+    for i in range(n):
+        work[i] = exp_neg(work[i] * DB_TO_NEPER)
+    if makeup[3] > 0.0:
+        for i in range(n):
+            work[i] *= ramp_next(makeup)
+    else:
+        for i in range(n):
+            work[i] *= makeup[0]
+    for c in range(x.shape[0]):
+        for i in range(n):
+            y[c, i] = x[c, i] * np.float32(work[i])
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -73,84 +127,98 @@ def _wrap(i, w):
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64, float64, float64[:, ::1],"
-        " float64[::1], int64[::1], float64[::1], int64[::1])")
-def limiter(x, y, ceiling, release_coef, delay, window, positions, fstate, istate):
+        " float64[::1], float64[::1], float64[::1], int64[::1])")
+def limiter(x, y, ceiling, release_coef, delay, needs, suffix, fstate, istate):
     """Look-ahead peak limiter: no output sample exceeds ``ceiling``.
 
     With a delay of D samples (``delay`` is ``(channels, D)``) the gain that
     each sample needs, ``min(1, ceiling / peak)``, is known D samples before
     that sample is output.  The gain applied is: the minimum of the needs over
-    the last D+1 samples (monotonic deque in ``window``/``positions``), which
-    may rise only at the release rate, then averaged over D+1 samples (a
-    linear attack that has fully arrived when the peak is output).  Every
-    value averaged is at most the peak's need, so the peak is held under the
-    ceiling; a final clamp absorbs rounding.
+    the last w = D+1 samples, which may rise only at the release rate, then
+    averaged over w samples (a linear attack that has fully arrived when the
+    peak is output).  Every value averaged is at most the peak's need, so the
+    peak is held under the ceiling; a final clamp absorbs rounding.
 
-    ``window``/``positions``: deque of size D+1, and ``fstate`` = ``[release
-    state, box sum, box ring ...(D+1)]``; ``istate`` = ``[sample counter,
-    delay write index, deque head, deque count]``.
+    The running minimum is van Herk's and Gil and Werman's: time is cut into
+    blocks of w samples; the window's minimum is that of the current block so
+    far (a running prefix) and of the tail of the previous block (suffix
+    minima, computed once per block).  ``needs``: this block's needs (w);
+    ``suffix``: suffix minima of the previous block (w); ``fstate`` = ``[held
+    gain, box sum, prefix minimum, box ring ...(w)]``; ``istate`` = ``[sample
+    counter, delay write index]``.
     """
-    n_ch = x.shape[0]
     n = x.shape[1]
     d = delay.shape[1]
     w = d + 1
     count = istate[0]
     write = istate[1]
-    head = istate[2]
-    size = istate[3]
     held = fstate[0]
     total = fstate[1]
-    ring = count % w  # slot of the moving-average ring; wrapped by hand below
-    for i in range(n):
-        peak = 0.0
-        for c in range(n_ch):
-            a = abs(x[c, i])
-            if a > peak:
-                peak = a
+    prefix = fstate[2]
+    pos = count % w  # position in the block, and slot of the moving-average ring
+    inv_w = 1.0 / w
+    gains = np.empty(n)
+    # Idle: nothing is being limited and nothing in this block needs it.  The
+    # per-sample loop below would then only write ones over ones, so skip it.
+    idle = held == 1.0 and total == w and prefix == 1.0 and suffix[0] == 1.0
+    if idle:
+        for i in range(n):
+            if frame_peak(x, i) > ceiling:
+                idle = False
+                break
+    if idle and n > 0:
+        gains[:] = total * inv_w
+        for i in range(n):
+            needs[pos] = 1.0
+            pos = _wrap(pos + 1, w)
+        count += n
+    for i in range(0 if not idle else n, n):
+        peak = frame_peak(x, i)
         need = 1.0 if peak <= ceiling else ceiling / peak
-        # Sliding minimum over the last w needs.  Drop the expired front
-        # first, so the deque never holds more than its w slots.
-        if size > 0 and positions[head] <= count - w:
-            head = _wrap(head + 1, w)
-            size -= 1
-        while size > 0 and window[_wrap(head + size - 1, w)] >= need:
-            size -= 1
-        slot = _wrap(head + size, w)
-        window[slot] = need
-        positions[slot] = count
-        size += 1
-        lowest = window[head]
+        prefix = need if pos == 0 else min(prefix, need)
+        needs[pos] = need
+        if pos == w - 1:
+            lowest = prefix
+            m = 1.0
+            for k in range(w - 1, -1, -1):
+                m = min(m, needs[k])
+                suffix[k] = m
+        else:
+            lowest = min(prefix, suffix[pos + 1])
         if lowest < held:
             held = lowest
         else:
             held = lowest + release_coef * (held - lowest)
+            if lowest == 1.0 and held > RELEASED:  # would stall one ulp short of 1
+                held = 1.0
         # Moving average of the held gain over w samples.
-        total += held - fstate[2 + ring]
-        fstate[2 + ring] = held
-        if ring == w - 1:  # re-sum once per lap so rounding cannot drift
+        total += held - fstate[3 + pos]
+        fstate[3 + pos] = held
+        if pos == w - 1:  # re-sum once per lap so rounding cannot drift
             total = 0.0
             for k in range(w):
-                total += fstate[2 + k]
-        ring = _wrap(ring + 1, w)
-        gain = total / w
-        for c in range(n_ch):
-            out = delay[c, write] * gain
-            delay[c, write] = x[c, i]
-            if out > ceiling:
-                out = ceiling
-            elif out < -ceiling:
-                out = -ceiling
-            y[c, i] = np.float32(out)
-        write += 1
-        if write == d:
-            write = 0
+                total += fstate[3 + k]
+        pos = _wrap(pos + 1, w)
+        gains[i] = total * inv_w
         count += 1
+    # The output is the input delayed by d samples: first what the ring
+    # holds (oldest first, from ``write``), then this block's own samples.
+    for c in range(x.shape[0]):
+        for i in range(min(n, d)):
+            k = write + i
+            v = delay[c, k - d if k >= d else k]
+            y[c, i] = np.float32(min(max(v * gains[i], -ceiling), ceiling))
+        for i in range(d, n):
+            y[c, i] = np.float32(min(max(x[c, i - d] * gains[i], -ceiling), ceiling))
+        # Sample m of ring + block belongs in slot (write + m) % d; the last d
+        # of them stay.  Ring samples that stay are in their slots already.
+        for i in range(max(n - d, 0), n):
+            delay[c, (write + i) % d] = x[c, i]
     istate[0] = count
-    istate[1] = write
-    istate[2] = head
-    istate[3] = size
+    istate[1] = (write + n) % d
     fstate[0] = held
     fstate[1] = total
+    fstate[2] = prefix
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64, float64, float64, int64,"
@@ -165,18 +233,13 @@ def noise_gate(x, y, open_level, close_level, floor, hold, detect_coef, attack_c
     ``floor`` with one-pole ``attack_coef`` (opening) and ``release_coef``.
     ``state = [detector, gain, open flag]``; ``counter = [samples below]``.
     """
-    n_ch = x.shape[0]
     n = x.shape[1]
     env = state[0]
     gain = state[1]
     is_open = state[2] > 0.5
     below = counter[0]
     for i in range(n):
-        peak = 0.0
-        for c in range(n_ch):
-            a = abs(x[c, i])
-            if a > peak:
-                peak = a
+        peak = frame_peak(x, i)
         env = peak if peak > env else env * detect_coef
         if env < TINY:
             env = 0.0
@@ -193,9 +256,7 @@ def noise_gate(x, y, open_level, close_level, floor, hold, detect_coef, attack_c
             gain = release_coef * gain + (1.0 - release_coef) * floor
             if gain - floor < TINY:
                 gain = floor
-        gf = np.float32(gain)
-        for c in range(n_ch):
-            y[c, i] = x[c, i] * gf
+        scale_frame(x, y, i, np.float32(gain))
     state[0] = env
     state[1] = gain
     state[2] = 1.0 if is_open else 0.0
