@@ -6,6 +6,10 @@ Every processor follows one protocol (see ``processor.Processor``)::
     y = fx.process(x, sample_rate=48000)   # or fx(x, 48000); state carries over
 
 ``registry`` maps registry names (``equalizer``, ``limiter``, ...) to classes.
+
+Spatial audio: ``Spatializer`` (HRTF, mono in, binaural out), ``Panner``
+(level only), ``SpatialScene`` (many remote voices around a listener),
+``Hrtf`` (the bundled MIT KEMAR set or any SOFA file).
 """
 
 from .audio import as_block, check_sample_rate, db_to_gain
@@ -15,7 +19,16 @@ from .filters import BandPass, HighPass, HighShelf, LowPass, LowShelf, Notch, Pe
 from .gain import Gain, Pan
 from .graph import Chain, Graph, Mix
 from .mixer import Mixer
+from .convolution import ConvolutionReverb, RoomReverb
+from .pitch import FormantShift, PitchCorrection, PitchShift
+from .pitch_tracker import PitchTracker
+from .reverb import Reverb
+from .hrtf import Hrtf, HrtfError
+from .panner import Panner
 from .processor import Processor, registry
+from .sofa import SofaError
+from .spatial_scene import SpatialScene, Zone
+from .spatializer import Spatializer
 from .fileio import AudioFileError, process_file
 from . import samples
 
@@ -24,4 +37,7 @@ __all__ = [
     "HighPass", "HighShelf", "Limiter", "LowPass", "LowShelf", "Mix", "Mixer", "NoiseGate",
     "Notch", "Pan", "PeakFilter", "Processor", "as_block", "check_sample_rate", "db_to_gain",
     "AudioFileError", "process_file", "registry", "samples",
+    "Hrtf", "HrtfError", "Panner", "SofaError", "SpatialScene", "Spatializer", "Zone",
+    "ConvolutionReverb", "Reverb", "RoomReverb",
+    "FormantShift", "PitchCorrection", "PitchShift", "PitchTracker",
 ]

@@ -1,0 +1,449 @@
+"""The spatial audio engine: remote voices placed around a listener in a shared world.
+
+``SpatialScene`` follows the well-known live-audio SDK's spatial audio engine
+(``updateSelfPosition``, ``updateRemotePosition``, ``setAudioRecvRange``,
+``setZones``, ...) in snake_case.  The listener and every remote speaker have
+positions in world coordinates (in *units*, ``set_distance_unit`` metres each;
+the three coordinates are forward, right and up by default, but any frame
+works since the listener's axes are given explicitly).  ``render`` takes one
+mono frame per speaker and returns the binaural stereo mix: each voice goes
+through the HRTF of its direction as seen from the listener's head, fades
+with distance, and moves without clicks (see ``kernels.spatial``); all
+voices are rendered in one kernel call.
+
+Who is heard: speakers with a position (``update_remote_position``), not
+muted, within ``set_audio_recv_range``, and among the
+``set_max_audio_recv_count`` nearest of those.  Frames of a uid without a
+position are ignored.
+
+Attenuation (as the SDK's ``audioAttenuation``): a number from 0 to 1 that
+sets how fast a voice fades with distance beyond ``reference_distance_m``:
+0 not at all ("broadcast"), 0.5 like in air (inverse distance, -6 dB per
+doubling; the default), 1 twice as fast (-12 dB per doubling).  The
+roll-off factor is ``2 * attenuation``; air absorption, when on, scales with
+it too.  Zones (``Zone``) are boxes: when the listener and a speaker are not
+in the same zone, the voice uses the attenuation of the listener's zone (or,
+for a listener outside every zone, of the speaker's zone), unless
+``set_remote_audio_attenuation(..., force=True)`` fixed the speaker's own.
+
+Optional per speaker (``set_remote_spatial_params``): Doppler (the voice is
+delayed by its current distance over the speed of sound, so a voice whose
+distance changes at ``v`` m/s is heard at ``1 - v / c`` times its pitch, the
+physical shift to first order in ``v / c``), air absorption, and directivity
+(``update_remote_position(..., forward=...)``: a speaker facing away from
+the listener is ``directivity_db`` quieter).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .audio import as_block, check_sample_rate
+from .hrtf import Hrtf
+from .kernels import spatial as k
+from .kernels.common import first_non_finite
+from .spatializer import SpatialState
+
+#: Default attenuation (the SDK's "as in real life").
+DEFAULT_ATTENUATION = 0.5
+
+#: Per-speaker arrays of a scene, one row per slot: name -> (dtype, shape of
+#: a row, value of a fresh slot).  ``_leaving`` counts the samples a removed
+#: speaker still renders (its fade and tail), -1 for a present one; -1 in
+#: ``_doppler``/``_air`` means the scene's default.
+_SLOT_FIELDS = {
+    "_pos": (np.float64, (3,), 0.0),
+    "_fwd": (np.float64, (3,), 0.0),
+    "_has_fwd": (bool, (), False),
+    "_atten": (np.float64, (), DEFAULT_ATTENUATION),
+    "_force": (bool, (), False),
+    "_muted": (bool, (), False),
+    "_used": (bool, (), False),
+    "_leaving": (np.int64, (), -1),
+    "_doppler": (np.int8, (), -1),
+    "_air": (np.int8, (), -1),
+}
+
+
+def _vector(value, name):
+    """``value`` as a tuple of 3 finite floats (``ValueError`` naming ``name``)."""
+    try:
+        x, y, z = value
+        v = (float(x), float(y), float(z))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be 3 numbers (forward, right, up), got {value!r}") \
+            from None
+    if not (math.isfinite(v[0]) and math.isfinite(v[1]) and math.isfinite(v[2])):
+        raise ValueError(f"{name} must be 3 finite numbers, got {value!r}")
+    return v
+
+
+def _direction(value, name):
+    """``value`` scaled to unit length (``ValueError`` for the zero vector)."""
+    x, y, z = _vector(value, name)
+    length = math.sqrt(x * x + y * y + z * z)
+    if length < 1e-12:
+        raise ValueError(f"{name} must not be the zero vector")
+    return (x / length, y / length, z / length)
+
+
+def _attenuation(value, name="attenuation"):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass
+class Zone:
+    """A box-shaped sound-insulation zone (the SDK's ``SpatialAudioZone``).
+
+    ``position``: the centre (units); ``forward``, ``right``, ``up``: its
+    axes (normalised here); ``*_length``: its size along them (units);
+    ``attenuation``: 0 to 1, used for voices that cross its walls (see the
+    module docstring); ``zone_id``: free for the caller.
+    """
+
+    position: tuple
+    forward: tuple
+    right: tuple
+    up: tuple
+    forward_length: float
+    right_length: float
+    up_length: float
+    attenuation: float = 1.0
+    zone_id: int = 0
+
+    def __post_init__(self):
+        self.position = np.array(_vector(self.position, "Zone.position"))
+        self.forward = np.array(_direction(self.forward, "Zone.forward"))
+        self.right = np.array(_direction(self.right, "Zone.right"))
+        self.up = np.array(_direction(self.up, "Zone.up"))
+        for name in ("forward_length", "right_length", "up_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not (0 < float(v) < math.inf):
+                raise ValueError(f"Zone.{name} must be a positive length, got {v!r}")
+            setattr(self, name, float(v))
+        self.attenuation = _attenuation(self.attenuation, "Zone.attenuation")
+
+    def contains(self, points):
+        """Whether each of ``points`` ``(..., 3)`` lies in the box (walls included)."""
+        rel = np.asarray(points, dtype=np.float64) - self.position
+        return ((np.abs(rel @ self.forward) <= self.forward_length / 2)
+                & (np.abs(rel @ self.right) <= self.right_length / 2)
+                & (np.abs(rel @ self.up) <= self.up_length / 2))
+
+
+class SpatialScene:
+    """Remote voices rendered binaurally around a listener (see the module docstring).
+
+    ``hrtf``: an ``Hrtf`` (default: the bundled KEMAR set).
+    ``reference_distance_m``: no attenuation up to this distance (metres).
+    ``air_absorption``, ``doppler``: defaults for every speaker.
+    ``directivity_db``: how much quieter a speaker facing away is (0 = off).
+    ``near_field``: widen the level difference of voices closer than the
+    HRTF's measuring distance.  ``speed_of_sound`` in m/s; ``max_delay_s``:
+    the longest travel time kept for Doppler (farther voices are not delayed
+    more).
+    """
+
+    def __init__(self, hrtf=None, *, reference_distance_m=1.0, air_absorption=True,
+                 doppler=False, directivity_db=6.0, near_field=False, speed_of_sound=343.0,
+                 max_delay_s=0.25):
+        if hrtf is not None and not isinstance(hrtf, Hrtf):
+            raise TypeError(f"hrtf must be an Hrtf, got {type(hrtf).__name__}")
+        for name, v, lo in (("reference_distance_m", reference_distance_m, 1e-3),
+                            ("speed_of_sound", speed_of_sound, 1.0),
+                            ("max_delay_s", max_delay_s, 0.0),
+                            ("directivity_db", directivity_db, 0.0)):
+            if not (isinstance(v, (int, float)) and lo <= v < math.inf):
+                raise ValueError(f"{name} must be a finite number >= {lo:g}, got {v!r}")
+        self._hrtf = hrtf
+        self.reference_distance_m = float(reference_distance_m)
+        self.air_absorption = bool(air_absorption)
+        self.doppler = bool(doppler)
+        self.directivity_db = float(directivity_db)
+        self.near_field = bool(near_field)
+        self.speed_of_sound = float(speed_of_sound)
+        self.max_delay_s = float(max_delay_s)
+        self._unit = 1.0
+        self._range = math.inf
+        self._max_count = None
+        self._zones = []
+        self._self_pos = np.zeros(3)
+        self._axes = np.eye(3)  # rows: forward, right, up
+        self._slots = {}        # uid -> slot, for speakers with a position
+        self._free = []
+        self._capacity = 0
+        self._rate = None
+        self._spatial = None
+        self._grow(8)
+
+    # -- slots -------------------------------------------------------------------
+    def _grow(self, capacity):
+        """Make room for ``capacity`` speakers, keeping everything so far."""
+        old = self._capacity
+        for name, (dtype, tail, fill) in _SLOT_FIELDS.items():
+            grown = np.full((capacity,) + tail, fill, dtype=dtype)
+            if old:
+                grown[:old] = getattr(self, name)
+            setattr(self, name, grown)
+        if self._spatial is not None:
+            previous = self._spatial
+            self._spatial = self._new_state(capacity)
+            for name in ("targets", "state", "filt", "ring", "dhist"):
+                getattr(self._spatial, name)[:old] = getattr(previous, name)
+            self._spatial.clock[:] = previous.clock
+        self._free.extend(range(old, capacity))
+        self._capacity = capacity
+
+    def _new_state(self, capacity):
+        hrtf = self.hrtf.at_rate(self._rate)
+        extra = self.max_delay_s * self._rate
+        return SpatialState(hrtf, self._rate, capacity, max_extra_delay=extra)
+
+    def _slot(self, uid, create):
+        slot = self._slots.get(uid)
+        if slot is None and create:
+            if not self._free:
+                self._grow(2 * self._capacity)
+            slot = self._free.pop(0)
+            self._slots[uid] = slot
+            for name, (_, _, fill) in _SLOT_FIELDS.items():
+                getattr(self, name)[slot] = fill
+            self._used[slot] = True
+            if self._spatial is not None:
+                self._spatial.clear(slot)
+        return slot
+
+    @property
+    def hrtf(self):
+        """The ``Hrtf`` in use."""
+        if self._hrtf is None:
+            self._hrtf = Hrtf.default()
+        return self._hrtf
+
+    # -- the SDK's calls ------------------------------------------------------------
+    def update_self_position(self, position, forward, right, up):
+        """Set the listener's position (units) and head axes (normalised here)."""
+        pos = np.array(_vector(position, "position"))
+        axes = np.array([_direction(forward, "forward"), _direction(right, "right"),
+                         _direction(up, "up")])
+        self._self_pos, self._axes = pos, axes
+
+    def update_remote_position(self, uid, position, forward=None):
+        """Place speaker ``uid`` at ``position`` (units), facing ``forward`` (or
+        with no directivity when ``None``).  A new uid is added."""
+        pos = _vector(position, "position")
+        fwd = None if forward is None else _direction(forward, "forward")
+        slot = self._slot(uid, True)
+        self._pos[slot] = pos
+        if fwd is None:
+            self._has_fwd[slot] = False
+        else:
+            self._fwd[slot] = fwd
+            self._has_fwd[slot] = True
+
+    def remove_remote_position(self, uid):
+        """Stop hearing ``uid`` (its voice fades out over 10 ms); unknown uids are ignored."""
+        slot = self._slots.pop(uid, None)
+        if slot is None:
+            return
+        if self._spatial is None:
+            self._release(slot)
+        else:  # keep rendering until the fade and the delayed tail are over
+            sp = self._spatial
+            self._leaving[slot] = 2 * sp.tick + int(sp.max_delay) + sp.hrtf.taps
+
+    def clear_remote_positions(self):
+        """Remove every speaker."""
+        for uid in list(self._slots):
+            self.remove_remote_position(uid)
+
+    def set_audio_recv_range(self, range):
+        """Hear only speakers within ``range`` units (``inf``: everyone)."""
+        if isinstance(range, bool) or not isinstance(range, (int, float, np.integer,
+                                                             np.floating)) or not range > 0:
+            raise ValueError(f"range must be a positive distance in units, got {range!r}")
+        self._range = float(range)
+
+    def set_distance_unit(self, metres_per_unit):
+        """How many metres one unit of position is (1 by default)."""
+        if isinstance(metres_per_unit, bool) or not isinstance(
+                metres_per_unit, (int, float, np.integer, np.floating)) \
+                or not (0 < metres_per_unit < math.inf):
+            raise ValueError(f"metres_per_unit must be a positive number, got {metres_per_unit!r}")
+        self._unit = float(metres_per_unit)
+
+    def set_max_audio_recv_count(self, n):
+        """Hear at most the ``n`` nearest speakers in range (``None``: no limit)."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                              or n < 0):
+            raise ValueError(f"n must be a whole number >= 0 or None, got {n!r}")
+        self._max_count = None if n is None else int(n)
+
+    def set_zones(self, zones):
+        """Set the sound-insulation zones (a list of ``Zone``, or of dicts of
+        its fields); an empty list removes them.  The first zone that holds a
+        point is that point's zone."""
+        out = []
+        for i, z in enumerate(zones or []):
+            if isinstance(z, Zone):
+                out.append(z)
+            elif isinstance(z, dict):
+                try:
+                    out.append(Zone(**z))
+                except TypeError as exc:
+                    raise ValueError(f"zones[{i}]: {exc}") from None
+            else:
+                raise ValueError(f"zones[{i}] must be a Zone or a dict, got {type(z).__name__}")
+        self._zones = out
+
+    def set_remote_audio_attenuation(self, uid, attenuation, force=False):
+        """Attenuation of ``uid`` (0 to 1, see the module docstring); with
+        ``force`` it also applies across zone walls."""
+        slot = self._known(uid)
+        self._atten[slot] = _attenuation(attenuation)
+        self._force[slot] = bool(force)
+
+    def mute_remote_audio(self, uid, mute):
+        """Mute (or unmute) ``uid``; the change fades over 10 ms."""
+        self._muted[self._known(uid)] = bool(mute)
+
+    def set_remote_spatial_params(self, uid, *, doppler=None, air_absorption=None):
+        """Per-speaker Doppler and air absorption (``None``: the scene's default)."""
+        slot = self._known(uid)
+        self._doppler[slot] = -1 if doppler is None else int(bool(doppler))
+        self._air[slot] = -1 if air_absorption is None else int(bool(air_absorption))
+
+    def _known(self, uid):
+        slot = self._slots.get(uid)
+        if slot is None:
+            raise KeyError(f"no speaker {uid!r}; call update_remote_position first")
+        return slot
+
+    # -- rendering -----------------------------------------------------------------
+    def gains(self):
+        """``{uid: gain}`` that ``render`` applies now (0 for speakers not heard)."""
+        gain = self._gains(np.zeros((self._capacity, k.N_TARGETS)))
+        return {uid: float(gain[slot]) for uid, slot in self._slots.items()}
+
+    def _gains(self, targets):
+        """Broadband gain of every slot; fills the direction and distance
+        columns of ``targets`` and leaves the roll-off in ``self._rolloff``."""
+        facing = np.empty(self._capacity)
+        k.scene_geometry(self._pos, self._self_pos, self._axes, self._unit, self._fwd,
+                         self._has_fwd, self.directivity_db, targets, facing)
+        dist = targets[:, k.T_DISTANCE]
+        heard = self._used & (self._leaving < 0) & ~self._muted
+        if self._range < math.inf:
+            heard &= dist <= self._range * self._unit
+        if self._max_count is not None and np.count_nonzero(heard) > self._max_count:
+            order = np.flatnonzero(heard)[np.argsort(dist[heard], kind="stable")]
+            heard[order[self._max_count:]] = False
+        atten = self._atten
+        if self._zones:
+            atten = atten.copy()
+            listener = next((i for i, z in enumerate(self._zones)
+                             if z.contains(self._self_pos)), -1)
+            where = np.full(self._capacity, -1)
+            for i in range(len(self._zones) - 1, -1, -1):
+                where[self._zones[i].contains(self._pos)] = i
+            crossing = (where != listener) & ~self._force
+            zone_of = np.where(listener >= 0, listener, where)
+            for i, z in enumerate(self._zones):
+                atten[crossing & (zone_of == i)] = z.attenuation
+        self._rolloff = 2.0 * atten
+        ref = self.reference_distance_m
+        gain = ref / (ref + self._rolloff * (np.maximum(dist, ref) - ref))
+        return gain * facing * heard
+
+    def render(self, frames, sample_rate):
+        """Mix one frame per speaker into a binaural stereo frame.
+
+        ``frames``: ``{uid: mono frame}`` (1-D or ``(1, n)``, all the same
+        length; uids without a position are ignored, speakers without a
+        frame are silent).  Returns float32 ``(2, n)``, row 0 the left ear.
+        Raises ``ValueError`` for frames of different lengths, with more than
+        one channel, or with NaN/Inf.
+        """
+        rate = check_sample_rate(sample_rate)
+        if rate != self._rate:
+            self._rate = rate
+            self._spatial = self._new_state(self._capacity)
+        items = []
+        n = None
+        for uid, frame in frames.items():
+            a = frame
+            if not (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 1):
+                block, _ = as_block(a)
+                if block.shape[0] != 1:
+                    raise ValueError(f"frame of {uid!r} has {block.shape[0]} channels; "
+                                     "speakers are mono")
+                a = block[0]
+            if n is None:
+                n = a.shape[0]
+            elif a.shape[0] != n:
+                raise ValueError(f"frames differ in length: {uid!r} has {a.shape[0]} "
+                                 f"samples, others {n}")
+            items.append((uid, a))
+        x = np.zeros((self._capacity, n or 0), dtype=np.float32)
+        for uid, a in items:
+            slot = self._slots.get(uid)
+            if slot is not None:
+                x[slot] = a
+        bad = first_non_finite(x)
+        if bad >= 0:
+            slot, i = divmod(int(bad), x.shape[1])
+            uid = next(u for u, s in self._slots.items() if s == slot)
+            raise ValueError(f"frame of {uid!r} contains {x[slot, i]} at sample {i}; "
+                             "only finite samples can be rendered")
+        self._set_targets()
+        out = np.empty((2, x.shape[1]), dtype=np.float32)
+        self._spatial.render(x, out)
+        self._retire(x.shape[1])
+        return out
+
+    def _set_targets(self):
+        sp = self._spatial
+        t = sp.targets
+        t[:, k.T_GAIN] = self._gains(t)
+        t[:, k.T_ACTIVE] = self._used
+        t[:, k.T_NEAR] = sp.hrtf.distance_m if self.near_field else 0.0
+        dist = t[:, k.T_DISTANCE]
+        air = np.where(self._air < 0, self.air_absorption, self._air > 0)
+        t[:, k.T_AIR] = dist * self._rolloff * air
+        if self.doppler or (self._doppler > 0).any():
+            doppler = np.where(self._doppler < 0, self.doppler, self._doppler > 0)
+            t[:, k.T_DELAY] = np.minimum(dist / self.speed_of_sound,
+                                         self.max_delay_s) * self._rate * doppler
+        else:
+            t[:, k.T_DELAY] = 0.0
+
+    def _retire(self, n):
+        """Free the slots of removed speakers whose voice has died away."""
+        for slot in np.flatnonzero(self._leaving >= 0):
+            self._leaving[slot] = max(0, self._leaving[slot] - n)
+            if self._leaving[slot] == 0:
+                self._release(slot)
+
+    def _release(self, slot):
+        self._used[slot] = False
+        self._leaving[slot] = -1
+        if self._spatial is not None:
+            self._spatial.clear(slot)
+            self._spatial.targets[slot] = 0.0
+        self._free.append(int(slot))
+        self._free.sort()
+
+    def reset(self):
+        """Clear all audio state (positions and settings are kept)."""
+        if self._spatial is not None:
+            self._spatial.reset()
+
+    @property
+    def speakers(self):
+        """The uids that have a position."""
+        return list(self._slots)
