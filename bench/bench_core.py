@@ -130,21 +130,27 @@ def time_once(make_run):
         gc.enable()
 
 
-def median_pair(make_a, make_b, repeats):
-    """Median wall times ``(a, b)`` of two ways of doing the same work.
+def medians(makers, repeats):
+    """Median wall times of several ways of doing the same work.
 
-    ``make_a``/``make_b`` build fresh processors and return a zero-argument
-    callable that does the work.  Each is run once untimed first (Numba
-    dispatch, caches, plugin set-up); then the timed runs alternate a, b,
-    a, b, ... so that load from other programs falls on both alike.
+    Each maker builds fresh processors and returns a zero-argument callable
+    that does the work.  Each is run once untimed first (Numba dispatch,
+    caches, plugin set-up); then the timed runs take turns, so that load from
+    other programs falls on all alike.
     """
-    make_a()()
-    make_b()()
-    a, b = [], []
+    for make in makers:
+        make()()
+    times = [[] for _ in makers]
     for _ in range(repeats):
-        a.append(time_once(make_a))
-        b.append(time_once(make_b))
-    return statistics.median(a), statistics.median(b)
+        for make, t in zip(makers, times):
+            t.append(time_once(make))
+    return [statistics.median(t) for t in times]
+
+
+def median_pair(make_a, make_b, repeats):
+    """``medians`` of two ways of doing the same work, as ``(a, b)``."""
+    a, b = medians([make_a, make_b], repeats)
+    return a, b
 
 
 def frame_loop(proc, frames, **kwargs):
@@ -425,14 +431,16 @@ def cpu_name():
 
 # ------------------------------------------------------------------ main
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_arguments(description, seconds, argv=None, cold=False):
+    """The options every benchmark takes: ``--repeats``, ``--seconds``,
+    ``--quick`` (5 s of audio, 2 repeats) and, with ``cold``, ``--cold``."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
-    p.add_argument("--seconds", type=float, default=60.0, help="length of the test audio")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 5 s of audio, 2 repeats, 2 start-up runs")
-    p.add_argument("--cold", action="store_true",
-                   help="also time one start-up with an empty Numba cache (slow)")
+    p.add_argument("--seconds", type=float, default=seconds, help="length of the test audio")
+    p.add_argument("--quick", action="store_true", help="smoke run: 5 s of audio, 2 repeats")
+    if cold:
+        p.add_argument("--cold", action="store_true",
+                       help="also time one start-up with an empty Numba cache (slow)")
     args = p.parse_args(argv)
     if args.quick:
         args.seconds = min(args.seconds, 5.0)
@@ -443,7 +451,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = bench_arguments(__doc__.split("\n\n")[0], 60.0, argv, cold=True)
     pinned = pin_to_one_core()
     mono, stereo = make_audio(args.seconds)
     seconds = mono.shape[0] / RATE

@@ -26,20 +26,13 @@ untimed warm-up; the runs of the two tools alternate.
 Usage::
 
     python bench/bench_pitch.py              # 60 s of audio, 5 repeats
-    python bench/bench_pitch.py --quick      # 10 s, 2 repeats
+    python bench/bench_pitch.py --quick      # 5 s, 2 repeats
 """
 
-import os
+import bench_core as core  # sets the one-thread environment before NumPy loads
+from bench_core import median_pair, pin_to_one_core, split_frames, verdict
 
-for _name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-              "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pylibrb  # noqa: E402
@@ -54,29 +47,6 @@ RATE = 48000
 FRAME = 480  # 10 ms
 SPEED_SHIFTS = (4.0, -7.0)
 ROUND_TRIPS = (4, 7)
-
-
-def pin_to_one_core():
-    """Pin this process to one CPU; return a description."""
-    if hasattr(os, "sched_setaffinity"):
-        try:
-            cpu = min(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {cpu})
-            return f"pinned to CPU {cpu}"
-        except OSError as exc:
-            return f"not pinned ({exc})"
-    return "not pinned (no sched_setaffinity on this system)"
-
-
-def make_audio(seconds):
-    """The bundled speech sample repeated to ``seconds``, float32, 48 kHz."""
-    speech = dsp.samples.speech(RATE)
-    n = int(round(seconds * RATE))
-    return np.ascontiguousarray(np.tile(speech, -(-n // speech.size))[:n], dtype=np.float32)
-
-
-def frames_of(audio):
-    return [np.ascontiguousarray(audio[i:i + FRAME]) for i in range(0, audio.size, FRAME)]
 
 
 def rubberband(semitones):
@@ -112,28 +82,6 @@ def rubberband_frames(semitones, frames, flush=0):
     return run
 
 
-def time_once(make_run):
-    run = make_run()
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        run()
-        return time.perf_counter() - t0
-    finally:
-        gc.enable()
-
-
-def median_pair(make_a, make_b, repeats):
-    make_a()()
-    make_b()()
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(time_once(make_a))
-        b.append(time_once(make_b))
-    return statistics.median(a), statistics.median(b)
-
-
 # ------------------------------------------------------------------ measures
 
 def delay_by_xcorr(y, x, max_lag):
@@ -155,14 +103,14 @@ def scores(ref, out):
 
 def round_trip_stagevox(x, k):
     up, down = PitchShift(semitones=k), PitchShift(semitones=-k)
-    y = np.concatenate([down.process(up.process(f, RATE), RATE) for f in frames_of(x)])
+    y = np.concatenate([down.process(up.process(f, RATE), RATE) for f in split_frames(x)])
     lat = up.latency + down.latency
     return scores(x[:-lat], y[lat:]), lat
 
 
 def round_trip_rubberband(x, k):
-    first = rubberband_frames(k, frames_of(x), flush=RATE)()
-    second = rubberband_frames(-k, frames_of(first[:x.size + RATE // 2]), flush=RATE)()
+    first = rubberband_frames(k, split_frames(x), flush=RATE)()
+    second = rubberband_frames(-k, split_frames(first[:x.size + RATE // 2]), flush=RATE)()
     lag = delay_by_xcorr(second, x, RATE // 5)
     n = min(x.size, second.size - lag)
     return scores(x[:n], second[lag:lag + n]), lag
@@ -176,14 +124,14 @@ def rubberband_delay(semitones=4.0):
     behind samples fed (a live output must be buffered that much to never
     run dry), while shifting by ``semitones`` in 10 ms frames.
     """
-    x = make_audio(3.0)
+    x = core.make_audio(3.0)[0]
     reported = rubberband(semitones).get_start_delay()
-    y = rubberband_frames(0.0, frames_of(x), flush=RATE // 2)()
+    y = rubberband_frames(0.0, split_frames(x), flush=RATE // 2)()
     lag = delay_by_xcorr(y, x, RATE // 5)
     rb = rubberband(semitones)
     fed = got = 0
     short = 0
-    for i, f in enumerate(frames_of(x)):
+    for i, f in enumerate(split_frames(x)):
         rb.process(f[None, :])
         fed += f.size
         n = rb.available()
@@ -194,18 +142,8 @@ def rubberband_delay(semitones=4.0):
     return reported, lag + short
 
 
-def verdict(ok):
-    return "PASS" if ok else "FAIL"
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="10 s of audio, 2 repeats")
-    args = ap.parse_args()
-    if args.quick:
-        args.seconds, args.repeats = 10.0, 2
+    args = core.bench_arguments(__doc__.splitlines()[0], 60.0)
     pinned = pin_to_one_core()
     print(f"stagevox PitchShift vs Rubber Band {pylibrb.__version__} (R2 real-time engine)")
     print(f"{platform.python_implementation()} {platform.python_version()}, "
@@ -213,8 +151,8 @@ def main():
           f"10 ms frames, median of {args.repeats}")
     print()
 
-    audio = make_audio(args.seconds)
-    frames = frames_of(audio)
+    audio = core.make_audio(args.seconds)[0]
+    frames = split_frames(audio)
     checks = []
     print("1. speed (x real time, mono, 10 ms frames)")
     print(f"   {'shift':>8}  {'stagevox':>10}  {'rubberband':>10}  {'ratio':>7}  target >= 4x")

@@ -31,7 +31,6 @@ Usage::
     python bench/bench_reverb.py --quick     # smoke run
 """
 
-import argparse
 import os
 import platform
 import sys
@@ -143,22 +142,8 @@ def convolution_errors(frames, h, path):
     return sv_err, lat, best
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of the test audio")
-    p.add_argument("--quick", action="store_true", help="smoke run: 5 s of audio, 2 repeats")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seconds = min(args.seconds, 5.0)
-        args.repeats = min(args.repeats, 2)
-    if args.repeats < 1 or args.seconds <= 0:
-        p.error("--repeats must be >= 1 and --seconds > 0")
-    return args
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = core.bench_arguments(__doc__.split("\n\n")[0], 30.0, argv)
     pinned = core.pin_to_one_core()
     mono, stereo = core.make_audio(args.seconds)
     seconds = mono.shape[0] / RATE

@@ -26,20 +26,12 @@ Usage::
     python bench/bench_spatial.py --quick    # 5 s, 2 repeats
 """
 
-import os
+import bench_core as core  # sets the one-thread environment before NumPy loads
+from bench_core import cpu_name, medians, pin_to_one_core, split_frames, verdict
 
-for _name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-              "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -58,65 +50,12 @@ HRIR_TAPS = 256
 
 # ------------------------------------------------------------------ set-up
 
-def pin_to_one_core():
-    """Pin this process to one CPU (the last one the system allows); describe it."""
-    if hasattr(os, "sched_setaffinity"):
-        try:
-            cpu = max(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {cpu})
-            return f"pinned to CPU {cpu}"
-        except OSError as exc:
-            return f"not pinned ({exc})"
-    return "not pinned (no sched_setaffinity on this system)"
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def speech(seconds, offset=0):
     """The bundled speech repeated to ``seconds``, rotated by ``offset`` samples."""
     s = dsp.samples.speech(RATE)
     n = int(round(seconds * RATE))
     return np.ascontiguousarray(np.roll(np.tile(s, -(-n // s.size)), offset)[:n],
                                 dtype=np.float32)
-
-
-def frames_of(x):
-    return [np.ascontiguousarray(x[i:i + FRAME]) for i in range(0, x.size, FRAME)]
-
-
-def time_once(make_run):
-    run = make_run()
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        run()
-        return time.perf_counter() - t0
-    finally:
-        gc.enable()
-
-
-def medians(makers, repeats):
-    """Median wall time of each maker's run; one warm-up each, runs alternate."""
-    for make in makers:
-        make()()
-    times = [[] for _ in makers]
-    for _ in range(repeats):
-        for t, make in zip(times, makers):
-            t.append(time_once(make))
-    return [statistics.median(t) for t in times]
-
-
-def verdict(ok):
-    return "PASS" if ok else "FAIL"
 
 
 # ------------------------------------------------------------------ case 1
@@ -330,25 +269,12 @@ def overhead(frames, repeats):
 
 # ------------------------------------------------------------------ main
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median)")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of the test audio")
-    p.add_argument("--quick", action="store_true", help="smoke run: 5 s of audio, 2 repeats")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.seconds, args.repeats = min(args.seconds, 5.0), min(args.repeats, 2)
-    if args.repeats < 1 or args.seconds <= 0:
-        p.error("--repeats must be >= 1 and --seconds > 0")
-    return args
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = core.bench_arguments(__doc__.split("\n\n")[0], 30.0, argv)
     pinned = pin_to_one_core()
     seconds = args.seconds
     mono = speech(seconds)
-    frames = frames_of(mono)
+    frames = split_frames(mono)
     hrir = fixed_hrir()
     print("stagevox spatial audio benchmark")
     print(f"  audio: {seconds:g} s of speech at {RATE} Hz in frames of {FRAME} samples; "

@@ -53,7 +53,7 @@ import numpy as np
 
 from . import JIT_OPTIONS, kernel
 from .common import ramp_next
-from .yin import fft_size, yin_period
+from .yin import yin_period, yin_scratch
 
 #: Slots of the per-channel state row ``fstate``.
 T_NEXT = 0       # output time of the next grain's centre
@@ -213,16 +213,7 @@ def psola(x, y, semitones, formant, preserve, correct, latency, hop, decim, widt
     span = width + tau_max + 1
     half_span = 0.5 * span * decim
     inv_decim = 1.0 / decim
-    f = fft_size(width, tau_max)
-    seg = np.empty(span)
-    a = np.empty(f)
-    b = np.empty(f)
-    corr = np.empty(f)
-    spec_a = np.empty(f // 2 + 1, dtype=np.complex128)
-    spec_b = np.empty(f // 2 + 1, dtype=np.complex128)
-    cmnd = np.empty(tau_max + 2)
-    axes = np.zeros(1, dtype=np.int64)
-    result = np.empty(2)
+    seg, a, b, corr, spec_a, spec_b, cmnd, axes, result = yin_scratch(width, tau_max)
     b0, b1, b2, a1, a2 = lowpass[0], lowpass[1], lowpass[2], lowpass[3], lowpass[4]
     fade_step = 1.0 / max(1, latency // 3)
     ramp_out = semitones.copy()

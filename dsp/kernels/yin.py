@@ -128,6 +128,16 @@ def fft_size(width, tau_max):
     return size
 
 
+@numba.njit(**JIT_OPTIONS)
+def yin_scratch(width, tau_max):
+    """The work arrays ``yin_period`` needs, allocated once per block:
+    ``(segment, a, b, corr, spec_a, spec_b, cmnd, axes, result)``."""
+    f = fft_size(width, tau_max)
+    return (np.empty(width + tau_max + 1), np.empty(f), np.empty(f), np.empty(f),
+            np.empty(f // 2 + 1, dtype=np.complex128), np.empty(f // 2 + 1, dtype=np.complex128),
+            np.empty(tau_max + 2), np.zeros(1, dtype=np.int64), np.empty(2))
+
+
 @kernel("int64(float32[:, ::1], int64, int64, int64, int64, float64, float64, float64[::1],"
         " int64[::1], float64[:, ::1])")
 def yin_track(x, hop, width, tau_min, tau_max, threshold, fallback, ring, counter, estimates):
@@ -143,17 +153,7 @@ def yin_track(x, hop, width, tau_min, tau_max, threshold, fallback, ring, counte
     n = x.shape[1]
     n_ch = x.shape[0]
     r = ring.shape[0]
-    span = width + tau_max + 1
-    f = fft_size(width, tau_max)
-    seg = np.empty(span)
-    a = np.empty(f)
-    b = np.empty(f)
-    corr = np.empty(f)
-    spec_a = np.empty(f // 2 + 1, dtype=np.complex128)
-    spec_b = np.empty(f // 2 + 1, dtype=np.complex128)
-    cmnd = np.empty(tau_max + 2)
-    axes = np.zeros(1, dtype=np.int64)
-    result = np.empty(2)
+    seg, a, b, corr, spec_a, spec_b, cmnd, axes, result = yin_scratch(width, tau_max)
     scale = 1.0 / n_ch
     t = counter[0]
     count = 0
