@@ -20,6 +20,10 @@ from .gain import Gain, Pan
 from .graph import Chain, Graph, Mix
 from .mixer import Mixer
 from .convolution import ConvolutionReverb, RoomReverb
+from .deesser import DeEsser
+from .delay import Delay
+from .distortion import Bitcrush, Distortion, Exciter
+from .modulation import Chorus, Flanger, RingModulator, Tremolo, Vibrato
 from .pitch import FormantShift, PitchCorrection, PitchShift
 from .pitch_tracker import PitchTracker
 from .reverb import Reverb
@@ -40,4 +44,6 @@ __all__ = [
     "Hrtf", "HrtfError", "Panner", "SofaError", "SpatialScene", "Spatializer", "Zone",
     "ConvolutionReverb", "Reverb", "RoomReverb",
     "FormantShift", "PitchCorrection", "PitchShift", "PitchTracker",
+    "Bitcrush", "Chorus", "DeEsser", "Delay", "Distortion", "Exciter", "Flanger",
+    "RingModulator", "Tremolo", "Vibrato",
 ]

@@ -62,6 +62,19 @@ PARAMS = {
     # and lateral sources are covered in test_spatializer.py.
     "spatializer": dict(azimuth_deg=0.0, elevation_deg=30.0, distance_m=3.0, rolloff=1.5,
                         air_absorption=True, near_field=True),
+    # Modulation, delay and colour effects (issue 3).  The delay is fractional
+    # at both test rates; bitcrush holds every other sample, so the impulse
+    # of the causality test (at sample 50) is taken.
+    "bitcrush": dict(bits=6.0, downsample=2.0, mix=0.8),
+    "chorus": dict(rate_hz=1.5, depth_ms=4.0, delay_ms=10.0, voices=3, mix=0.6, width=0.8),
+    "de_esser": dict(frequency_hz=5000.0, threshold_db=-40.0, range_db=10.0),
+    "delay": dict(delay_ms=120.53, feedback=0.5, mix=0.4, damping=0.4),
+    "distortion": dict(drive_db=18.0, tone_hz=5000.0, mix=0.8, mode="tube"),
+    "exciter": dict(frequency_hz=2500.0, amount=0.6, drive_db=18.0),
+    "flanger": dict(rate_hz=0.5, depth_ms=3.0, delay_ms=1.5, feedback=-0.6, mix=0.5),
+    "ring_modulator": dict(frequency_hz=330.0, mix=0.7),
+    "tremolo": dict(rate_hz=7.0, depth=0.8, shape="triangle"),
+    "vibrato": dict(rate_hz=6.0, depth_cents=50.0),
 }
 
 
