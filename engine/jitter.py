@@ -1,0 +1,435 @@
+"""Adaptive jitter buffer: packets in, evenly paced decoded audio out.
+
+No sockets and no clock of its own: every call takes ``now`` (seconds, any
+monotonic origin), so the buffer is tested by feeding it packets with made-up
+arrival times.
+
+What it does with one remote stream (one SSRC):
+
+- stores each frame by its RTP timestamp, from whichever copy arrives first:
+  the packet itself, a RED (RFC 2198) redundant block, or a retransmission
+  asked for with NACK; duplicates and frames that come after their playout
+  time are counted and dropped;
+- decodes in timestamp order when the listener pulls audio; a frame still
+  missing is rebuilt from the next frame's Opus in-band FEC when that frame is
+  here, and otherwise concealed by the decoder's packet-loss concealment;
+- chooses its delay from what it measures: the delay of each frame's first
+  copy relative to the fastest recent one (so network jitter, reordering,
+  RED recovery and retransmission all count), takes a high quantile of it,
+  and moves the playout point towards that target by shortening or
+  lengthening decoded frames by one pitch period (``stretch``), never by
+  dropping speech;
+- lists the sequence numbers worth a retransmission request (those still
+  missing whose playout time is more than a round trip away);
+- keeps receiver statistics for the sender's redundancy control: the fraction
+  of packets lost on the path and the length of loss bursts.
+
+When a stream stops (a muted host, a host gone) the buffer conceals briefly,
+fades to silence and waits; the next packet starts it again.
+"""
+
+import collections
+import math
+
+import numpy as np
+
+from . import stretch
+from .feedback import LossMeter
+from .red import decode_red
+from .rtp import CLOCK_RATE, PT_RED, PacketError, SequenceUnwrapper
+
+#: Frames older than this behind the playout point are forgotten.
+_KEEP_BEHIND_S = 0.5
+#: When no packet has come for this long beyond the delay target, the stream
+#: is considered stopped.
+_STALL_S = 0.1
+#: Number of recent frames the delay target is computed from.
+_HISTORY_FRAMES = 500
+#: Window for the fastest recent transit (the zero point of "lateness").
+_BASE_WINDOW_S = 4.0
+#: Longest concealment played while waiting for a late frame (see _decode_next).
+_MAX_EXPAND_S = 0.3
+#: Playout drift (smoothed with this weight per frame) inside this band is
+#: left alone.
+_DRIFT_SMOOTHING = 0.2
+_DEAD_BAND_S = 0.008
+#: Playout errors beyond this are fixed by a jump rather than by stretching.
+_JUMP_S = 0.6
+
+
+class _MinWindow:
+    """Minimum of the values added in the last ``window`` seconds."""
+
+    def __init__(self, window):
+        self.window = window
+        self._items = collections.deque()     # (time, value), values increasing
+
+    def add(self, now, value):
+        while self._items and self._items[-1][1] >= value:
+            self._items.pop()
+        self._items.append((now, value))
+        while self._items[0][0] < now - self.window:
+            self._items.popleft()
+
+    @property
+    def value(self):
+        return self._items[0][1] if self._items else None
+
+
+class JitterBuffer:
+    """Reorders, recovers, decodes, conceals and paces one remote stream.
+
+    ``decoder``: an ``engine.codec`` decoder (``decode``, ``decode_fec``,
+    ``conceal``, ``reset``, ``channels``); its output is at the RTP clock
+    rate (48 kHz).  ``min_delay_ms``/``max_delay_ms`` bound the delay target;
+    ``quantile`` is the share of frames that should arrive before their
+    playout time (the rest are recovered from FEC or concealed).
+    """
+
+    def __init__(self, decoder, *, min_delay_ms=10.0, max_delay_ms=1000.0, quantile=0.99,
+                 sample_rate=CLOCK_RATE):
+        if not 0.0 <= min_delay_ms <= max_delay_ms:
+            raise ValueError(f"need 0 <= min_delay_ms <= max_delay_ms, got {min_delay_ms} and "
+                             f"{max_delay_ms}")
+        if not 0.5 <= quantile < 1.0:
+            raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+        self.decoder = decoder
+        self.sample_rate = sample_rate
+        self.min_delay = min_delay_ms * 1e-3 * sample_rate
+        self.max_delay = max_delay_ms * 1e-3 * sample_rate
+        self.quantile = quantile
+        self.channels = decoder.channels
+        self.stats = collections.Counter()
+        # What the buffer has learned about the path outlives a pause in the stream.
+        self._ts_ref = None
+        self._base = _MinWindow(_BASE_WINDOW_S)
+        self._arrivals = collections.deque(maxlen=_HISTORY_FRAMES)
+        self._pull_size = 480
+        self._last_arrival = -math.inf
+        self._reset_stream()
+        self._unwrap_seq = SequenceUnwrapper()
+        self._jitter = 0.0                    # RFC 3550 interarrival jitter, samples
+        self._last_transit = None
+        self._loss = LossMeter()
+        self._highest_seq = None
+        self._first_seq = None
+        self._missing = {}                    # ext seq -> [ext ts, first seen missing, nacks sent, last nack]
+        self._nacked = set()
+
+    # ------------------------------------------------------------- arrivals
+
+    def put(self, packet, now, *, retransmission=False):
+        """Take one received RTP packet (``rtp.RtpPacket``) that arrived at ``now``.
+
+        RED packets are unpacked into their blocks.  A packet whose payload
+        cannot be unpacked is counted (``stats['malformed']``) and ignored.
+        """
+        self._last_arrival = now
+        ext_seq = self._unwrap_seq.unwrap(packet.sequence_number)
+        rtx = retransmission or ext_seq in self._nacked
+        if packet.payload_type == PT_RED:
+            try:
+                blocks = decode_red(packet.payload, packet.timestamp)
+            except PacketError:
+                self.stats["malformed"] += 1
+                return
+            items = [(b.timestamp, b.payload) for b in blocks]
+        else:
+            items = [(packet.timestamp, packet.payload)]
+        primary_ts = self._ext_ts(items[-1][0])
+        if rtx:
+            self.stats["retransmitted_received"] += 1
+        else:
+            self.stats["packets_received"] += 1
+            self._count_primary(ext_seq, primary_ts, now)
+        self._missing.pop(ext_seq, None)
+        for i, (ts, payload) in enumerate(items):
+            ext = primary_ts if i == len(items) - 1 else self._ext_ts(ts)
+            source = "rtx" if rtx else ("primary" if i == len(items) - 1 else "red")
+            self._store(ext, payload, source, now)
+
+    def _ext_ts(self, ts):
+        """Extend a 32-bit timestamp around the newest one seen."""
+        if self._ts_ref is None:
+            self._ts_ref = (ts, ts)
+            return ts
+        ref_ts, ref_ext = self._ts_ref
+        diff = (ts - ref_ts + 2**31) % 2**32 - 2**31
+        ext = ref_ext + diff
+        if diff > 0:
+            self._ts_ref = (ts, ext)
+        return ext
+
+    def _count_primary(self, ext_seq, ext_ts, now):
+        transit = now * self.sample_rate - ext_ts
+        if self._last_transit is not None:
+            self._jitter += (abs(transit - self._last_transit) - self._jitter) / 16.0
+        self._last_transit = transit
+        self._loss.add(ext_seq)
+        if self._first_seq is None:
+            self._first_seq = ext_seq
+        if self._highest_seq is not None and ext_seq > self._highest_seq + 1:
+            step = self._frame_step()
+            for s in range(max(self._highest_seq + 1, ext_seq - 64), ext_seq):
+                if s not in self._missing:
+                    self._missing[s] = [ext_ts - (ext_seq - s) * step, now, 0, -math.inf]
+        if self._highest_seq is None or ext_seq > self._highest_seq:
+            self._highest_seq = ext_seq
+            self._highest_ts = ext_ts
+
+    def _frame_step(self):
+        return self._frame or 960
+
+    def _store(self, ext, payload, source, now):
+        played = self._played.get(ext)
+        if ext in self._frames or played is not None and played != "concealed":
+            self.stats["duplicates"] += 1
+            return
+        # The first copy of every frame counts towards the delay target, even
+        # one too late to play: that is how the buffer learns to wait longer.
+        self._base.add(now, now * self.sample_rate - ext)
+        self._arrivals.append(now * self.sample_rate - ext)
+        if self._playing and ext < self._play_ts:
+            self._played[ext] = "late"
+            self.stats["late"] += 1
+            return
+        self._frames[ext] = (payload, source)
+        if ext > self._newest_ts:
+            self._newest_ts = ext
+            self._newest_arrival = now
+        if self._first_arrival is None:
+            self._first_arrival = now
+        # A frame that came by RED or FEC no longer needs a retransmission.
+        for seq, entry in list(self._missing.items()):
+            if entry[0] == ext:
+                del self._missing[seq]
+
+    # ------------------------------------------------------------- playout
+
+    def target_delay(self):
+        """The delay the buffer aims for, in samples (lateness quantile + margin)."""
+        if not self._arrivals or self._base.value is None:
+            return self.min_delay + self._pull_size
+        late = np.asarray(self._arrivals) - self._base.value
+        q = float(np.quantile(late, self.quantile))
+        return min(max(q + self._pull_size + 0.002 * self.sample_rate, self.min_delay),
+                   self.max_delay)
+
+    def buffer_delay_ms(self, now):
+        """How far the playout point is behind the newest possible, in ms."""
+        if not self._playing or self._base.value is None:
+            return 0.0
+        newest = now * self.sample_rate - self._base.value
+        return 1e3 * (newest - (self._play_ts - self._fifo_len())) / self.sample_rate
+
+    def pull(self, num_samples, now):
+        """The next ``num_samples`` of decoded audio, float32 (channels, num_samples).
+
+        Silence while the buffer fills or when the stream has stopped.
+        """
+        self._pull_size = num_samples
+        if not self._playing and not self._start(now):
+            return np.zeros((self.channels, num_samples), np.float32)
+        self._adjust(now)
+        while self._fifo_len() < num_samples and self._playing:
+            self._decode_next(now)
+        have = min(self._fifo_len(), num_samples)
+        out = np.zeros((self.channels, num_samples), np.float32)
+        out[:, :have] = self._fifo[:, self._fifo_pos:self._fifo_pos + have]
+        self._fifo_pos += have
+        self.stats["samples_played"] += have
+        return out
+
+    def _fifo_len(self):
+        return self._fifo.shape[1] - self._fifo_pos
+
+    def _start(self, now):
+        if not self._frames:
+            return False
+        if now - self._first_arrival < self.target_delay() / self.sample_rate:
+            return False
+        self._playing = True
+        self._play_ts = min(self._frames)
+        self._position_error_at_start = 0
+        return True
+
+    def _ideal_position(self, now):
+        return now * self.sample_rate - self._base.value - self.target_delay()
+
+    def _adjust(self, now):
+        """Jump when far from the ideal playout point (after a stall or start)."""
+        error = self._ideal_position(now) - (self._play_ts - self._fifo_len())
+        if error > _JUMP_S * self.sample_rate:
+            # Far behind: skip whole frames (only happens after long stalls).
+            step = self._frame_step()
+            skip = int(error // step) * step
+            self._play_ts += skip
+            self.stats["jumped_samples"] += skip
+            self._drop_old()
+
+    def _decode_next(self, now):
+        ts = self._play_ts
+        step = self._frame_step()
+        entry = self._frames.pop(ts, None)
+        if entry is not None:
+            payload, source = entry
+            frame = self._decode(payload)
+            if frame is None:
+                frame = self.decoder.conceal(step)
+                self.stats["concealed"] += 1
+            else:
+                self.stats[f"frames_{source}"] += 1
+                self._frame = frame.shape[1]
+            self._expanded = 0
+        else:
+            silent = now - self._last_arrival
+            if silent > _STALL_S + self.target_delay() / self.sample_rate:
+                self._stop(self.decoder.conceal(step))
+                return
+            if self._newest_ts < ts and self._expanded < _MAX_EXPAND_S * self.sample_rate:
+                # Nothing newer is here: the frame is late rather than lost.
+                # Play concealment *without* moving on, so the frame is still
+                # played when it comes (the delay grows; shortening brings it
+                # back later).
+                frame = self.decoder.conceal(step)
+                self._expanded += step
+                self.stats["expanded"] += 1
+                self._push_fifo(frame)
+                return
+            nxt = self._frames.get(ts + step)
+            if nxt is not None and hasattr(self.decoder, "decode_fec"):
+                frame = self.decoder.decode_fec(nxt[0], step)
+                self.stats["frames_fec"] += 1
+            else:
+                frame = self.decoder.conceal(step)
+                self.stats["concealed"] += 1
+        self._played[ts] = "played" if entry is not None else "concealed"
+        self._play_ts = ts + step
+        frame = self._stretch(frame, now)
+        self._push_fifo(frame)
+        self._drop_old()
+
+    def _decode(self, payload):
+        try:
+            return self.decoder.decode(payload)
+        except Exception:       # a corrupt payload from the network must not stop playback
+            self.stats["undecodable"] += 1
+            return None
+
+    def _stretch(self, frame, now):
+        """Shorten or lengthen ``frame`` by a pitch period when the playout point
+        has drifted from the ideal one.  The drift is smoothed over a few frames
+        and must pass a dead band, so the scheduling noise of the threads that
+        push and pull never makes the buffer stretch speech that needs none.
+        """
+        error = self._ideal_position(now) - (self._play_ts - frame.shape[1] - self._fifo_len())
+        self._drift += _DRIFT_SMOOTHING * (error - self._drift)
+        band = _DEAD_BAND_S * self.sample_rate
+        if self._drift > band + 0.1 * self.target_delay():
+            frame, removed = stretch.shorten(frame, self.sample_rate)
+            self.stats["shortened_samples"] += removed
+            self._drift -= removed
+        elif self._drift < -band:
+            frame, added = stretch.lengthen(frame, self.sample_rate)
+            self.stats["lengthened_samples"] += added
+            self._drift += added
+        return frame
+
+    def _push_fifo(self, frame):
+        rest = self._fifo[:, self._fifo_pos:]
+        self._fifo = np.concatenate([rest, frame.astype(np.float32, copy=False)], axis=1)
+        self._fifo_pos = 0
+
+    def _stop(self, last_frame):
+        """The stream stopped: fade the last concealed frame out, then wait."""
+        fade = np.linspace(1.0, 0.0, last_frame.shape[1], dtype=np.float32)
+        self._push_fifo(last_frame * fade)
+        self.stats["stalls"] += 1
+        fifo, pos = self._fifo, self._fifo_pos
+        self._reset_stream()
+        self._fifo, self._fifo_pos = fifo, pos
+        self.decoder.reset()
+
+    def _drop_old(self):
+        horizon = self._play_ts - _KEEP_BEHIND_S * self.sample_rate
+        for ts in [t for t in self._frames if t < self._play_ts]:
+            del self._frames[ts]
+            self.stats["late"] += 1
+        while self._played and next(iter(self._played)) < horizon:
+            del self._played[next(iter(self._played))]
+        for seq in [s for s, e in self._missing.items() if e[0] < horizon]:
+            del self._missing[seq]
+
+    def _reset_stream(self):
+        self._frames = {}
+        # ext ts of frames played, in order -> "played" (from a copy), "concealed"
+        # (no copy yet: FEC or concealment) or "late" (a copy came too late).
+        self._played = {}
+        self._playing = False
+        self._play_ts = 0
+        self._frame = None
+        self._newest_ts = -math.inf
+        self._newest_arrival = None
+        self._first_arrival = None
+        self._expanded = 0
+        self._drift = 0.0
+        self._fifo = np.zeros((self.channels, 0), np.float32)
+        self._fifo_pos = 0
+
+    # ------------------------------------------------------------- feedback
+
+    def nacks(self, now, rtt_s, *, max_tries=12):
+        """Sequence numbers (16-bit) to ask the sender to retransmit now.
+
+        A missing packet is asked for when its frame would still arrive before
+        its playout time (more than ``rtt_s`` plus a little away), at most
+        ``max_tries`` times and no more often than once a round trip.  Missing
+        means: skipped by a later packet, or overdue (nothing has come for
+        more than two frame times, so the next ones are asked for; during a
+        long loss burst this is the only way to learn of the loss in time).
+        """
+        if not self._playing or self._base.value is None:
+            due_ts = None
+        else:
+            due_ts = self._ideal_position(now)
+            step = self._frame_step()
+            overdue = int((now - self._last_arrival) * self.sample_rate / step) - 1
+            for i in range(1, min(overdue, 32) + 1):
+                seq = self._highest_seq + i
+                if seq not in self._missing:
+                    self._missing[seq] = [self._highest_ts + i * step, now, 0, -math.inf]
+        margin = (rtt_s + 0.005) * self.sample_rate
+        out = []
+        for seq, entry in self._missing.items():
+            ts, first, tries, last = entry
+            if tries >= max_tries or now - first < 0.003 or now - last < max(rtt_s, 0.01):
+                continue
+            if due_ts is not None and ts - due_ts < margin:
+                continue
+            entry[2] += 1
+            entry[3] = now
+            self._nacked.add(seq)
+            out.append(seq & 0xFFFF)
+        self.stats["nacks_sent"] += len(out)
+        if len(self._nacked) > 4096:
+            low = (self._highest_seq or 0) - 2048
+            self._nacked = {s for s in self._nacked if s > low}
+        return out
+
+    def report(self):
+        """Receiver statistics since the last call, for the sender.
+
+        Returns a dict: ``fraction_lost`` (0-1, packets lost on the path before
+        any recovery), ``burst`` (95th percentile of loss-run length, packets),
+        ``highest_seq`` (extended) and ``jitter_ms``; ``None`` before any packet.
+        """
+        loss = self._loss.report()
+        if loss is None:
+            return None
+        return {"fraction_lost": loss[0], "burst": loss[1], "highest_seq": self._highest_seq,
+                "jitter_ms": 1e3 * self._jitter / self.sample_rate}
+
+    @property
+    def playing(self):
+        return self._playing
+

@@ -1,0 +1,199 @@
+"""Run real live sessions on 127.0.0.1 and judge what the listeners hear.
+
+``run_sessions`` starts one server, and for each condition one host and one
+listener in their own channel, each behind a ``UdpRelay`` with the
+condition's impairments (on the host's path, the listener's path, or both).
+One thread pushes 10 ms frames to every host on a shared real-time clock and
+another pulls 10 ms from every listener on the same clock, so the sample
+offset between what was pushed and what was pulled is the end-to-end delay.
+
+Judging: the received signal is aligned to the reference piece by piece
+(0.25 s pieces, each at its own best lag near the global one, as the jitter
+buffer's delay moves), then scored with STOI and PESQ-WB at 16 kHz.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.signal as ss
+
+from stagevox import engine
+from udp_relay import Impairment, UdpRelay
+
+SECRET = "live-session-secret"
+RATE = 48000
+FRAME = 480                      # 10 ms
+
+
+@dataclass
+class Condition:
+    name: str
+    host_path: Impairment | None = None
+    listener_path: Impairment | None = None
+    client_kw: dict = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    name: str
+    received: np.ndarray
+    aligned: np.ndarray
+    lags: np.ndarray             # samples, one per piece
+    stoi: float = float("nan")
+    pesq: float = float("nan")
+    host_stats: dict = None
+    listener_stats: dict = None
+    server_counters: dict = None
+
+    @property
+    def delay_ms(self):
+        """Median end-to-end delay (push to pull), ms."""
+        return float(np.median(self.lags)) * 1e3 / RATE
+
+
+def _pace(t0, i):
+    delay = t0 + i * FRAME / RATE - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def run_sessions(conditions, speech, lead_in_s=3.0, tail_s=0.6, judge=True):
+    """Stream ``speech`` (48 kHz mono) through every condition at once; one Result each.
+
+    ``lead_in_s`` of other speech go first so the adaptive parts settle; only
+    ``speech`` is judged.
+    """
+    lead = np.resize(speech[::-1], int(lead_in_s * RATE)).astype(np.float32)
+    signal = np.concatenate([lead, speech, np.zeros(int(tail_s * RATE), np.float32)])
+    n_frames = len(signal) // FRAME
+    results = []
+    with engine.Server(secret=SECRET) as server:
+        relays, pairs = [], []
+        try:
+            for k, cond in enumerate(conditions):
+                channel = f"c{k}"
+                addr = {}
+                for who, imp in (("host", cond.host_path), ("listener", cond.listener_path)):
+                    if imp is None:
+                        addr[who] = server.address
+                    else:
+                        # Impaired once everyone has joined: the sessions are judged,
+                        # not how long a join takes through the loss.
+                        relay = UdpRelay(server.address, seed=17 + 2 * k + (who == "host"),
+                                         max_seconds=lead_in_s + len(speech) / RATE + 60)
+                        relays.append((relay.start(), imp))
+                        addr[who] = relay.address
+                host = engine.Client(**cond.client_kw)
+                listener = engine.Client(**cond.client_kw)
+                host.join_channel(addr["host"], channel, 1,
+                                  engine.make_token(SECRET, channel, 1, "host"), "host")
+                listener.join_channel(addr["listener"], channel, 2,
+                                      engine.make_token(SECRET, channel, 2, "audience"),
+                                      "audience")
+                pairs.append((host, listener))
+            for relay, imp in relays:
+                relay.set_impairment(upstream=imp, downstream=imp)
+            received = [[] for _ in pairs]
+            t0 = time.monotonic() + 0.05
+
+            def push():
+                for i in range(n_frames):
+                    _pace(t0, i)
+                    chunk = signal[i * FRAME:(i + 1) * FRAME]
+                    for host, _ in pairs:
+                        host.push_audio(chunk)
+
+            def pull():
+                for i in range(n_frames):
+                    _pace(t0, i + 1)
+                    for k, (_, listener) in enumerate(pairs):
+                        received[k].append(listener.pull_audio(FRAME)[0])
+
+            threads = [threading.Thread(target=push), threading.Thread(target=pull)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=len(signal) / RATE + 30)
+            stats = [(host.stats(), listener.stats()) for host, listener in pairs]
+            counters = dict(server.counters)
+        finally:
+            for host, listener in pairs:
+                host.leave_channel()
+                listener.leave_channel()
+            for relay, _ in relays:
+                relay.stop()
+    # pull() ran one frame behind push(): shift back by one frame.
+    for k, cond in enumerate(conditions):
+        y = np.concatenate([np.zeros(FRAME, np.float32)] + received[k])
+        r = Result(cond.name, y, *align(speech, y, len(lead)))
+        r.host_stats, r.listener_stats = stats[k]
+        r.server_counters = counters
+        results.append(r)
+    if judge:
+        for r in results:
+            r.stoi, r.pesq = score(speech, r.aligned)
+    return results
+
+
+def align(reference, received, start, piece_s=0.25, track_ms=60.0, search_ms=400.0,
+          min_match=0.6, jump_match=0.8):
+    """Align ``received`` to ``reference`` (which begins at sample ``start`` of the
+    pushed signal) piece by piece; returns ``(aligned, lags)``.
+
+    The lag follows the jitter buffer's delay: each ``piece_s`` piece of the
+    reference looks for its best normalised cross-correlation within
+    ``track_ms`` of the previous piece's lag and takes it if it reaches
+    ``min_match``; otherwise it looks within ``search_ms`` of the whole
+    signal's lag and moves there only for a match of ``jump_match`` (speech
+    is self-similar, so far matches must be clearly better).  A piece that
+    matches nowhere (silence, concealed audio) keeps the previous lag.  Lags
+    are in samples: the end-to-end delay.
+    """
+    piece = int(piece_s * RATE)
+    track = int(track_ms * 1e-3 * RATE)
+    search = int(search_ms * 1e-3 * RATE)
+    seg = received[start:start + len(reference) + 2 * search + RATE]
+    corr = ss.correlate(seg, reference, mode="valid", method="fft")
+    g = int(np.argmax(corr))
+    aligned = np.zeros_like(reference)
+    lags = []
+    lag = g
+    for p in range(0, len(reference), piece):
+        ref = reference[p:p + piece]
+        if float(ref @ ref) > 1e-4:
+            near = _best_lag(seg, ref, p, lag, track)
+            if near is not None and near[1] >= min_match:
+                lag = near[0]
+            else:
+                far = _best_lag(seg, ref, p, g, search)
+                if far is not None and far[1] >= jump_match:
+                    lag = far[0]
+        lags.append(lag)
+        got = seg[lag + p:lag + p + len(ref)]
+        aligned[p:p + len(got)] = got
+    return aligned, np.array(lags)
+
+
+def _best_lag(seg, ref, p, centre, radius):
+    """(lag, normalised correlation) of ``ref`` (at ``p``) in ``seg`` within ``radius`` of ``centre``."""
+    a = max(0, centre + p - radius)
+    window = seg[a:a + len(ref) + 2 * radius]
+    if len(window) < len(ref):
+        return None
+    c = ss.correlate(window, ref, mode="valid", method="fft")
+    power = np.concatenate([[0.0], np.cumsum(window.astype(np.float64) ** 2)])
+    energy = power[len(ref):] - power[:-len(ref)]
+    score = c / np.sqrt(energy * float(ref @ ref) + 1e-12)
+    k = int(np.argmax(score))
+    return a - p + k, float(score[k])
+
+
+def score(reference, aligned):
+    """(STOI, PESQ-WB) of ``aligned`` against ``reference``, both 48 kHz, judged at 16 kHz."""
+    from pesq import pesq
+    from pystoi import stoi
+    ref16 = ss.resample_poly(reference, 1, 3)
+    deg16 = ss.resample_poly(aligned, 1, 3)
+    return float(stoi(ref16, deg16, 16000)), float(pesq(16000, ref16, deg16, "wb"))
