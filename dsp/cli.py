@@ -4,6 +4,7 @@
     stagevox effects
     stagevox demo [--out DIR]
     stagevox presets
+    stagevox server | token | host | listen    (the live channel: stagevox.engine.cli)
 """
 
 import argparse
@@ -234,6 +235,9 @@ def build_parser():
     p.set_defaults(run=cmd_effects)
     p = sub.add_parser("presets", help="list presets, one a line: name, description")
     p.set_defaults(run=cmd_presets)
+
+    from stagevox.engine.cli import add_commands
+    add_commands(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ over it only when everything has been written, so an error or an interrupt
 never leaves a half-written file, and the input is not replaced unless asked.
 """
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -145,17 +146,32 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
         clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG"))
         if fx is not None:
             fx.reset()
-        fd, tmp = tempfile.mkstemp(dir=dst_path.parent, prefix=f".{dst_path.name}.",
-                                   suffix=dst_path.suffix)
-        os.close(fd)
-        try:
+        with atomic_output(dst_path) as tmp:
             report = _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip,
                              progress, src, dst)
-            os.replace(tmp, dst_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return report
+
+
+@contextlib.contextmanager
+def atomic_output(dst):
+    """Write a file in one piece: yields a temporary path next to ``dst``, which
+    replaces ``dst`` when the block ends normally and is deleted when it raises.
+
+    The file gets the permissions a plain ``open`` would give (0666 less the
+    umask), not the private 0600 of a temporary file.
+    """
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=dst.suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src, dst):

@@ -20,7 +20,7 @@ MAX_DEPTH = 16
 #: Largest RED payload sent, bytes (an Ethernet MTU less IP, UDP and RTP).
 MAX_RED_PAYLOAD = 1400
 #: Residual frame loss the depth is chosen for.
-TARGET_RESIDUAL = 0.005
+TARGET_RESIDUAL = 0.002
 
 
 def redundancy_depth(fraction_lost, burst=0.0, *, max_depth=MAX_DEPTH):
@@ -83,24 +83,38 @@ class LossMeter:
 class RedundancyControl:
     """The RED depth for one path, from the receiver reports about it.
 
-    Reports are noisy (a quarter second holds a dozen packets) and some are
-    lost on the very path they describe, so the depth follows the worst
-    report of the last ``window_s`` seconds: it rises at once and falls only
-    when the path has been better for that long.
+    Reports come every 0.1-0.5 s and each holds a handful of packets, and some
+    are lost on the very path they describe, so the loss is averaged over the
+    reports of the last ``window_s`` seconds, weighted by the packets each
+    covers (the report's ``highest_seq`` minus the previous one's); the burst
+    length is the largest reported in that window.
     """
 
-    def __init__(self, window_s=5.0):
+    def __init__(self, window_s=2.0):
         self.window_s = window_s
-        self._reports = collections.deque()     # (time, fraction_lost, burst)
+        self._reports = collections.deque()     # (time, lost packets, packets, burst)
+        self._highest = None
         self.depth = 0
         self.fraction_lost = 0.0
 
-    def add(self, now, fraction_lost, burst=0.0):
-        """Take one report received at ``now`` (seconds); returns the new depth."""
-        self._reports.append((now, min(1.0, max(0.0, fraction_lost)), burst))
+    def add(self, now, fraction_lost, burst=0.0, highest_seq=None):
+        """Take one report received at ``now`` (seconds); returns the new depth.
+
+        ``highest_seq``: the report's extended highest sequence number (any
+        integer that grows by one a packet), used to weigh it.
+        """
+        packets = 1.0
+        if highest_seq is not None:
+            if self._highest is not None and 0 < highest_seq - self._highest < 2**15:
+                packets = float(highest_seq - self._highest)
+            self._highest = highest_seq
+        fraction = min(1.0, max(0.0, fraction_lost))
+        self._reports.append((now, fraction * packets, packets, burst))
         while self._reports[0][0] < now - self.window_s:
             self._reports.popleft()
-        self.fraction_lost = max(f for _, f, _ in self._reports)
-        burst = max(b for _, _, b in self._reports)
+        lost = sum(r[1] for r in self._reports)
+        total = sum(r[2] for r in self._reports)
+        self.fraction_lost = lost / total
+        burst = max(r[3] for r in self._reports)
         self.depth = redundancy_depth(self.fraction_lost, burst)
         return self.depth

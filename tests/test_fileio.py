@@ -267,3 +267,14 @@ def test_bad_block_size(tmp_path, tone, size):
     src = write(tmp_path / "in.wav", tone)
     with pytest.raises(ValueError, match="block_size"):
         process_file(src, tmp_path / "out.wav", None, block_size=size)
+
+
+def test_output_gets_ordinary_file_permissions(tmp_path, tone):
+    """The temporary file is private (0600); the finished output must not be."""
+    src, dst = write(tmp_path / "in.wav", tone), tmp_path / "out.wav"
+    old = os.umask(0o022)
+    try:
+        process_file(src, dst, dsp.Gain(gain_db=-6.0))
+    finally:
+        os.umask(old)
+    assert os.stat(dst).st_mode & 0o777 == 0o644

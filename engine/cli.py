@@ -1,0 +1,594 @@
+"""The live channel's command line: ``stagevox server | token | host | listen``.
+
+    stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
+    stagevox token --channel C --uid N --role host|audience [--expire-s S]
+    stagevox host --server H:P --channel C --uid N [--token T] --input FILE
+                  [--preset NAME] [--loop] [--volume 0-400]
+    stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
+                    --duration S
+
+The server's secret comes from the environment variable ``STAGEVOX_SECRET``;
+a client's token from ``--token`` or ``STAGEVOX_TOKEN``.  ``add_commands``
+registers the four subcommands on the parser of ``stagevox.dsp.cli``.
+
+Exit status: 0 done, 1 a refused join or another error (one line on stderr
+says why), 2 a usage error (bad arguments, no secret).
+"""
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from stagevox.dsp import fileio
+
+from .client import Client, RefusedError
+from .rtp import CLOCK_RATE
+from .server import Server
+from .token import make_token
+
+SECRET_ENV = "STAGEVOX_SECRET"
+TOKEN_ENV = "STAGEVOX_TOKEN"
+#: The live frame, seconds: the host pushes and the listener pulls one per period.
+FRAME_S = 0.01
+#: Frames read from the input file at a time.
+READ_BLOCK = 4800
+#: Behind the schedule by more than this (a stalled process): start a new
+#: schedule from now rather than sending or pulling the backlog in a burst.
+MAX_LAG_S = 0.2
+#: Silence a host sends after its file, seconds: more than a listener's
+#: jitter buffer holds, so the end of the file is heard before the host leaves.
+TAIL_S = 0.2
+
+
+class CommandError(Exception):
+    """A user error: printed as one line on stderr; ``status`` is the exit status."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGINT/SIGTERM while the server runs."""
+
+
+# ------------------------------------------------------------------ helpers
+
+def parse_address(text):
+    """``"HOST:PORT"`` (or ``"[IPv6]:PORT"``) as ``(host, port)``.
+
+    Raises ``CommandError`` when there is no port or the port is not a whole
+    number in 1..65535.
+    """
+    host, sep, port = str(text).rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise CommandError(f"--server must be HOST:PORT with a port in 1..65535 "
+                           f"(e.g. 127.0.0.1:5000), got {text!r}")
+    return host, int(port)
+
+
+def _format_address(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _secret():
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        raise CommandError(f"set the environment variable {SECRET_ENV} to the channel secret "
+                           f"(any non-empty string; the server and 'stagevox token' must share "
+                           f"it), e.g. export {SECRET_ENV}=$(openssl rand -hex 16)", status=2)
+    return secret
+
+
+def _token(args):
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise CommandError(f"give a token with --token or the environment variable {TOKEN_ENV} "
+                           f"(make one with: stagevox token --channel {args.channel} "
+                           f"--uid {args.uid} --role {args.command_role})")
+    return token
+
+
+def _note(text):
+    """One line of progress or news on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+class Pacer:
+    """Deadlines every ``period_s`` seconds on a monotonic clock, without drift.
+
+    ``start()`` sets tick 0 to now; each ``wait()`` sleeps until the next
+    tick's deadline ``t0 + k * period_s`` (returning at once when it has
+    passed), so sleeping too long once does not delay the ticks after it.
+    Behind by more than ``max_lag_s`` (the process stalled), the schedule
+    restarts from now and ``slips`` counts it.  ``clock`` and ``sleep`` are
+    ``time.monotonic`` and ``time.sleep`` unless given (for tests).
+    """
+
+    def __init__(self, period_s=FRAME_S, *, max_lag_s=MAX_LAG_S, clock=time.monotonic,
+                 sleep=time.sleep):
+        if not period_s > 0:
+            raise ValueError(f"period_s must be positive, got {period_s!r}")
+        self.period_s = period_s
+        self.max_lag_s = max_lag_s
+        self.clock = clock
+        self.sleep = sleep
+        self.t0 = None
+        self.ticks = 0
+        self.slips = 0
+
+    def start(self):
+        """Make now tick 0; returns the start time."""
+        self.t0 = self.clock()
+        self.ticks = 0
+        return self.t0
+
+    def wait(self):
+        """Sleep until the next tick's deadline; returns the tick number (1, 2, ...)."""
+        if self.t0 is None:
+            self.start()
+        self.ticks += 1
+        deadline = self.t0 + self.ticks * self.period_s
+        now = self.clock()
+        if now < deadline:
+            self.sleep(deadline - now)
+        elif now - deadline > self.max_lag_s:
+            self.t0 += now - deadline
+            self.slips += 1
+        return self.ticks
+
+
+class _Progress:
+    """Progress on stderr: a tqdm bar on a terminal, else a line per second."""
+
+    def __init__(self, label, total_s=None):
+        self.label = label
+        self.total_s = total_s
+        self.bar = None
+        self.shown = 0
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_s, unit="s", desc=label, leave=False, file=sys.stderr,
+                            bar_format="{desc}: {n:.1f}/{total:.1f} s |{bar}| {postfix}"
+                            if total_s else "{desc}: {n:.1f} s {postfix}")
+
+    def update(self, seconds, text):
+        if self.bar is not None:
+            self.bar.n = seconds
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.refresh()
+        elif int(seconds) > self.shown:
+            self.shown = int(seconds)
+            of = f" of {self.total_s:g}" if self.total_s else ""
+            _note(f"{self.label}: {self.shown} s{of}, {text}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Events:
+    """Client events as lines on stderr; remembers a removal from the channel."""
+
+    def __init__(self, label):
+        self.label = label
+        self.failed = None
+
+    def on_user_joined(self, uid):
+        _note(f"{self.label}: host {uid} is in the channel")
+
+    def on_user_offline(self, uid, reason):
+        _note(f"{self.label}: host {uid} left ({reason})")
+
+    def on_connection_state_changed(self, state, reason):
+        if state == "failed":
+            self.failed = reason
+        elif state == "reconnecting":
+            _note(f"{self.label}: {reason}")
+
+    def on_token_privilege_will_expire(self, expires_at):
+        _note(f"{self.label}: the token expires at {expires_at} (unix s); the server will "
+              "remove this user then")
+
+
+def _join(client, args, role, label):
+    """Join with the command's arguments; refusals and timeouts become CommandError."""
+    address = parse_address(args.server)
+    token = _token(args)
+    events = _Events(label)
+    client.register_event_handler(events)
+    try:
+        client.join_channel(address, args.channel, args.uid, token, role)
+    except RefusedError as exc:
+        raise CommandError(str(exc)) from None
+    except TimeoutError:
+        raise CommandError(f"no answer from a stagevox server at {args.server} "
+                           "(is 'stagevox server' running there?)") from None
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"cannot join {args.channel!r} on {args.server}: {exc}") from None
+    _note(f"{label}: joined channel {args.channel!r} on {args.server} as {role} {args.uid}")
+    return events
+
+
+def _check_removed(events):
+    if events.failed is not None:
+        raise CommandError(f"removed from the channel: {events.failed}")
+
+
+# ------------------------------------------------------------------ server
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While inside, the first SIGINT or SIGTERM raises ``_Stop`` in the main thread."""
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise _Stop(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def cmd_server(args):
+    """Serve channels until SIGINT/SIGTERM; prints ``listening on H:P`` first."""
+    secret = _secret()
+    if args.member_timeout <= 0 or not math.isfinite(args.member_timeout):
+        raise CommandError(f"--member-timeout must be a positive number of seconds, "
+                           f"got {args.member_timeout}", status=2)
+    try:
+        server = Server(args.host, args.port, secret, max_hosts=args.max_hosts,
+                        member_timeout_s=args.member_timeout)
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
+    why = None
+    started = time.monotonic()
+    with _stop_on_signals():
+        try:
+            try:
+                server.start()
+            except OSError as exc:
+                raise CommandError(f"cannot listen on "
+                                   f"{_format_address(args.host, args.port)}: "
+                                   f"{exc.strerror or exc}") from None
+            print(f"listening on {_format_address(*server.address)}", flush=True)
+            while True:
+                time.sleep(3600)
+        except _Stop as exc:
+            why = str(exc)
+        finally:
+            server.stop()
+    counters = dict(server.counters)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "no traffic"
+    print(f"stopped by {why} after {time.monotonic() - started:.1f} s: {summary}", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ token
+
+def cmd_token(args):
+    """Print a token for ``--channel``/``--uid``/``--role`` signed with the secret."""
+    secret = _secret()
+    try:
+        token = make_token(secret, args.channel, args.uid, args.role, expire_s=args.expire_s)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(str(exc)) from None
+    print(token, flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ host
+
+def _wire_frames(reader, channels, loop, path):
+    """10 ms frames, float32 ``(channels, 480)`` at 48 kHz, from an open soundfile.
+
+    More than two channels in the file are averaged to mono.  At the end of
+    the file: with ``loop``, start again (the resampler runs on, so there is
+    no seam in its state); otherwise the last frame is padded with zeros.
+    """
+    step = round(CLOCK_RATE * FRAME_S)
+    resampler = None
+    if reader.samplerate != CLOCK_RATE:
+        resampler = soxr.ResampleStream(reader.samplerate, CLOCK_RATE, channels,
+                                        dtype="float32", quality="HQ")
+    pending = np.zeros((channels, 0), np.float32)
+    read = 0
+    while True:
+        data = reader.read(READ_BLOCK, dtype="float32", always_2d=True)
+        at_end = data.shape[0] < READ_BLOCK
+        if data.shape[0] and not np.isfinite(data).all():
+            bad = int(np.argmax(~np.isfinite(data).all(axis=1)))
+            raise CommandError(f"{path}: sample {read + bad} is NaN or Inf; only finite "
+                               "samples can be sent")
+        read += data.shape[0]
+        if data.shape[1] > 2:
+            data = data.mean(axis=1, keepdims=True, dtype=np.float32)
+        last = at_end and not loop
+        if resampler is not None:
+            data = resampler.resample_chunk(np.ascontiguousarray(data), last=last)
+        pending = np.concatenate([pending, np.asarray(data, np.float32).T], axis=1)
+        while pending.shape[1] >= step:
+            yield np.ascontiguousarray(pending[:, :step])
+            pending = pending[:, step:]
+        if at_end:
+            if not loop:
+                break
+            reader.seek(0)
+            read = 0
+    if pending.shape[1]:
+        frame = np.zeros((channels, step), np.float32)
+        frame[:, :pending.shape[1]] = pending
+        yield frame
+
+
+def cmd_host(args):
+    """Join as host and stream ``--input`` in real time."""
+    if not 0 <= args.volume <= 400:
+        raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
+    try:
+        reader = fileio.open_input(args.input)
+    except fileio.AudioFileError as exc:
+        raise CommandError(str(exc)) from None
+    with reader:
+        channels = 2 if reader.channels == 2 else 1
+        if reader.channels > 2:
+            _note(f"host: {args.input} has {reader.channels} channels; sending their mono mix")
+        file_s = reader.frames / reader.samplerate
+        client = Client(sample_rate=CLOCK_RATE, channels=channels)
+        try:
+            client.adjust_recording_signal_volume(args.volume)
+            if args.preset:
+                client.set_audio_effect_preset(args.preset)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        events = _join(client, args, "host", "host")
+        try:
+            sent = _stream(client, events, reader, channels, args, file_s)
+            stats = client.stats()
+        except KeyboardInterrupt:
+            _note("host: interrupted; left the channel")
+            return 130
+        finally:
+            client.leave_channel()
+    rtt = "n/a" if stats["rtt_ms"] is None else f"{stats['rtt_ms']:.1f} ms"
+    print(f"host: sent {sent:.2f} s of {args.input} in {stats['packets_sent']} packets "
+          f"({stats['send_bitrate'] / 1000:.1f} kb/s on the wire), uplink loss "
+          f"{100 * stats['uplink_loss']:.1f} %, RED depth {stats['red_depth']}, "
+          f"round trip {rtt}", flush=True)
+    return 0
+
+
+def _stream(client, events, reader, channels, args, file_s):
+    """Push the file's frames on the 10 ms schedule; returns the seconds sent."""
+    progress = _Progress("host", None if args.loop else file_s)
+    pacer = Pacer()
+    frames = 0
+    try:
+        # Silence after the file, so the encoder sends its last packet and
+        # listeners play out their jitter buffers before this host leaves.
+        tail = [np.zeros((channels, round(CLOCK_RATE * FRAME_S)), np.float32)] * round(
+            TAIL_S / FRAME_S)
+        source = _wire_frames(reader, channels, args.loop, args.input)
+        pacer.start()
+        for frame in _chain(source, tail):
+            if frames:
+                pacer.wait()
+            _check_removed(events)
+            client.push_audio(frame)
+            frames += 1
+            if frames % 10 == 0:
+                progress.update(min(frames * FRAME_S, file_s) if not args.loop
+                                else frames * FRAME_S,
+                                f"{client.stats()['packets_sent']} packets")
+    finally:
+        progress.close()
+    return max(0, frames - len(tail)) * FRAME_S
+
+
+def _chain(*iterables):
+    for it in iterables:
+        yield from it
+
+
+# ------------------------------------------------------------------ listen
+
+def _check_output(path, overwrite):
+    """The soundfile format for ``path``; refuses a folder, a missing folder or
+    an existing file without ``overwrite``."""
+    try:
+        fmt = fileio.output_format(path)
+    except fileio.AudioFileError as exc:
+        raise CommandError(str(exc)) from None
+    p = Path(path)
+    if p.is_dir():
+        raise CommandError(f"{path}: is a folder; give a file name")
+    if not p.parent.is_dir():
+        raise CommandError(f"{path}: folder {p.parent} does not exist")
+    if p.exists() and not overwrite:
+        raise CommandError(f"{path}: exists already; pass --overwrite to replace it")
+    return fmt
+
+
+class _Heard:
+    """What the listener heard from each host (the client forgets a host that leaves)."""
+
+    def __init__(self):
+        self.users = {}                  # uid -> the latest stats of that host
+        self.delays = []                 # end-to-end delay estimates, ms
+
+    def update(self, stats):
+        for uid, u in stats["users"].items():
+            self.users[uid] = u
+            if u["received"]:
+                self.delays.append(u["end_to_end_delay_ms"])
+
+    def total(self, key):
+        return sum(u[key] for u in self.users.values())
+
+    def describe(self):
+        if not self.users:
+            return "heard no host"
+        recovered = sum(self.total(k) for k in ("recovered_red", "recovered_fec",
+                                                 "recovered_retransmission"))
+        delay = f"{float(np.median(self.delays)):.0f} ms" if self.delays else "n/a"
+        n = len(self.users)
+        return (f"from {n} host{'s' if n != 1 else ''}: received {self.total('received')}, "
+                f"lost {self.total('lost')}, recovered {recovered}, concealed "
+                f"{self.total('concealed')} packets; end-to-end delay {delay} (median)")
+
+
+def cmd_listen(args):
+    """Join as audience and record ``--duration`` seconds of what is heard."""
+    if not (args.duration > 0 and math.isfinite(args.duration)):
+        raise CommandError(f"--duration must be a positive number of seconds, "
+                           f"got {args.duration}")
+    if args.channels not in (1, 2):
+        raise CommandError(f"--channels must be 1 or 2, got {args.channels}")
+    try:
+        client = Client(sample_rate=args.sample_rate, channels=args.channels)
+    except ValueError as exc:
+        raise CommandError(f"--sample-rate: {exc}") from None
+    fmt = _check_output(args.output, args.overwrite)
+    rate = client.sample_rate
+    events = _join(client, args, "audience", "listen")
+    dst = Path(args.output)
+    heard = _Heard()
+    try:
+        with fileio.atomic_output(dst) as tmp:
+            with sf.SoundFile(tmp, "w", samplerate=rate, channels=args.channels,
+                              format=fmt) as out:
+                frames = _record(client, events, out, rate, args.duration, heard)
+    finally:
+        client.leave_channel()
+    print(f"listen: wrote {dst}: {frames / rate:.2f} s at {rate} Hz, {args.channels} "
+          f"channel{'s' if args.channels != 1 else ''}; {heard.describe()}", flush=True)
+    return 0
+
+
+def _record(client, events, out, rate, duration, heard):
+    """Pull 10 ms at a time on the schedule into ``out``; returns the frames written."""
+    total = round(duration * rate)
+    steps = math.ceil(total / (rate * FRAME_S))
+    progress = _Progress("listen", duration)
+    pacer = Pacer()
+    done = 0
+    try:
+        pacer.start()
+        for k in range(1, steps + 1):
+            pacer.wait()
+            _check_removed(events)
+            n = min(total, round(k * rate * FRAME_S)) - done
+            out.write(client.pull_audio(n).T)
+            done += n
+            heard.update(client.stats())
+            if k % 10 == 0:
+                progress.update(done / rate, f"{heard.total('received')} packets heard")
+    finally:
+        progress.close()
+    return done
+
+
+# ------------------------------------------------------------------ parser
+
+def _guard(command):
+    """Run ``command(args)``, turning a ``CommandError`` into its line and status."""
+    def run(args):
+        try:
+            return command(args)
+        except CommandError as exc:
+            print(f"stagevox: error: {exc}", file=sys.stderr, flush=True)
+            return exc.status
+    run.__doc__ = command.__doc__
+    return run
+
+
+def _client_options(p, role):
+    p.add_argument("--server", required=True, metavar="HOST:PORT",
+                   help="the stagevox server (as printed by 'stagevox server')")
+    p.add_argument("--channel", required=True, metavar="NAME", help="the channel to join")
+    p.add_argument("--uid", required=True, type=int, metavar="N",
+                   help="this user's id, 1..4294967295, unique in the channel")
+    p.add_argument("--token", metavar="TOKEN",
+                   help=f"a {role} token from 'stagevox token' (default: ${TOKEN_ENV})")
+    p.set_defaults(command_role=role)
+
+
+def add_commands(sub):
+    """Register ``server``, ``token``, ``host`` and ``listen`` on the subparsers ``sub``."""
+    p = sub.add_parser(
+        "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
+        description="Run a live channel server on one UDP port until Ctrl+C (SIGINT) or "
+                    f"SIGTERM. The token secret comes from ${SECRET_ENV}. The first line "
+                    "printed is 'listening on HOST:PORT'.",
+        epilog="example: STAGEVOX_SECRET=s3cret stagevox server --port 5000")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, required=True, metavar="P",
+                   help="UDP port (0 picks a free one and prints it)")
+    p.add_argument("--max-hosts", type=int, default=17, metavar="N",
+                   help="hosts allowed per channel, 1..128 (default 17)")
+    p.add_argument("--member-timeout", type=float, default=10.0, metavar="S",
+                   help="drop a member silent this many seconds (default 10)")
+    p.set_defaults(run=_guard(cmd_server))
+
+    p = sub.add_parser(
+        "token", help="print an access token (secret from $STAGEVOX_SECRET)",
+        description=f"Print a token that admits --uid to --channel, signed with ${SECRET_ENV}.",
+        epilog="example: stagevox token --channel room --uid 1 --role host")
+    p.add_argument("--channel", required=True, metavar="NAME")
+    p.add_argument("--uid", required=True, type=int, metavar="N", help="0..4294967295")
+    p.add_argument("--role", required=True, choices=("host", "audience"),
+                   help="host may publish; audience listens only")
+    p.add_argument("--expire-s", type=float, default=3600.0, metavar="S",
+                   help="seconds the token stays valid (default 3600)")
+    p.set_defaults(run=_guard(cmd_token))
+
+    p = sub.add_parser(
+        "host", help="join a channel as host and stream an audio file in real time",
+        description="Join a channel as host and stream FILE in real time (resampled to "
+                    "48 kHz; mono or stereo as the file), then leave.",
+        epilog="example: stagevox host --server 127.0.0.1:5000 --channel room --uid 1 "
+               "--token $(stagevox token --channel room --uid 1 --role host) "
+               "--input speech.wav --preset ktv")
+    _client_options(p, "host")
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="any audio file libsndfile reads")
+    p.add_argument("--preset", metavar="NAME", help="a voice preset (see 'stagevox presets')")
+    p.add_argument("--loop", action="store_true", help="start the file again at its end")
+    p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
+                   help="recording volume, 100 = unchanged, 400 = +12 dB (default 100)")
+    p.set_defaults(run=_guard(cmd_host))
+
+    p = sub.add_parser(
+        "listen", help="join a channel as audience and record what is heard",
+        description="Join a channel as audience and record --duration seconds of what is "
+                    "heard, in real time, into FILE (format from its suffix; written to a "
+                    "temporary file and renamed at the end).",
+        epilog="example: stagevox listen --server 127.0.0.1:5000 --channel room --uid 2 "
+               "--token $(stagevox token --channel room --uid 2 --role audience) "
+               "--output heard.wav --duration 10")
+    _client_options(p, "audience")
+    p.add_argument("--output", required=True, metavar="FILE",
+                   help="where to write what was heard (.wav, .flac, .ogg, ...)")
+    p.add_argument("--duration", type=float, required=True, metavar="S",
+                   help="seconds to record")
+    p.add_argument("--sample-rate", type=int, default=CLOCK_RATE, metavar="HZ",
+                   help="rate of the recording, 8000-48000 (default 48000)")
+    p.add_argument("--channels", type=int, default=1, choices=(1, 2),
+                   help="1 (mono, default) or 2 (stereo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    p.set_defaults(run=_guard(cmd_listen))

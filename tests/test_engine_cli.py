@@ -1,0 +1,454 @@
+"""``stagevox server | token | host | listen``: the live channel from the command line.
+
+The commands run as subprocesses of the installed console script, as a user
+would run them, on 127.0.0.1 only; every wait has a timeout and every
+process is killed at the end of its test.  What the listener wrote is read
+back with soundfile and, independently, with PyAV, and judged with STOI
+against the speech the host sent.
+"""
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import soundfile as sf
+import soxr
+from conftest import require
+from hypothesis import given
+from hypothesis import strategies as st
+from stagevox import engine
+from stagevox.engine import cli as ecli
+from udp_relay import Impairment, UdpRelay
+
+SECRET = "cli-test-secret"
+#: Seconds a command may take to start (imports compile or load Numba kernels).
+START_S = 90.0
+LISTENING = re.compile(r"^listening on 127\.0\.0\.1:(\d+)$")
+
+
+def stagevox_bin():
+    """The console script next to this Python, else the one on PATH."""
+    path = Path(sys.executable).parent / "stagevox"
+    if not path.exists():
+        found = shutil.which("stagevox")
+        path = Path(found) if found else None
+    require(path is not None, "the stagevox console script is not installed")
+    return str(path)
+
+
+def cli_env(**extra):
+    """The environment without any STAGEVOX_* variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEVOX_")}
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A ``stagevox`` subprocess whose stdout and stderr lines are read by threads."""
+
+    def __init__(self, *argv, env):
+        self.popen = subprocess.Popen([stagevox_bin(), *map(str, argv)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+        self.lines = {"stdout": queue.Queue(), "stderr": queue.Queue()}
+        self.text = {"stdout": [], "stderr": []}
+        self.readers = [threading.Thread(target=self._read, args=(name,), daemon=True)
+                        for name in self.lines]
+        for t in self.readers:
+            t.start()
+
+    def _read(self, name):
+        for line in getattr(self.popen, name):
+            self.text[name].append(line)
+            self.lines[name].put(line.rstrip("\n"))
+        self.lines[name].put(None)
+
+    def next_line(self, name, timeout):
+        """The next line of ``name`` (None at its end); fails after ``timeout`` s."""
+        try:
+            return self.lines[name].get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no {name} line within {timeout} s; stderr so far: "
+                        f"{''.join(self.text['stderr'])}")
+
+    def wait_for(self, name, pattern, timeout):
+        """Read ``name`` until a line contains ``pattern``; fails at its end or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next_line(name, max(0.01, deadline - time.monotonic()))
+            if line is None:
+                pytest.fail(f"{name} ended without {pattern!r}: {''.join(self.text[name])}")
+            if pattern in line:
+                return line
+
+    def finish(self, timeout):
+        """Wait for the exit; returns (status, stdout, stderr)."""
+        try:
+            status = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"still running after {timeout} s; stderr: "
+                        f"{''.join(self.text['stderr'])}")
+        for t in self.readers:
+            t.join(10)
+        return status, "".join(self.text["stdout"]), "".join(self.text["stderr"])
+
+    def kill(self):
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+
+@pytest.fixture
+def procs():
+    """Start ``Proc``s through this; all are killed at the end of the test."""
+    started = []
+
+    def start(*argv, env):
+        p = Proc(*argv, env=env)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+def run(*argv, env, timeout=START_S):
+    """Run a command to its end; returns (status, stdout, stderr)."""
+    r = subprocess.run([stagevox_bin(), *map(str, argv)], env=env, capture_output=True,
+                       text=True, timeout=timeout, check=False)
+    return r.returncode, r.stdout, r.stderr
+
+
+def start_server(procs, *extra):
+    """A ``stagevox server --port 0``; returns (Proc, port) once it printed its address."""
+    server = procs("server", "--port", 0, *extra, env=cli_env(STAGEVOX_SECRET=SECRET))
+    first = server.next_line("stdout", START_S)
+    match = LISTENING.match(first or "")
+    assert match, f"first line {first!r}; stderr: {''.join(server.text['stderr'])}"
+    return server, int(match.group(1))
+
+
+@pytest.fixture
+def speech_wav(tmp_path, speech):
+    """2.5 s of the bundled speech, 48 kHz mono 16-bit WAV; returns (path, samples)."""
+    path = tmp_path / "speech.wav"
+    x = speech[:int(2.5 * 48000)]
+    sf.write(str(path), x, 48000, subtype="PCM_16")
+    return path, sf.read(str(path), dtype="float32")[0]
+
+
+# -------------------------------------------------------------------- server
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_server_prints_its_address_first_and_stops_cleanly(procs, sig):
+    server, port = start_server(procs)
+    assert 0 < port < 65536
+    # The printed port is the real one: a client joins through it.
+    client = engine.Client()
+    client.join_channel(("127.0.0.1", port), "room", 5,
+                        engine.make_token(SECRET, "room", 5, "audience"), "audience")
+    client.leave_channel()
+    server.popen.send_signal(sig)
+    status, out, err = server.finish(30)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert lines[1].startswith(f"stopped by {sig.name}") and "joined 1" in lines[1], out
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("secret", [None, ""], ids=["unset", "empty"])
+def test_server_without_secret_says_to_set_it(secret):
+    env = cli_env() if secret is None else cli_env(STAGEVOX_SECRET=secret)
+    status, out, err = run("server", "--port", 0, env=env)
+    assert status == 2
+    assert out == ""
+    assert "STAGEVOX_SECRET" in err and "set" in err
+
+
+def test_server_with_bad_max_hosts_exits_with_the_range():
+    status, out, err = run("server", "--port", 0, "--max-hosts", 0,
+                           env=cli_env(STAGEVOX_SECRET=SECRET))
+    assert status != 0 and out == ""
+    assert "1..128" in err
+
+
+# -------------------------------------------------------------------- token
+
+@pytest.mark.parametrize("role", ["host", "audience"])
+def test_token_verifies_with_the_secret(role):
+    before = time.time()
+    status, out, err = run("token", "--channel", "room", "--uid", 7, "--role", role,
+                           "--expire-s", 600, env=cli_env(STAGEVOX_SECRET=SECRET))
+    after = time.time()
+    assert status == 0, err
+    claims = engine.verify_token(SECRET, out.strip(), "room", 7)
+    assert claims.can_publish == (role == "host")
+    # expiry = ceil(now + 600) for a "now" between before and after.
+    assert before + 600 <= claims.expires_at <= after + 601
+    with pytest.raises(engine.TokenError):
+        engine.verify_token("another-secret", out.strip(), "room", 7)
+
+
+def test_token_with_a_bad_role_exits_with_the_choices():
+    status, out, err = run("token", "--channel", "room", "--uid", 7, "--role", "admin",
+                           env=cli_env(STAGEVOX_SECRET=SECRET))
+    assert status != 0 and out == ""
+    assert "admin" in err and "host" in err and "audience" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--uid", -1), "uid must be an integer in 0..4294967295"),
+    (("--uid", 1, "--expire-s", 0), "expire_s must be a positive number"),
+])
+def test_token_with_bad_values_exits_with_the_reason(capsys, monkeypatch, argv, words):
+    from stagevox.dsp import cli
+    monkeypatch.setenv("STAGEVOX_SECRET", SECRET)
+    status = cli.main(["token", "--channel", "room", "--role", "host", *map(str, argv)])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == ""
+    assert words in err
+
+
+def test_token_without_secret(capsys, monkeypatch):
+    from stagevox.dsp import cli
+    monkeypatch.delenv("STAGEVOX_SECRET", raising=False)
+    status = cli.main(["token", "--channel", "room", "--uid", "1", "--role", "host"])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == "" and "STAGEVOX_SECRET" in err
+
+
+# -------------------------------------------------------------------- end to end
+
+def test_server_listen_host_end_to_end(procs, tmp_path, speech_wav):
+    """Three terminals: a server, a listener recording 4 s, a host sending 2.5 s of speech.
+
+    A user starts the host once the listener is recording.  Here both start
+    together (each takes seconds to import) and the host's packets pass a
+    relay that drops them until the listener has joined; the host's join
+    retries meanwhile.  So the whole speech falls inside the 4 s recording.
+    """
+    wav, sent = speech_wav
+    server, port = start_server(procs)
+    out = tmp_path / "heard.wav"
+    with UdpRelay(("127.0.0.1", port), upstream=Impairment(loss=1.0), max_seconds=120) as gate:
+        listener = procs("listen", "--server", f"127.0.0.1:{port}", "--channel", "room",
+                         "--uid", 2, "--output", out, "--duration", 4,
+                         env=cli_env(STAGEVOX_TOKEN=engine.make_token(SECRET, "room", 2,
+                                                                     "audience")))
+        host = procs("host", "--server", f"127.0.0.1:{gate.address[1]}", "--channel", "room",
+                     "--uid", 1, "--token", engine.make_token(SECRET, "room", 1, "host"),
+                     "--input", wav, env=cli_env())
+        listener.wait_for("stderr", "joined channel", START_S)
+        gate.set_impairment(upstream=Impairment())
+        host_status, host_out, host_err = host.finish(START_S + 10)
+        status, listen_out, listen_err = listener.finish(START_S + 10)
+    assert host_status == 0, host_err
+    assert status == 0, listen_err
+    assert host_out.startswith("host: sent 2.50 s"), host_out
+    assert "from 1 host: received" in listen_out, listen_out
+    server.popen.send_signal(signal.SIGINT)
+    assert server.finish(30)[0] == 0
+    # The temporary file was renamed: only the input and the output are left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heard.wav", "speech.wav"]
+
+    y, rate = sf.read(str(out), dtype="float32")
+    assert rate == 48000 and y.ndim == 1
+    assert abs(len(y) / rate - 4.0) <= 0.1
+
+    # PyAV (ffmpeg) reads the same file, to the same samples (16-bit PCM: exact).
+    import av
+    with av.open(str(out)) as container:
+        stream = container.streams.audio[0]
+        assert stream.rate == 48000 and stream.channels == 1
+        decoded = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
+    assert decoded.dtype == np.int16
+    assert abs(len(decoded) / 48000 - 4.0) <= 0.1
+    np.testing.assert_array_equal(decoded.astype(np.float32) / 32768, y)
+
+    # The speech is in it: best alignment by cross-correlation, then STOI.
+    corr = ss.correlate(y, sent, mode="valid", method="fft")
+    lag = int(np.argmax(corr))
+    aligned = y[lag:lag + len(sent)]
+    assert len(aligned) == len(sent)
+    from pystoi import stoi
+    score = stoi(ss.resample_poly(sent, 1, 3), ss.resample_poly(aligned, 1, 3), 16000)
+    print(f"end to end: speech at {lag / 48000:.3f} s of the recording, STOI {score:.3f}; "
+          f"{listen_out.strip()}")
+    assert score >= 0.9
+
+
+# -------------------------------------------------------------------- refusals
+
+@pytest.fixture
+def live_server():
+    with engine.Server(secret=SECRET) as server:
+        yield server
+
+
+def client_args(server, uid, token):
+    host, port = server.address
+    return ["--server", f"{host}:{port}", "--channel", "room", "--uid", uid, "--token", token]
+
+
+@pytest.mark.parametrize("token, reason", [
+    (engine.make_token("forged-secret", "room", 1, "host"), "refused (bad_signature)"),
+    (engine.make_token(SECRET, "room", 1, "audience"), "refused (no_publish_privilege)"),
+    (engine.make_token(SECRET, "another-room", 1, "host"), "refused (wrong_channel)"),
+], ids=["forged", "audience_token", "other_channel"])
+def test_host_refused_exits_1_with_the_reason(live_server, speech_wav, token, reason):
+    wav, _ = speech_wav
+    status, _, err = run("host", *client_args(live_server, 1, token), "--input", wav,
+                           env=cli_env())
+    assert status == 1
+    assert reason in err and "Traceback" not in err
+    assert live_server.counters["joined"] == 0
+    assert live_server.members("room") == {}
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "no such file"), (b"not audio at all", "not a readable audio file"),
+], ids=["missing", "not_audio"])
+def test_host_unreadable_input_exits_1_before_joining(live_server, tmp_path, content, words):
+    path = tmp_path / "input.wav"
+    if content is not None:
+        path.write_bytes(content)
+    token = engine.make_token(SECRET, "room", 1, "host")
+    status, _, err = run("host", *client_args(live_server, 1, token), "--input", path,
+                           env=cli_env())
+    assert status == 1
+    assert str(path) in err and words in err
+    # It never spoke to the server: no join, no refusal, no packet.
+    assert sum(live_server.counters.values()) == 0, live_server.counters
+
+
+def test_host_without_token_says_where_to_get_one(live_server, speech_wav):
+    wav, _ = speech_wav
+    host, port = live_server.address
+    status, _, err = run("host", "--server", f"{host}:{port}", "--channel", "room",
+                           "--uid", 1, "--input", wav, env=cli_env())
+    assert status == 1
+    assert "--token" in err and "STAGEVOX_TOKEN" in err and "stagevox token" in err
+    assert sum(live_server.counters.values()) == 0
+
+
+def test_listen_refused_leaves_no_file(live_server, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    token = engine.make_token("forged-secret", "room", 2, "audience")
+    status, _, err = run("listen", *client_args(live_server, 2, token),
+                           "--output", folder / "heard.wav", "--duration", 2, env=cli_env())
+    assert status == 1
+    assert "refused (bad_signature)" in err
+    assert list(folder.iterdir()) == []          # no file, no temporary file
+
+
+def test_listen_does_not_replace_a_file_without_overwrite(live_server, tmp_path):
+    out = tmp_path / "heard.wav"
+    out.write_bytes(b"keep me")
+    token = engine.make_token(SECRET, "room", 2, "audience")
+    status, _, err = run("listen", *client_args(live_server, 2, token), "--output", out,
+                         "--duration", 1, env=cli_env())
+    assert status == 1 and "--overwrite" in err
+    assert out.read_bytes() == b"keep me"
+    assert sum(live_server.counters.values()) == 0
+
+
+# -------------------------------------------------------------------- pieces, in process
+
+class FakeClock:
+    """A clock whose sleep oversleeps by ``late_s`` each time (a busy machine)."""
+
+    def __init__(self, late_s):
+        self.now = 100.0
+        self.late_s = late_s
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds + self.late_s
+
+
+def test_pacer_deadlines_do_not_drift():
+    """Sleeping 3 ms too long every time shifts no later deadline: after 1000
+    ticks the time is tick 1000's deadline plus one oversleep, not 1000 of them."""
+    fake = FakeClock(late_s=0.003)
+    pacer = ecli.Pacer(0.01, clock=fake.clock, sleep=fake.sleep)
+    t0 = pacer.start()
+    for _ in range(1000):
+        pacer.wait()
+    assert fake.now == pytest.approx(t0 + 1000 * 0.01 + 0.003, abs=1e-9)
+    assert pacer.slips == 0
+    # Each sleep is what is left of the period after the previous oversleep.
+    assert fake.sleeps[1:] == pytest.approx([0.007] * 999, abs=1e-9)
+
+
+def test_pacer_restarts_after_a_stall_without_a_burst():
+    fake = FakeClock(late_s=0.0)
+    pacer = ecli.Pacer(0.01, max_lag_s=0.2, clock=fake.clock, sleep=fake.sleep)
+    pacer.start()
+    pacer.wait()
+    fake.now += 1.0                       # the process stalled for a second
+    pacer.wait()                          # late: returns at once and restarts the schedule
+    assert pacer.slips == 1
+    n = len(fake.sleeps)
+    for _ in range(5):
+        pacer.wait()
+    assert fake.sleeps[n:] == pytest.approx([0.01] * 5, abs=1e-9)
+
+
+@given(host=st.sampled_from(["127.0.0.1", "localhost", "example.org", "::1"]),
+       port=st.integers(1, 65535))
+def test_parse_address_round_trip(host, port):
+    text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert ecli.parse_address(text) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "127.0.0.1:", ":5000", "127.0.0.1:0",
+                                  "127.0.0.1:65536", "127.0.0.1:http"])
+def test_parse_address_errors_name_the_form(text):
+    with pytest.raises(ecli.CommandError, match="HOST:PORT"):
+        ecli.parse_address(text)
+
+
+def test_wire_frames_resample_a_stereo_file(tmp_path, speech):
+    """A 44.1 kHz stereo file comes out as 10 ms stereo frames at 48 kHz, equal to
+    soxr's one-shot resampling of the whole file (1e-4), the last frame padded."""
+    x = soxr.resample(speech[:48000], 48000, 44100)
+    stereo = np.stack([x, 0.5 * x[::-1]], axis=1).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(str(path), stereo, 44100, subtype="FLOAT")
+    with sf.SoundFile(str(path)) as reader:
+        frames = list(ecli._wire_frames(reader, 2, False, path))
+    assert all(f.shape == (2, 480) and f.dtype == np.float32 for f in frames)
+    y = np.concatenate(frames, axis=1)
+    ref = soxr.resample(stereo, 44100, 48000, quality="HQ").T
+    assert y.shape[1] == -(-ref.shape[1] // 480) * 480
+    np.testing.assert_allclose(y[:, :ref.shape[1]], ref, atol=1e-4)
+    assert not y[:, ref.shape[1]:].any()
+
+
+def test_wire_frames_loop_repeats_the_file(tmp_path):
+    """--loop: a 48 kHz file of 1000 samples repeats sample for sample."""
+    x = np.random.default_rng(5).uniform(-0.5, 0.5, 1000).astype(np.float32)
+    path = tmp_path / "short.wav"
+    sf.write(str(path), x, 48000, subtype="FLOAT")
+    with sf.SoundFile(str(path)) as reader:
+        gen = ecli._wire_frames(reader, 1, True, path)
+        y = np.concatenate([next(gen) for _ in range(25)], axis=1)[0]
+    np.testing.assert_array_equal(y, np.tile(x, 12)[:len(y)])
