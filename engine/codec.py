@@ -452,6 +452,8 @@ class OpusDecoder:
     """
 
     payload_type = 111
+    #: In-band FEC: ``decode_fec`` rebuilds the previous frame from a packet.
+    has_fec = True
 
     def __init__(self, channels=1):
         self.channels = _check_channels(channels)
@@ -592,6 +594,8 @@ class PcmDecoder:
     """
 
     payload_type = 96
+    #: L16 carries no FEC: ``decode_fec`` only conceals.
+    has_fec = False
 
     def __init__(self, channels=1):
         self.channels = _check_channels(channels)

@@ -40,7 +40,7 @@ def redundancy_depth(fraction_lost, burst=0.0, *, max_depth=MAX_DEPTH):
         return max_depth
     independent = math.ceil(math.log(TARGET_RESIDUAL) / math.log(fraction_lost)) - 1
     bursty = math.ceil(burst) + 1 if burst >= 1.0 else 0
-    return int(min(max_depth, max(1, independent, bursty)))
+    return int(min(max_depth, max(independent, bursty)))
 
 
 class LossMeter:
@@ -50,6 +50,7 @@ class LossMeter:
         self._seen = set()
         self._first = None          # first sequence number of this report interval
         self.highest = None         # highest extended sequence number seen
+        self._last = None           # highest at the last report (it arrived)
 
     def add(self, ext_seq):
         """Record the arrival of the packet with extended sequence ``ext_seq``."""
@@ -71,7 +72,9 @@ class LossMeter:
             return None
         expected = self.highest - self._first + 1
         got = sorted(self._seen)
-        runs = np.diff(got) - 1 if len(got) > 1 else np.zeros(0)
+        anchored = ([self._last] if self._last is not None else []) + got
+        runs = np.diff(anchored) - 1 if len(anchored) > 1 else np.zeros(0)
+        self._last = self.highest
         runs = runs[runs > 0]
         self._first = self.highest + 1
         self._seen = set()

@@ -106,6 +106,7 @@ class JitterBuffer:
         self._arrivals = collections.deque(maxlen=_HISTORY_FRAMES)
         self._pull_size = 480
         self._last_arrival = -math.inf
+        self._stalled = False
         self._reset_stream()
         self._unwrap_seq = SequenceUnwrapper()
         self._jitter = 0.0                    # RFC 3550 interarrival jitter, samples
@@ -185,6 +186,12 @@ class JitterBuffer:
         if ext in self._frames or played is not None and played != "concealed":
             self.stats["duplicates"] += 1
             return
+        transit = now * self.sample_rate - ext
+        if (self._stalled and not self._playing and self._base.value is not None
+                and abs(transit - self._base.value) > self.target_delay() + _STALL_S * self.sample_rate):
+            self._base = _MinWindow(_BASE_WINDOW_S)
+            self._arrivals.clear()
+        self._stalled = False
         # The first copy of every frame counts towards the delay target, even
         # one too late to play: that is how the buffer learns to wait longer.
         self._base.add(now, now * self.sample_rate - ext)
@@ -229,7 +236,11 @@ class JitterBuffer:
         """
         self._pull_size = num_samples
         if not self._playing and not self._start(now):
-            return np.zeros((self.channels, num_samples), np.float32)
+            out = np.zeros((self.channels, num_samples), np.float32)
+            have = min(self._fifo_len(), num_samples)
+            out[:, :have] = self._fifo[:, self._fifo_pos:self._fifo_pos + have]
+            self._fifo_pos += have
+            return out
         self._adjust(now)
         while self._fifo_len() < num_samples and self._playing:
             self._decode_next(now)
@@ -280,6 +291,7 @@ class JitterBuffer:
             else:
                 self.stats[f"frames_{source}"] += 1
                 self._frame = frame.shape[1]
+                step = self._frame
             self._expanded = 0
         else:
             silent = now - self._last_arrival
@@ -297,7 +309,7 @@ class JitterBuffer:
                 self._push_fifo(frame)
                 return
             nxt = self._frames.get(ts + step)
-            if nxt is not None and hasattr(self.decoder, "decode_fec"):
+            if nxt is not None and getattr(self.decoder, "has_fec", False):
                 frame = self.decoder.decode_fec(nxt[0], step)
                 self.stats["frames_fec"] += 1
             else:
@@ -345,6 +357,7 @@ class JitterBuffer:
         fade = np.linspace(1.0, 0.0, last_frame.shape[1], dtype=np.float32)
         self._push_fifo(last_frame * fade)
         self.stats["stalls"] += 1
+        self._stalled = True
         fifo, pos = self._fifo, self._fifo_pos
         self._reset_stream()
         self._fifo, self._fifo_pos = fifo, pos
@@ -397,7 +410,7 @@ class JitterBuffer:
             for i in range(1, min(overdue, 32) + 1):
                 seq = self._highest_seq + i
                 if seq not in self._missing:
-                    self._missing[seq] = [self._highest_ts + i * step, now, 0, -math.inf]
+                    self._missing[seq] = [self._highest_ts + i * step, -math.inf, 0, -math.inf]
         margin = (rtt_s + 0.005) * self.sample_rate
         out = []
         for seq, entry in self._missing.items():

@@ -40,11 +40,15 @@ def best_period(frame, sample_rate, max_period=None):
     corr = np.correlate(mono[lo:hi + match], head, mode="valid")
     energy = np.convolve(mono[lo:hi + match] ** 2, np.ones(match), mode="valid")
     score = corr / np.sqrt(energy * float(head @ head) + 1e-12)
-    return lo + int(np.argmax(score))
+    # The first peak nearly as good as the best: one period, not a multiple.
+    k = int(np.flatnonzero(score >= score.max() - 0.03 * abs(score.max()))[0])
+    while k + 1 < len(score) and score[k + 1] > score[k]:
+        k += 1
+    return lo + k
 
 
 def _fades(period):
-    ramp = (np.arange(period, dtype=np.float32) + 0.5) / period
+    ramp = np.arange(period, dtype=np.float32) / (period - 1)
     return 1.0 - ramp, ramp
 
 
