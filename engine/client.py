@@ -54,8 +54,10 @@ PING_INTERVAL_S = 1.0
 REPORT_INTERVAL_S = 0.5
 LOSSY_REPORT_INTERVAL_S = 0.1
 NACK_INTERVAL_S = 0.01
-#: No answer from the server for this long: "reconnecting".
+#: No answer from the server for this long: "reconnecting", and join again
+#: every PING_INTERVAL_S (request id REJOIN_REQUEST_ID) until it answers.
 SERVER_SILENT_S = 4.0
+REJOIN_REQUEST_ID = 0
 
 
 class RefusedError(RuntimeError):
@@ -401,7 +403,13 @@ class Client:
 
     def _on_control(self, msg, now):
         rid = getattr(msg, "request_id", None)
-        if isinstance(msg, (Joined, Refused, RoleChanged, TokenRenewed)):
+        if isinstance(msg, Joined) and rid == REJOIN_REQUEST_ID:
+            # Back after a silence: hosts who joined meanwhile were announced elsewhere.
+            for host_uid, ssrc in msg.hosts:
+                if self._uids.get(host_uid) != ssrc:
+                    self._add_remote(host_uid, ssrc)
+                    self._emit("on_user_joined", host_uid)
+        elif isinstance(msg, (Joined, Refused, RoleChanged, TokenRenewed)):
             fut = self._requests.get(rid)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -410,7 +418,7 @@ class Client:
         elif isinstance(msg, ReceiverReport):
             for block in msg.reports:
                 if block.ssrc == self.ssrc:
-                    self._uplink.add(now, block.fraction_lost, block.burst)
+                    self._uplink.add(now, block.fraction_lost, block.burst, block.highest_seq)
         elif isinstance(msg, Event):
             self._on_event(msg)
 
@@ -436,11 +444,13 @@ class Client:
         old = self._uids.get(uid)
         if old == ssrc:
             return
-        if old is not None:
-            self._remotes.pop(old, None)
-        self._uids[uid] = ssrc
+        # The remote exists before its uid is published: another thread that sees
+        # the uid (remote_users, mute_remote_audio_stream, ...) finds it.
         self._remotes[ssrc] = _Remote(uid, ssrc, self.channels, self._min_delay_ms,
                                       self._max_delay_ms, self.codec)
+        self._uids[uid] = ssrc
+        if old is not None:
+            self._remotes.pop(old, None)
 
     def _remove_remote(self, uid):
         ssrc = self._uids.pop(uid, None)
@@ -471,6 +481,11 @@ class Client:
                 self._transport.sendto(Ping(now).encode())
                 if self._last_heard is not None and now - self._last_heard > SERVER_SILENT_S:
                     self._set_state("reconnecting", "no answer from the server")
+                    # The server may now see this client at another address (a NAT
+                    # that rebinds): join again, with the same uid, token and SSRC.
+                    self._transport.sendto(Join(REJOIN_REQUEST_ID, self.channel, self.uid,
+                                                self.role, self._token or "",
+                                                self.ssrc).encode())
             interval = LOSSY_REPORT_INTERVAL_S if lossy else REPORT_INTERVAL_S
             if now - last_report >= interval:
                 last_report = now
@@ -776,7 +791,8 @@ class Client:
             users[remote.uid] = u
         s["users"] = users
         for key in ("received", "lost", "recovered_red", "recovered_fec",
-                    "recovered_retransmission", "concealed"):
+                    "recovered_retransmission", "concealed", "expanded_ms", "shortened_ms",
+                    "lengthened_ms"):
             s[key] = sum(u[key] for u in users.values())
         return s
 

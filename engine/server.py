@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import logging
 import math
+import socket
 import threading
 import time
 
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds of frames kept per stream for redundancy and retransmission.
 CACHE_S = 1.0
+#: Kernel send and receive buffers of the server's socket, bytes: room for
+#: short stalls of the loop at full-stage rates.
+SOCKET_BUFFER = 1 << 20
 #: Token expiry warning, seconds ahead (as the well-known SDK does).
 EXPIRY_WARNING_S = 30.0
 #: Receiver reports to hosts: every half second on a clean uplink, every
@@ -120,6 +124,7 @@ class _Channel:
     def __init__(self, name):
         self.name = name
         self.members = {}                # uid -> _Member
+        self.groups = {}                 # sender uid -> {RED depth: [addresses]}
         self.streams = {}                # ssrc -> _Stream
 
     def hosts(self):
@@ -159,6 +164,7 @@ class Server:
         self._strangers = {}             # addr -> _Bucket, for non-members (bounded)
         self._loop = None
         self._transport = None
+        self._sock = None
         self._thread = None
         self._ready = threading.Event()
         self._stopping = None
@@ -191,7 +197,10 @@ class Server:
     def stop(self, timeout=5.0):
         """Stop serving and close the socket (idempotent)."""
         if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
+            try:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:        # the loop has already ended: stopped before
+                pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -204,8 +213,19 @@ class Server:
     async def _main(self):
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
         self._transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, self.port))
+            lambda: _Protocol(self), sock=sock)
         self.address = self._transport.get_extra_info("sockname")[:2]
         self._ready.set()
         ticker = asyncio.ensure_future(self._tick())
@@ -218,7 +238,15 @@ class Server:
     # ------------------------------------------------------------- helpers
 
     def _send(self, data, addr):
-        self._transport.sendto(data, addr)
+        # The socket's own sendto: asyncio's transport adds a few checks per
+        # packet, which fan-out to a thousand members pays a thousand times.
+        # When the kernel's buffer is full the transport queues the rest.
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._transport.sendto(data, addr)
+        except OSError:
+            self.counters["send_errors"] += 1
 
     def _send_msg(self, msg, addr):
         self._send(msg.encode(), addr)
@@ -244,6 +272,12 @@ class Server:
                 self.counters["dropped_rate_limited"] += 1
                 return
             member.last_seen = now
+        elif not control.is_control(data):
+            # Only a stranger's control messages cost work (a join checks a token), so
+            # only they spend its budget: its media, e.g. a host's stream arriving from
+            # a new address after a NAT rebinding, must not crowd out its new Join.
+            self.counters["dropped_not_member"] += 1
+            return
         else:
             bucket = self._strangers.get(addr)
             if bucket is None:
@@ -336,6 +370,7 @@ class Server:
         new = _Member(msg.uid, channel, msg.role, addr, msg.ssrc, claims, now,
                       self.rate_limit_pps)
         channel.members[msg.uid] = new
+        channel.groups.clear()
         self._members[addr] = new
         self._strangers.pop(addr, None)
         if msg.role == "host":
@@ -359,6 +394,7 @@ class Server:
         self._members.pop(member.addr, None)
         if channel.members.get(member.uid) is member:
             del channel.members[member.uid]
+            channel.groups.clear()
             channel.streams.pop(member.ssrc, None)
             if member.role == "host":
                 self._broadcast(channel, Event(kind, member.uid, member.role, member.ssrc, reason))
@@ -423,7 +459,10 @@ class Server:
                 worst = block
         if worst is None:
             return
-        member.redundancy.add(now, worst.fraction_lost, worst.burst)
+        before = member.redundancy.depth
+        if member.redundancy.add(now, worst.fraction_lost, worst.burst,
+                                 worst.highest_seq) != before:
+            member.channel.groups.clear()
 
     def _on_nack(self, msg, member, now):
         stream = member.channel.streams.get(msg.ssrc)
@@ -487,10 +526,15 @@ class Server:
         self._forward(channel, member, stream, packet, primary_ext, recovered)
 
     def _forward(self, channel, sender, stream, packet, primary_ext, recovered):
-        by_depth = {}
-        for m in channel.members.values():
-            if m is not sender:
-                by_depth.setdefault(m.redundancy.depth, []).append(m.addr)
+        by_depth = channel.groups.get(sender.uid)
+        if by_depth is None:
+            # Receivers grouped by the RED depth they need, cached until the
+            # channel's members or their depths change.
+            by_depth = {}
+            for m in channel.members.values():
+                if m is not sender:
+                    by_depth.setdefault(m.redundancy.depth, []).append(m.addr)
+            channel.groups[sender.uid] = by_depth
         payload_type = packet.payload_type if packet.payload_type != PT_RED else PT_OPUS
         for depth, addrs in by_depth.items():
             wanted = set(recovered)

@@ -46,6 +46,7 @@ def test_speech_through_the_channel(speech, name, condition, min_stoi, max_delay
     print(f"\n{name}: STOI {r.stoi:.3f}  PESQ-WB {r.pesq:.2f}  delay {r.delay_ms:.0f} ms  "
           f"received {ls['received']}  RED {ls['recovered_red']}  FEC {ls['recovered_fec']}  "
           f"retransmitted {ls['recovered_retransmission']}  concealed {ls['concealed']}  "
+          f"stretched +{ls['lengthened_ms'] + ls['expanded_ms']:.0f}/-{ls['shortened_ms']:.0f} ms  "
           f"host sent {hs['send_bitrate'] / 1000:.1f} kb/s (codec {hs['codec_bitrate'] / 1000:.1f})")
     assert r.stoi >= min_stoi, f"{name}: STOI {r.stoi:.3f} < {min_stoi}"
     if max_delay_ms is not None:
