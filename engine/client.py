@@ -54,6 +54,8 @@ PING_INTERVAL_S = 1.0
 REPORT_INTERVAL_S = 0.5
 LOSSY_REPORT_INTERVAL_S = 0.1
 NACK_INTERVAL_S = 0.01
+#: Sent packets kept for the server's retransmission requests (1.3 s of 20 ms frames).
+SENT_KEPT = 64
 #: No answer from the server for this long: "reconnecting", and join again
 #: every PING_INTERVAL_S (request id REJOIN_REQUEST_ID) until it answers.
 SERVER_SILENT_S = 4.0
@@ -169,7 +171,8 @@ class Client:
         self._push_lock = threading.Lock()
         self._seq = random.randrange(2**16)
         self._ts = random.randrange(2**32)
-        self._history = collections.deque(maxlen=MAX_DEPTH)   # (ts, payload) of recent frames
+        self._history = collections.deque(maxlen=MAX_DEPTH)
+        self._sent = {}                   # sequence number -> packet, the last SENT_KEPT   # (ts, payload) of recent frames
         self._uplink = RedundancyControl()   # RED depth from the server's reports
         self._bitrate = bitrate
         self._fec_on = False
@@ -421,6 +424,13 @@ class Client:
                     self._uplink.add(now, block.fraction_lost, block.burst, block.highest_seq)
         elif isinstance(msg, Event):
             self._on_event(msg)
+        elif isinstance(msg, Nack) and msg.ssrc == self.ssrc:
+            # The server missed these of ours: send them again if still kept.
+            for seq in msg.sequence_numbers:
+                data = self._sent.get(seq)
+                if data is not None:
+                    self._transport.sendto(data)
+                    self._stats["packets_retransmitted"] += 1
 
     def _on_event(self, ev):
         if ev.kind == "user_joined":
@@ -566,6 +576,9 @@ class Client:
                            ssrc=self.ssrc, payload=body)
         self._seq = (self._seq + 1) % 2**16
         data = packet.serialize()
+        self._sent[packet.sequence_number] = data
+        if len(self._sent) > SENT_KEPT:
+            del self._sent[next(iter(self._sent))]
         self._stats["packets_sent"] += 1
         self._stats["bytes_sent"] += len(data)
         self._stats["payload_bytes_sent"] += len(body)
@@ -755,7 +768,8 @@ class Client:
         """A dict of counters and estimates (see the README's engine section)."""
         now = time.monotonic()
         s = {k: self._stats[k] for k in ("packets_sent", "bytes_sent", "payload_bytes_sent",
-                                          "codec_bytes_sent", "malformed_received")}
+                                          "codec_bytes_sent", "malformed_received",
+                                          "packets_retransmitted")}
         elapsed = (self._pushed_samples / self.sample_rate) if self._pushed_samples else 0.0
         s["send_bitrate"] = 8 * s["bytes_sent"] / elapsed if elapsed else 0.0
         s["codec_bitrate"] = 8 * s["codec_bytes_sent"] / elapsed if elapsed else 0.0

@@ -35,7 +35,7 @@ from .control import (Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverRepo
                       RenewToken, ReportBlock, RoleChanged, SetRole, TokenRenewed)
 from .feedback import MAX_RED_PAYLOAD, LossMeter, RedundancyControl
 from .red import MAX_TS_OFFSET, RedBlock, decode_red, encode_red_within
-from .rtp import PT_OPUS, PT_RED, PacketError, RtpPacket, SequenceUnwrapper
+from .rtp import CLOCK_RATE, PT_OPUS, PT_RED, PacketError, RtpPacket, SequenceUnwrapper
 from .token import TokenError, verify_token
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ CACHE_S = 1.0
 #: Kernel send and receive buffers of the server's socket, bytes: room for
 #: short stalls of the loop at full-stage rates.
 SOCKET_BUFFER = 1 << 20
+#: Retransmission requests to hosts: interval and tries per missing packet.
+UPLINK_NACK_S = 0.01
+UPLINK_NACK_TRIES = 6
 #: Token expiry warning, seconds ahead (as the well-known SDK does).
 EXPIRY_WARNING_S = 30.0
 #: Receiver reports to hosts: every half second on a clean uplink, every
@@ -86,6 +89,8 @@ class _Stream:
         self.last_seq = None             # (ext seq, ext ts) of the newest packet
         self.last_report = 0.0
         self.lossy = False
+        self.last_arrival = None
+        self.missing = {}                # ext seq -> [ext ts, first missed, nacks, last nack]
 
     def ext_ts(self, ts):
         if self.ts_ref is None:
@@ -229,10 +234,12 @@ class Server:
         self.address = self._transport.get_extra_info("sockname")[:2]
         self._ready.set()
         ticker = asyncio.ensure_future(self._tick())
+        nacker = asyncio.ensure_future(self._nack_uplinks())
         try:
             await self._stopping.wait()
         finally:
             ticker.cancel()
+            nacker.cancel()
             self._transport.close()
 
     # ------------------------------------------------------------- helpers
@@ -506,11 +513,21 @@ class Server:
         if primary_ext in stream.frames:
             self.counters["dropped_duplicate"] += 1
             return
-        stream.loss.add(ext_seq)
+        asked = stream.missing.pop(ext_seq, None)
+        if asked is None or asked[2] == 0:
+            # A retransmission we asked for is no sign of a healthy path.
+            stream.loss.add(ext_seq)
+        else:
+            self.counters["uplink_retransmissions"] += 1
+        stream.last_arrival = now
         if stream.last_seq is not None:
             last_seq, last_ts = stream.last_seq
             if ext_seq - last_seq == 1 and 0 < primary_ext - last_ts <= 5760:
                 stream.step = primary_ext - last_ts
+            for seq in range(max(last_seq + 1, ext_seq - 32), ext_seq):
+                ts = primary_ext - (ext_seq - seq) * stream.step
+                if ts not in stream.frames and seq not in stream.missing:
+                    stream.missing[seq] = [ts, now, 0, -math.inf]
         if stream.last_seq is None or ext_seq > stream.last_seq[0]:
             stream.last_seq = (ext_seq, primary_ext)
         stream.by_seq[ext_seq] = (primary_ext, packet.timestamp)
@@ -521,6 +538,10 @@ class Server:
                 stream.frames[ext] = block.payload
                 recovered.append(ext)
         stream.frames[primary_ext] = blocks[-1].payload
+        if recovered and stream.missing:
+            got = set(recovered)
+            for seq in [q for q, e in stream.missing.items() if e[0] in got]:
+                del stream.missing[seq]
         self.counters["recovered_uplink"] += len(recovered)
         stream.trim(primary_ext)
         self._forward(channel, member, stream, packet, primary_ext, recovered)
@@ -585,6 +606,49 @@ class Server:
                                          member.ssrc, f"the token expires in {math.ceil(left)} s"),
                                    member.addr)
             self._report_uplinks(now)
+
+    async def _nack_uplinks(self):
+        """Ask hosts to resend what their uplink lost, while it can still be used.
+
+        A gap in a host's sequence numbers, or nothing from a host for more
+        than two frame times (the only way to learn of a loss burst while it
+        lasts), is asked for every UPLINK_NACK_S, a few times; the host
+        answers from the packets it sent last.  RED usually recovers the
+        frames when the next packet comes; a retransmission makes it sooner.
+        """
+        while True:
+            await asyncio.sleep(UPLINK_NACK_S)
+            now = time.monotonic()
+            for channel in list(self._channels.values()):
+                for m in channel.hosts():
+                    stream = channel.streams.get(m.ssrc)
+                    if stream is None or stream.last_seq is None:
+                        continue
+                    self._nack_uplink(m, stream, now)
+
+    def _nack_uplink(self, member, stream, now):
+        last_seq, last_ts = stream.last_seq
+        silent = now - stream.last_arrival
+        overdue = int(silent * CLOCK_RATE / stream.step) - 1
+        if silent < 1.0:
+            for i in range(1, min(overdue, 16) + 1):
+                if last_seq + i not in stream.missing:
+                    stream.missing[last_seq + i] = [last_ts + i * stream.step, -math.inf, 0,
+                                                    -math.inf]
+        asked = []
+        for seq, entry in list(stream.missing.items()):
+            ts, first, tries, last = entry
+            if tries >= UPLINK_NACK_TRIES or ts in stream.frames:
+                del stream.missing[seq]
+                continue
+            if now - first < 0.003 or now - last < UPLINK_NACK_S:
+                continue
+            entry[2] += 1
+            entry[3] = now
+            asked.append(seq & 0xFFFF)
+        if asked:
+            self.counters["uplink_nacks"] += len(asked)
+            self._send_msg(Nack(member.ssrc, tuple(asked[:control.MAX_NACKS])), member.addr)
 
     def _report_uplinks(self, now):
         """Tell each host how its uplink fares: every half second, or every 0.1 s
