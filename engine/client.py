@@ -37,7 +37,7 @@ from .control import (Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverRepo
 from .feedback import MAX_DEPTH, MAX_RED_PAYLOAD, RedundancyControl
 from .jitter import JitterBuffer
 from .red import RedBlock, encode_red_within
-from .rtp import CLOCK_RATE, PT_RED, PacketError, RtpPacket, is_rtp
+from .rtp import CLOCK_RATE, PT_L16, PT_OPUS, PT_RED, PacketError, RtpPacket, is_rtp
 
 ROLES = ("host", "audience")
 #: Connection states reported by ``on_connection_state_changed``.
@@ -99,6 +99,8 @@ class _Remote:
         self.ssrc = ssrc
         self.jb = JitterBuffer(make_decoder(codec, channels), min_delay_ms=min_delay_ms,
                                max_delay_ms=max_delay_ms)
+        self.codec = codec
+        self.codec_known = False
         self.lock = threading.Lock()
         self.muted = False
         self.volume = 1.0
@@ -395,6 +397,8 @@ class Client:
                 self._stats["unknown_ssrc"] += 1
                 return
             with remote.lock:
+                if not remote.codec_known:
+                    self._match_codec(remote, packet)
                 remote.jb.put(packet, now)
             return
         try:
@@ -449,6 +453,20 @@ class Client:
             self._remotes.clear()
             self._uids.clear()
             self._set_state("failed", ev.reason)
+
+    def _match_codec(self, remote, packet):
+        """Decode a host's stream with the codec its first packet names (hosts
+        and listeners need not have chosen the same one)."""
+        pt = packet.payload_type
+        if pt == PT_RED and packet.payload:
+            pt = packet.payload[0] & 0x7F          # the first block's payload type
+        codec = {PT_OPUS: "opus", PT_L16: "pcm"}.get(pt)
+        if codec is None:
+            return
+        if codec != remote.codec:
+            remote.jb.decoder = make_decoder(codec, self.channels)
+            remote.codec = codec
+        remote.codec_known = True
 
     def _add_remote(self, uid, ssrc):
         old = self._uids.get(uid)

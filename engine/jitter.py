@@ -309,10 +309,14 @@ class JitterBuffer:
                 self._push_fifo(frame)
                 return
             nxt = self._frames.get(ts + step)
+            frame = None
             if nxt is not None and getattr(self.decoder, "has_fec", False):
-                frame = self.decoder.decode_fec(nxt[0], step)
-                self.stats["frames_fec"] += 1
-            else:
+                try:
+                    frame = self.decoder.decode_fec(nxt[0], step)
+                    self.stats["frames_fec"] += 1
+                except Exception:   # a corrupt next payload: conceal instead
+                    self.stats["undecodable"] += 1
+            if frame is None:
                 frame = self.decoder.conceal(step)
                 self.stats["concealed"] += 1
         self._played[ts] = "played" if entry is not None else "concealed"

@@ -1,0 +1,532 @@
+"""The live channel over real UDP sockets on 127.0.0.1: events, token expiry,
+reconnection from a new address, a server under a flood of junk, and
+listeners fed garbage by a host.
+
+Events are recorded by ``engine_helpers.Recorder``; audio is pushed and
+pulled in real time by ``engine_helpers.stream``.  Every wait has a deadline.
+"""
+
+import random
+import threading
+import time
+
+import numpy as np
+import scipy.signal as ss
+from engine_helpers import (
+    CLEAN_TONE,
+    SECRET,
+    Recorder,
+    Session,
+    amplitude,
+    db,
+    peak_frequency,
+    purity,
+    rms,
+    stream,
+    token,
+    tone,
+    wait_until,
+    window,
+)
+from live_session import align
+from stagevox import engine
+from stagevox.engine import client as client_module
+from stagevox.engine import control, make_encoder
+from stagevox.engine.rtp import PT_OPUS, RtpPacket
+from udp_relay import UdpRelay
+
+# -- events ------------------------------------------------------------------------
+
+
+def test_user_joined_for_new_and_present_hosts():
+    with Session() as s:
+        s.join(1, "host")
+        rec = Recorder()
+        s.join(2, "audience", handler=rec)
+        # The host already present is announced at the join.
+        assert rec.of("on_user_joined") == [(1,)]
+        s.join(3, "host")
+        assert rec.wait_for("on_user_joined", (3,)) is not None
+        # Audience members are not announced.
+        s.join(4, "audience")
+        time.sleep(0.2)
+        assert rec.of("on_user_joined") == [(1,), (3,)]
+
+
+def test_user_offline_quit_on_leave():
+    with Session() as s:
+        host = s.join(1, "host")
+        rec = Recorder()
+        s.join(2, "audience", handler=rec)
+        host.leave_channel()
+        assert rec.wait_for("on_user_offline", (1, "quit")) is not None
+        assert s.server.members("room") == {2: "audience"}
+
+
+def test_user_offline_dropped_when_a_host_vanishes():
+    """A host whose network stops without a Leave is reported ``dropped`` after
+    the server's member timeout (1.5 s), within a 1 s margin; the listener, who
+    keeps sending keep-alives, stays."""
+    timeout_s = 1.5
+    with Session(member_timeout_s=timeout_s) as s:
+        host = s.join(1, "host")
+        rec = Recorder()
+        listener = s.join(2, "audience", handler=rec)
+        stream({host: tone(440, 0.5)}, [listener], 0.5)     # the host is alive until now
+        vanished = time.monotonic()
+        host._stop_network()                                  # no Leave is sent
+        seen = rec.wait_for("on_user_offline", (1, "dropped"), timeout=timeout_s + 2.0)
+        assert seen is not None, f"no on_user_offline: {rec.events}"
+        assert timeout_s - 0.2 <= seen - vanished <= timeout_s + 1.0, seen - vanished
+        assert s.server.counters["timed_out"] == 1
+        assert s.server.members("room") == {2: "audience"}
+        assert listener.remote_users() == []
+        time.sleep(0.5)
+        assert s.server.members("room") == {2: "audience"}
+
+
+def test_client_role_and_connection_state_events():
+    with Session() as s:
+        watcher = Recorder()
+        s.join(1, "audience", handler=watcher)
+        rec = Recorder()
+        c = s.join(2, "audience", handler=rec)
+        assert rec.of("on_connection_state_changed") == [("connecting", "join_channel"),
+                                                         ("connected", "joined")]
+        c.set_client_role("host", token("room", 2, "host"))
+        assert watcher.wait_for("on_user_joined", (2,)) is not None
+        c.set_client_role("host")                       # no change, no event
+        c.set_client_role("audience")
+        assert watcher.wait_for("on_user_offline", (2, "became_audience")) is not None
+        assert rec.of("on_client_role_changed") == [("audience", "host"), ("host", "audience")]
+        c.leave_channel()
+        assert [a[0] for a in rec.of("on_connection_state_changed")] == [
+            "connecting", "connected", "disconnected"]
+        assert c.state == "disconnected"
+        c.leave_channel()                               # idempotent, no new event
+        assert len(rec.of("on_connection_state_changed")) == 3
+
+
+def test_token_expiry_warning_renewal_and_removal():
+    """Two hosts join with tokens valid for 3 s: both are warned at once (the
+    warning comes 30 s ahead).  The one that renews stays and is still heard;
+    the other is removed at expiry and reported offline to the listener."""
+    with Session() as s:
+        rec_renew, rec_expire, rec_listener = Recorder(), Recorder(), Recorder()
+        renewer = s.client()
+        renewer.register_event_handler(rec_renew)
+        renewer.join_channel(s.server.address, "room", 1, token("room", 1, expire_s=3),
+                             "host", timeout=3.0)
+        expirer = s.client()
+        expirer.register_event_handler(rec_expire)
+        short = token("room", 3, expire_s=3)
+        expires_at = engine.verify_token(SECRET, short, "room", 3).expires_at
+        expirer.join_channel(s.server.address, "room", 3, short, "host", timeout=3.0)
+        listener = s.join(2, "audience", handler=rec_listener)
+        assert rec_renew.wait_for("on_token_privilege_will_expire", timeout=1.0) is not None
+        assert rec_expire.wait_for("on_token_privilege_will_expire", timeout=1.0) is not None
+        assert rec_expire.of("on_token_privilege_will_expire") == [(expires_at,)]
+        assert time.time() < expires_at          # warned before it expired
+        renewer.renew_token(token("room", 1, expire_s=3600))
+
+        # Both hosts talk through the expiry; the listener should lose only 330 Hz.
+        wait_s = expires_at - time.time() + 1.0
+        x1, x3 = tone(550, wait_s + 1.0, amplitude=0.2), tone(330, wait_s + 1.0, amplitude=0.2)
+        got = stream({renewer: x1, expirer: x3}, [listener], wait_s + 1.0)[listener][0]
+
+        seen = rec_listener.wait_for("on_user_offline", (3, "dropped"), timeout=0.5)
+        assert seen is not None
+        # Removed at the expiry, not before (wall clock of the event).
+        assert time.time() - (time.monotonic() - seen) >= expires_at - 0.1
+        assert s.server.members("room") == {1: "host", 2: "audience"}
+        assert s.server.counters["expired"] == 1
+        assert expirer.state == "failed" and expirer.channel is None
+        assert rec_expire.of("on_connection_state_changed")[-1][0] == "failed"
+        assert renewer.state == "connected"
+        assert len(rec_renew.of("on_token_privilege_will_expire")) == 1
+        # The last 0.5 s (well after the expiry): the renewer is heard, the other is not.
+        tail = got[-int(0.5 * 48000):]
+        assert abs(db(amplitude(tail, 550) / 0.2)) < 1.0
+        assert amplitude(tail, 330) < 0.002
+
+
+# -- reconnection from a new address ------------------------------------------------
+
+
+def test_rejoin_from_another_socket_keeps_the_uid():
+    """The same uid joins again with its token from a new socket: the server
+    lists it once, the listener hears the new client, the old socket is no
+    longer a member."""
+    with Session() as s:
+        old = s.join(1, "host")
+        rec = Recorder()
+        listener = s.join(2, "audience", handler=rec)
+        stream({old: tone(330, 0.4)}, [listener], 0.4)
+        new = s.join(1, "host")
+        assert s.server.members("room") == {1: "host", 2: "audience"}
+        dropped = s.server.counters["dropped_not_member"]
+        x_old, x_new = tone(330, 1.0, amplitude=0.2), tone(550, 1.0, amplitude=0.2)
+        got = stream({old: x_old, new: x_new}, [listener], 1.0)[listener][0]
+        tail = got[-int(0.5 * 48000):]
+        assert abs(db(amplitude(tail, 550) / 0.2)) < 1.0
+        assert purity(tail, 550) >= CLEAN_TONE
+        assert amplitude(tail, 330) < 0.002
+        assert s.server.members("room") == {1: "host", 2: "audience"}
+        assert listener.remote_users() == [1]
+        # The old socket's packets are now a stranger's.
+        assert s.server.counters["dropped_not_member"] >= dropped + 40
+
+
+def test_nat_rebinding_keeps_the_uid_and_the_audio(monkeypatch):
+    """The host reaches the server through a relay that moves it to a new port
+    (a NAT rebinding).  The server no longer knows the address; the client
+    notices the server's silence, joins again with its token, and the stream
+    resumes under the same uid.  The silence threshold is shortened from 4 s
+    to 2 s (twice the keep-alive interval) to keep the test short."""
+    monkeypatch.setattr(client_module, "SERVER_SILENT_S", 2.0)
+    with Session() as s:
+        relay = UdpRelay(s.server.address, max_seconds=30).start()
+        try:
+            rec = Recorder()
+            host = s.join(1, "host", address=relay.address, handler=rec)
+            rec_listener = Recorder()
+            listener = s.join(2, "audience", handler=rec_listener)
+            (client_addr,) = relay.clients
+            x = tone(440, 5.5, amplitude=0.2)
+            marks = {}
+
+            def on_frame(i):
+                if i == 50:
+                    marks["before"] = relay.clients[client_addr]
+                    marks["after"] = relay.rebind(client_addr)
+
+            got = stream({host: x}, [listener], 5.5, on_frame=on_frame)[listener][0]
+        finally:
+            relay.stop()
+        assert marks["after"] != marks["before"]
+        states = [a[0] for a in rec.of("on_connection_state_changed")]
+        assert states == ["connecting", "connected", "reconnecting", "connected"], states
+        # The listener, whose address did not change, never lost the server.
+        assert [a[0] for a in rec_listener.of("on_connection_state_changed")] == [
+            "connecting", "connected"]
+        assert s.server.members("room") == {1: "host", 2: "audience"}
+        assert listener.remote_users() == [1]
+        assert s.server.counters["joined"] == 3
+        # Heard before the rebinding, silent for a while, heard again at the end.
+        sec = 48000
+        assert abs(db(amplitude(got[int(0.2 * sec):int(0.5 * sec)], 440) / 0.2)) < 1.0
+        assert rms(got[int(1.5 * sec):int(2.0 * sec)]) < 1e-3
+        tail = got[-sec:]
+        assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0
+        assert purity(tail, 440) >= CLEAN_TONE
+
+
+# -- robustness: a flood of junk beside a live session -----------------------------------
+
+N_JUNK = 100_000
+#: The junk thread waits for the server to catch up whenever it has sent this
+#: much since the last time (bytes, counting 1 kB of kernel overhead a datagram):
+#: well inside the server socket's default receive buffer (208 kB on Linux).
+PROBE_EVERY_BYTES = 100_000
+
+
+def _valid_rtp(ssrc, n, seed):
+    """``n`` real Opus packets (noise) from source ``ssrc``."""
+    enc = make_encoder("opus")
+    rng = np.random.default_rng(seed)
+    return [RtpPacket(payload_type=PT_OPUS, sequence_number=(4000 + i) % 65536,
+                      timestamp=(123456 + 960 * i) % 2**32, ssrc=ssrc,
+                      payload=enc.encode((0.1 * rng.standard_normal((1, 960))).astype(np.float32))
+                      ).serialize() for i in range(n)]
+
+
+def _valid_control(channel):
+    """Well-formed control messages, with a token signed by another secret (a
+    mutated copy that still decodes must not admit anyone)."""
+    tok = engine.make_token("not-the-server-secret", channel, 77)
+    msgs = [control.Join(7, channel, 77, "host", tok, 99), control.SetRole(3, "host", tok),
+            control.RenewToken(4, tok), control.Ping(1.5), control.Nack(5, (1, 2, 3)),
+            control.ReceiverReport((control.ReportBlock(5, 0.5, 10, 3.0, 2.0),))]
+    return [m.encode() for m in msgs]
+
+
+def _mutate(rng, data):
+    b = bytearray(data)
+    for _ in range(rng.randrange(1, 9)):
+        b[rng.randrange(len(b))] = rng.randrange(256)
+    return bytes(b)
+
+
+class _Junk:
+    """Sends ``N_JUNK`` junk datagrams at the server from one thread, as fast as
+    the server reads them.
+
+    Senders: 16 stranger sockets (random datagrams of 0..1500 bytes, truncated
+    and mutated RTP and control messages, RTP claiming the host's SSRC); a
+    socket joined as a second host (RTP claiming the real host's SSRC,
+    truncated and mutated RTP, random bytes: never its own SSRC, never a control
+    message); a socket joined as audience (forged RTP, mutated control
+    messages); and one stranger flooding Pings.  Each member and the flooder
+    send far beyond the server's per-address rate limit.
+
+    Pacing: after every ``PROBE_EVERY_BYTES`` the thread waits for the server
+    to answer a Ping from a fourth (probe) member, which queues behind the
+    junk.  So the junk never overflows the server socket's receive buffer: the
+    test judges how the server treats junk, not how the kernel drops datagrams
+    once a flood outruns a single-threaded Python server (then the host's
+    packets are dropped with the junk, before the server sees them).
+    """
+
+    def __init__(self, session, victim_ssrc, seed=7):
+        self.s = session
+        self.rng = random.Random(seed)
+        self.address = session.server.address
+        self.strangers = [session.raw_socket() for _ in range(16)]
+        self.flooder = session.raw_socket()
+        self.attacker = session.raw_socket()
+        self.attacker_ssrc = 0x5A5A5A5A
+        assert isinstance(session.raw_join(self.attacker, 90, "host", self.attacker_ssrc),
+                          control.Joined)
+        self.audience = session.raw_socket()
+        assert isinstance(session.raw_join(self.audience, 91, "audience", 0x3C3C3C3C),
+                          control.Joined)
+        self.probe = session.raw_socket()
+        self.probe.settimeout(0.05)
+        assert isinstance(session.raw_join(self.probe, 92, "audience", 0x1E1E1E1E),
+                          control.Joined)
+        self.probes = 0
+        self.rtp = _valid_rtp(victim_ssrc, 50, seed)
+        self.control = _valid_control(session.channel)
+        self.sent = 0
+        self.errors = 0
+        self.queued = 0
+        self.elapsed = None
+        self.thread = threading.Thread(target=self._run, name="junk", daemon=True)
+
+    def _random(self):
+        return self.rng.randbytes(self.rng.randrange(0, 1501))
+
+    def _rtp_junk(self):
+        r = self.rng.random()
+        pkt = self.rng.choice(self.rtp)
+        if r < 0.3:
+            return pkt                                         # claims the host's SSRC
+        if r < 0.6:
+            return pkt[:self.rng.randrange(len(pkt))]          # truncated
+        if r < 0.9:
+            return _mutate(self.rng, pkt)                      # mutated
+        return self._random()
+
+    def _control_junk(self):
+        msg = self.rng.choice(self.control)
+        if self.rng.random() < 0.5:
+            return msg[:self.rng.randrange(len(msg))]
+        return _mutate(self.rng, msg)
+
+    def _member_safe(self, data):
+        """Junk for the second host: never a control message, never its own SSRC
+        (its own stream would be forwarded, as any host's is)."""
+        own = self.attacker_ssrc.to_bytes(4, "big")
+        return not data.startswith(b"SV") and data[8:12] != own
+
+    def _send(self, sock, data):
+        try:
+            sock.sendto(data, self.address)
+        except OSError:
+            self.errors += 1
+        self.sent += 1
+        self.queued += len(data) + 1024
+
+    def _drain(self, deadline):
+        """Wait until the server has read everything sent so far: a member's Ping
+        queues behind the junk, so its Pong means the junk before it was handled."""
+        self.probes += 1
+        ping = control.Ping(float(self.probes)).encode()
+        resend = 0.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= resend:           # a Ping can be lost in a full buffer
+                self.probe.sendto(ping, self.address)
+                resend = time.monotonic() + 0.05
+            try:
+                msg = control.decode(self.probe.recv(2048))
+            except (OSError, control.ControlError):     # a timeout, or forwarded RTP
+                continue
+            if isinstance(msg, control.Pong) and msg.echo_time == float(self.probes):
+                return
+
+    def _run(self):
+        t0 = time.monotonic()
+        try:
+            self._send_all(t0 + 10.0)
+        finally:
+            self.elapsed = time.monotonic() - t0
+
+    def _send_all(self, deadline):
+        rng = self.rng
+        while self.sent < N_JUNK and time.monotonic() < deadline:
+            if self.queued >= PROBE_EVERY_BYTES:
+                self._drain(deadline)
+                self.queued = 0
+            k = rng.random()
+            if k < 0.45:
+                sock = rng.choice(self.strangers)
+                data = rng.choice((self._random, self._random, self._rtp_junk,
+                                   self._control_junk))()
+            elif k < 0.7:
+                sock, data = self.attacker, self._rtp_junk()
+                if not self._member_safe(data):
+                    continue
+            elif k < 0.85:
+                sock = self.audience
+                data = self._control_junk() if rng.random() < 0.3 else self.rtp[0]
+            else:
+                sock, data = self.flooder, self.control[3]        # a Ping flood
+            self._send(sock, data)
+
+    def start(self):
+        self.thread.start()
+
+    def join(self):
+        self.thread.join(15.0)
+        assert not self.thread.is_alive()
+
+
+def test_junk_flood_leaves_the_session_intact(speech):
+    """100,000 junk datagrams while a host talks to a listener: the speech the
+    listener hears while the junk comes keeps STOI >= 0.95, nothing of the junk
+    reaches the listener, the server still admits a new member afterwards, and
+    its counters show every kind of drop."""
+    from pystoi import stoi
+
+    signal = speech[2 * 48000:14 * 48000]
+    start = 30                                  # frame at which the junk starts
+    with Session() as s:
+        host = s.join(1, "host")
+        listener = s.join(2, "audience")
+        junk = _Junk(s, host.ssrc)
+        assert wait_until(lambda: 90 in listener.remote_users())
+        frames = {}
+
+        def on_frame(i):
+            if i == start:
+                junk.start()
+            elif i > start and "done" not in frames and not junk.thread.is_alive():
+                frames["done"] = i
+            # Go on 0.3 s after the junk, so the speech heard during it is all out.
+            return frames.get("done", 10**9) + 30 <= i
+
+        got = stream({host: signal}, [listener], len(signal) / 48000,
+                     on_frame=on_frame)[listener][0]
+        junk.join()
+        counters = dict(s.server.counters)
+        # Still serving: a newcomer joins and is told of both hosts.
+        late = s.join(3, "audience")
+        assert late.remote_users() == [1, 90]
+        ls, hs = listener.stats(), host.stats()
+
+    assert "done" in frames, "the junk did not finish within the 12 s of speech"
+    a, b = start * 480, frames["done"] * 480
+    reference = signal[a:b]
+    aligned, lags = align(reference, got, a)
+    score = stoi(ss.resample_poly(reference, 1, 3), ss.resample_poly(aligned, 1, 3), 16000)
+    print(f"\njunk: {junk.sent} datagrams in {junk.elapsed:.2f} s ({junk.errors} send errors); "
+          f"STOI {score:.3f} over {(b - a) / 48000:.1f} s; delay {np.median(lags) / 48:.0f} ms; "
+          f"counters {counters}; listener {ls['users'][1]}")
+    assert junk.sent >= N_JUNK
+    assert score >= 0.95
+    # Only the host's own packets reached the listener (forged copies would add to them).
+    assert ls["users"][1]["received"] <= hs["packets_sent"]
+    assert ls["users"][90]["received"] == 0
+    for key in ("dropped_malformed", "dropped_wrong_ssrc", "dropped_rate_limited",
+                "dropped_not_member", "dropped_audience"):
+        assert counters.get(key, 0) > 0, f"{key} is 0: {counters}"
+    assert counters.get("internal_errors", 0) == 0
+    assert counters["forwarded"] >= 0.9 * hs["packets_sent"]
+
+
+def test_garbage_from_a_host_does_not_break_listeners():
+    """A host may publish anything under its own SSRC, and the server forwards
+    it.  This one first sends a real Opus stream of a 660 Hz tone (0-0.75 s),
+    then packets of random payload type, payload, sequence number and
+    timestamp.  Both listeners' ``pull_audio`` keep returning finite audio
+    within [-1, 1]; the one who mutes that host never hears it (the other
+    does, at first) and hears the other host's 440 Hz tone intact throughout."""
+    rng = random.Random(3)
+    ssrc = 0x77777777
+    enc = make_encoder("opus")
+    voice = tone(660, 0.8, amplitude=0.2)
+    with Session() as s:
+        host = s.join(1, "host")
+        muting = s.join(2, "audience")
+        plain = s.join(3, "audience")
+        vandal = s.raw_socket()
+        assert isinstance(s.raw_join(vandal, 90, "host", ssrc), control.Joined)
+        assert wait_until(lambda: 90 in muting.remote_users() and 90 in plain.remote_users())
+        muting.mute_remote_audio_stream(90, True)
+
+        def vandalise(i):
+            if i < 75:
+                if i % 2 == 0:                   # a real stream, 20 ms frames
+                    k = i // 2
+                    packet = RtpPacket(payload_type=PT_OPUS, sequence_number=1000 + k,
+                                       timestamp=960 * k, ssrc=ssrc,
+                                       payload=enc.encode(voice[None, 960 * k:960 * (k + 1)]))
+                    vandal.sendto(packet.serialize(), s.server.address)
+                return
+            packet = RtpPacket(payload_type=rng.choice((PT_OPUS, 100, 96, rng.randrange(128))),
+                               sequence_number=rng.randrange(65536),
+                               timestamp=rng.randrange(2**32), ssrc=ssrc,
+                               payload=rng.randbytes(rng.randrange(0, 1200)))
+            vandal.sendto(packet.serialize(), s.server.address)
+
+        x = tone(440, 1.5, amplitude=0.2)
+        got = stream({host: x}, [muting, plain], 1.5, on_frame=vandalise)
+        assert plain.stats()["users"][90]["received"] > 100
+        heard_by = muting.stats()["users"]
+    for y in got.values():
+        assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 1.0
+    mute_y, plain_y = got[muting][0], got[plain][0]
+    # While the vandal's stream is real: heard by one listener, not by the other.
+    assert amplitude(window(plain_y, 0.3, 0.7), 660) > 0.1
+    assert amplitude(window(mute_y, 0.3, 0.7), 660) < 0.2 * 10 ** (-40 / 20)
+    assert abs(db(amplitude(window(mute_y, 0.3, 0.7), 440) / 0.2)) < 1.0
+    # During the garbage: the other host's tone is intact.
+    tail = window(mute_y, 0.9, 1.5)
+    why = (f"peak {peak_frequency(tail):.0f} Hz, rms {rms(tail):.4f}, "
+           f"purity {purity(tail, 440):.4f}; {heard_by}")
+    assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0, why
+    assert purity(tail, 440) >= CLEAN_TONE, why
+
+
+def test_a_corrupt_frame_after_a_gap_does_not_break_listeners():
+    """A host's stream misses one frame and the next one is not valid Opus
+    (``ff ff``): the listener tries that frame's in-band FEC for the missing
+    one.  ``pull_audio`` must not raise, and the other host stays intact."""
+    with Session() as s:
+        host = s.join(1, "host")
+        listener = s.join(2, "audience")
+        vandal = s.raw_socket()
+        assert isinstance(s.raw_join(vandal, 90, "host", 0x77777777), control.Joined)
+        assert wait_until(lambda: 90 in listener.remote_users())
+        enc = make_encoder("opus")
+        voice = tone(660, 1.2, amplitude=0.1)
+        packets = []
+        for k in range(60):
+            payload = enc.encode(voice[None, 960 * k:960 * (k + 1)])
+            if k == 21:
+                payload = b"\xff\xff"          # not decodable, nor its FEC
+            if k != 20:                          # frame 20 never comes
+                packets.append(RtpPacket(payload_type=PT_OPUS, sequence_number=k,
+                                         timestamp=960 * k, ssrc=0x77777777,
+                                         payload=payload).serialize())
+
+        def send(i):
+            if i % 2 == 0 and packets:
+                vandal.sendto(packets.pop(0), s.server.address)
+
+        x = tone(440, 1.5, amplitude=0.2)
+        got = stream({host: x}, [listener], 1.5, on_frame=send)[listener][0]
+        assert listener.stats()["users"][90]["received"] == 59
+    assert np.all(np.isfinite(got))
+    tail = got[-int(0.4 * 48000):]
+    assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0
