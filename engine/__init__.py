@@ -17,7 +17,8 @@ Modules: ``rtp`` (RFC 3550 packets), ``red`` (RFC 2198 redundancy),
 format), ``token`` (HMAC-SHA256 access tokens), ``codec`` (Opus through
 ctypes, and L16 PCM), ``jitter`` (the adaptive jitter buffer), ``stretch``
 (pitch-synchronous frame stretching), ``feedback`` (loss measurement and RED
-depth), ``server`` (admission and forwarding, an SFU) and ``client``.
+depth), ``server`` (admission and forwarding, an SFU), ``client``, and ``cli``
+(the ``stagevox server | token | host | listen`` commands).
 """
 
 from .client import AudioFrameObserver, Client, RefusedError
