@@ -8,6 +8,11 @@ moves pieces of several harmonics together; grains of one or two periods
 taken from the waveform keep each period intact, keep the formants for free
 (or move them, read faster or slower) and keep the timing of the speech.
 ``bench/bench_pitch.py`` compares the result with Rubber Band.
+
+Known limitation: PSOLA models a voice as a train of pulses.  A pure
+sinusoid has no pulses, and its grains laid out at the new period overlap
+out of phase: raised by an octave it comes out nearly silent.  Voices,
+instruments and any tone with harmonics are shifted correctly.
 """
 
 import math
@@ -31,7 +36,8 @@ PSOLA_FALLBACK = 0.5
 YIN_RATE_HZ = 16000
 #: Grain spacing where the input is unvoiced.
 UNVOICED_MS = 5.0
-#: Corner of the low-pass whose peaks place the first pitch mark of a voiced stretch.
+#: Corner of the low-pass of the input's magnitude (the salience) whose cycles
+#: the pitch marks follow.
 SALIENCE_HZ = 1000.0
 
 #: FormantShift ``amount`` +-1 moves the envelope by this factor up or down.
@@ -84,9 +90,9 @@ class _Psola(Processor, register=False):
         while size < need:
             size *= 2
         ch = self.num_channels
-        self._bufs = np.zeros((ch, 4, size))
+        self._bufs = np.zeros((ch, 3, size))
         self._est = np.zeros((ch, EST_SLOTS))
-        self._marks = np.zeros((ch, MARK_SLOTS), dtype=np.int64)
+        self._marks = np.zeros((ch, 2, MARK_SLOTS))
         self._fstate = np.zeros((ch, FSTATE_SIZE))
         self._counter = np.zeros(1, dtype=np.int64)
         self._ramp = make_ramp(self._semitones())

@@ -2,12 +2,14 @@
 
 Judges: ``librosa.pyin`` for f0 (run at 16 kHz with a 0.05-semitone grid, so
 a reading is within 2.5 cents of the frequency pyin found), ``pystoi`` for
-intelligibility after a round trip, and an LPC fit (``librosa.lpc``) for the
-formants of a synthetic source-filter vowel.
+intelligibility after a round trip and for the timing of a small shift, and
+an LPC fit (``librosa.lpc``) for the formants of a synthetic source-filter
+vowel; the tracker's continuity rule against a plain-Python statement of it.
 
 Tolerances: pitch 10 cents (the issue's); formants 8 % of the frequency
 where they must stay or move (LPC on a 140 Hz vowel reads the input's
-formants within 3 %); STOI see ``test_round_trip_intelligibility``.
+formants within 3 %); STOI see ``test_round_trip_intelligibility`` and
+``test_small_shift_keeps_the_timing``.
 """
 
 import math
@@ -16,9 +18,13 @@ import librosa
 import numpy as np
 import pytest
 import soxr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pystoi import stoi
 from scipy.signal import lfilter
 
+from stagevox.dsp.kernels.psola import (FOLLOW_HOLD, FOLLOW_LONGER, FOLLOW_SHORTER,
+                                        follow_period)
 from stagevox.dsp.pitch import (C4_HZ, FormantShift, PitchCorrection, PitchShift,
                                 psola_latency)
 
@@ -191,9 +197,12 @@ def test_fractional_shift_and_glide_while_streaming():
 def test_round_trip_intelligibility(speech):
     """+k then -k semitones of the whole speech fixture, aligned by the two latencies.
 
-    Measured here: STOI 0.891 (k = 4) and 0.866 (k = 7); Rubber Band's
+    The issue asks for STOI >= 0.9.  Measured here: 0.916 (k = 4) and 0.909
+    (k = 7), and 0.980 for k = 0.3 (before the timing and tracking work of
+    issue 3: 0.891, 0.866 and 0.935); the same speech after 101, 2999 or
+    7777 samples of silence scores 0.915-0.921 and 0.902-0.913.  Rubber Band's
     real-time engine scores 0.79 and 0.78 on the same round trip (see
-    ``bench/bench_pitch.py``).  The issue's 0.9 is not reached (k = 4 nor 7).
+    ``bench/bench_pitch.py``).
     """
     scores = {}
     for k in (4, 7):
@@ -204,7 +213,99 @@ def test_round_trip_intelligibility(speech):
         ref = soxr.resample(speech[:-lat], SR, 16000)
         out = soxr.resample(y[lat:], SR, 16000)
         scores[k] = stoi(ref, out, 16000)
-    assert scores[4] >= 0.88 and scores[7] >= 0.85, scores
+    assert scores[4] >= 0.9 and scores[7] >= 0.9, scores
+
+
+def test_small_shift_keeps_the_timing(speech):
+    """+0.05 semitones barely changes the speech, so it must stay in time with it.
+
+    STOI against the input delayed by ``latency`` falls fast with timing
+    errors (the input itself, 2 ms late, scores 0.989 and 4 ms late 0.962).
+    Measured: 0.993; when grains followed YIN's period and each voiced
+    stretch began wherever its first mark fell, the output drifted by up to
+    +-5 ms and scored 0.968.
+    """
+    fx = PitchShift(semitones=0.05)
+    y = fx.process(speech, SR)
+    lat = fx.latency
+    score = stoi(soxr.resample(speech[:-lat], SR, 16000), soxr.resample(y[lat:], SR, 16000), 16000)
+    assert score >= 0.985, score
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_resampled_grains_come_no_earlier_than_latency(rate):
+    """An impulse read faster or slower (formants moved) still arrives after the latency.
+
+    The protocol tests check one setting each; grains read at speed rho
+    reach h |rho - 1| beyond their centre, in both directions of rho.
+    """
+    shifters = [FormantShift(amount=a) for a in (-1.0, -0.5, 0.5, 1.0)]
+    shifters += [PitchShift(semitones=s, preserve_formants=False) for s in (-12.0, -5.0, 5.0, 12.0)]
+    at = 300
+    x = np.zeros(8000, np.float32)
+    x[at] = 0.5
+    for fx in shifters:
+        y = fx.process(x, rate)
+        lat = fx.latency
+        assert np.max(np.abs(y[:at + lat])) == 0.0, fx
+        assert np.max(np.abs(y[at + lat:])) > 0.05, fx
+
+
+# ------------------------------------------------------------------ the tracker's continuity
+
+def follow_reference(period, value, cmnd, previous, tau_min, tau_max):
+    """``follow_period`` as its docstring states it, by plain Python."""
+    if previous <= 0.0 or (period > 0.0 and 0.8 * previous <= period <= 1.25 * previous):
+        return period, value
+    lo = max(math.ceil(0.8 * previous), tau_min, 2)
+    hi = min(math.floor(1.25 * previous), tau_max - 1)
+    if lo > hi:
+        return period, value
+    tau = lo + int(np.argmin(cmnd[lo:hi + 1]))
+    dip = cmnd[tau]
+    if dip >= FOLLOW_HOLD:
+        return period, value
+    if period > 0.0 and period < previous and value <= dip + FOLLOW_SHORTER:
+        return period, value
+    if period > 0.0 and period > previous and value < dip - FOLLOW_LONGER:
+        return period, value
+    a, b, c = cmnd[tau - 1], cmnd[tau], cmnd[tau + 1]
+    shift = float(np.clip(0.5 * (a - c) / (a - 2 * b + c), -1, 1)) if a - 2 * b + c > 0 else 0.0
+    return tau + shift, dip
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), tau_max=st.integers(20, 300), previous=st.floats(0.0, 320.0),
+       voiced=st.booleans())
+def test_follow_period_matches_its_statement(data, tau_max, previous, voiced):
+    tau_min = data.draw(st.integers(2, tau_max // 2))
+    cmnd = np.array(data.draw(st.lists(st.floats(0.0, 1.5), min_size=tau_max + 2,
+                                       max_size=tau_max + 2)))
+    if voiced:
+        tau = data.draw(st.integers(tau_min, tau_max - 1))
+        period, value = tau + data.draw(st.floats(-0.5, 0.5)), float(cmnd[tau])
+    else:
+        period, value = 0.0, float(cmnd[tau_min:tau_max + 1].min())
+    result = np.array([period, value])
+    follow_period(result, cmnd, previous, tau_min, tau_max, np.empty(2))
+    expected = follow_reference(period, value, cmnd, previous, tau_min, tau_max)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-12)
+
+
+def test_follow_period_keeps_the_track_through_an_octave_slip():
+    """A dip at half the period under YIN's threshold, a deeper one at the period."""
+    cmnd = np.ones(202)
+    cmnd[49:52] = [0.3, 0.2, 0.3]     # YIN's first dip under 0.25: lag 50
+    cmnd[99:102] = [0.2, 0.05, 0.2]   # the track's period: lag 100
+    result = np.array([50.0, 0.2])
+    follow_period(result, cmnd, 100.0, 10, 200, np.empty(2))
+    np.testing.assert_allclose(result, [100.0, 0.05])
+    result = np.array([0.0, 0.9])     # YIN gave up: the track goes on while its dip is clear
+    follow_period(result, cmnd, 101.0, 10, 200, np.empty(2))
+    np.testing.assert_allclose(result, [100.0, 0.05])
+    result = np.array([50.0, 0.2])    # no track before: YIN's reading stands
+    follow_period(result, cmnd, 0.0, 10, 200, np.empty(2))
+    np.testing.assert_allclose(result, [50.0, 0.2])
 
 
 # ------------------------------------------------------------------ formants
