@@ -76,7 +76,7 @@ import numpy as np
 
 from . import JIT_OPTIONS, kernel
 from .common import ramp_next
-from .yin import SILENCE, yin_period, yin_scratch
+from .yin import SILENCE, parabolic_offset, yin_period, yin_scratch
 
 #: Slots of the per-channel state row ``fstate``.
 T_NEXT = 0       # output time of the next grain's centre
@@ -176,14 +176,7 @@ def _dip_near(cmnd, previous, tau_min, tau_max, found):
             best = tau
     if best < 0:
         return
-    x0 = cmnd[best - 1]
-    x1 = cmnd[best]
-    x2 = cmnd[best + 1]
-    den = x0 - 2.0 * x1 + x2
-    shift = 0.0
-    if den > 0.0:
-        shift = min(max(0.5 * (x0 - x2) / den, -1.0), 1.0)
-    found[0] = best + shift
+    found[0] = best + parabolic_offset(cmnd, best)
 
 
 @numba.njit(**JIT_OPTIONS)

@@ -23,6 +23,19 @@ from . import JIT_OPTIONS, kernel
 SILENCE = 1e-10
 
 
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def parabolic_offset(cmnd, best):
+    """Offset in [-1, 1] of the minimum of the parabola through
+    ``cmnd[best - 1 : best + 2]`` (0 when that parabola has no minimum)."""
+    x0 = cmnd[best - 1]
+    x1 = cmnd[best]
+    x2 = cmnd[best + 1]
+    den = x0 - 2.0 * x1 + x2
+    if den > 0.0:
+        return min(max(0.5 * (x0 - x2) / den, -1.0), 1.0)
+    return 0.0
+
 @numba.njit(**JIT_OPTIONS)
 def yin_period(seg, width, tau_min, tau_max, threshold, fallback, a, b, spec_a, spec_b, corr, cmnd,
                axes, result):
@@ -92,17 +105,8 @@ def yin_period(seg, width, tau_min, tau_max, threshold, fallback, a, b, spec_a, 
     if best >= tau_max:
         result[1] = cmnd[best]
         return
-    # Parabola through (best - 1, best, best + 1).
-    x0 = cmnd[best - 1]
-    x1 = cmnd[best]
-    x2 = cmnd[best + 1]
-    den = x0 - 2.0 * x1 + x2
-    shift = 0.0
-    if den > 0.0:
-        shift = 0.5 * (x0 - x2) / den
-        shift = min(max(shift, -1.0), 1.0)
-    result[0] = best + shift
-    result[1] = x1
+    result[0] = best + parabolic_offset(cmnd, best)
+    result[1] = cmnd[best]
 
 
 @numba.njit(**JIT_OPTIONS)
