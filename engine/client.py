@@ -797,27 +797,7 @@ class Client:
         users = {}
         for remote in list(self._remotes.values()):
             with remote.lock:
-                jb = remote.jb
-                st = jb.stats
-                frames = sum(st[f"frames_{k}"] for k in ("primary", "red", "rtx"))
-                u = {
-                    "received": st["packets_received"],
-                    "lost": max(0, (jb._loss.highest or 0) - (jb._first_seq or 0) + 1
-                                - st["packets_received"]) if jb._loss.highest is not None else 0,
-                    "recovered_red": st["frames_red"],
-                    "recovered_fec": st["frames_fec"],
-                    "recovered_retransmission": st["frames_rtx"],
-                    "concealed": st["concealed"],
-                    "late": st["late"],
-                    "expanded_ms": 1e3 * st["expanded"] * (jb._frame or 960) / jb.sample_rate,
-                    "shortened_ms": 1e3 * st["shortened_samples"] / jb.sample_rate,
-                    "lengthened_ms": 1e3 * st["lengthened_samples"] / jb.sample_rate,
-                    "duplicates": st["duplicates"],
-                    "frames_played": frames + st["frames_fec"] + st["concealed"],
-                    "jitter_ms": 1e3 * jb._jitter / jb.sample_rate,
-                    "target_delay_ms": 1e3 * jb.target_delay() / jb.sample_rate,
-                    "buffer_delay_ms": jb.buffer_delay_ms(now),
-                }
+                u = remote.jb.summary(now)
             rtt = self._rtt or 0.0
             u["end_to_end_delay_ms"] = (self.frame_ms + 1e3 * rtt / 2 + u["buffer_delay_ms"])
             users[remote.uid] = u

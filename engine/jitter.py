@@ -36,7 +36,7 @@ import numpy as np
 from . import stretch
 from .feedback import LossMeter
 from .red import decode_red
-from .rtp import CLOCK_RATE, PT_RED, PacketError, SequenceUnwrapper
+from .rtp import CLOCK_RATE, PT_RED, PacketError, SequenceUnwrapper, TimestampUnwrapper
 
 #: Frames older than this behind the playout point are forgotten.
 _KEEP_BEHIND_S = 0.5
@@ -101,7 +101,7 @@ class JitterBuffer:
         self.channels = decoder.channels
         self.stats = collections.Counter()
         # What the buffer has learned about the path outlives a pause in the stream.
-        self._ts_ref = None
+        self._unwrap_ts = TimestampUnwrapper()
         self._base = _MinWindow(_BASE_WINDOW_S)
         self._arrivals = collections.deque(maxlen=_HISTORY_FRAMES)
         self._pull_size = 480
@@ -137,7 +137,7 @@ class JitterBuffer:
             items = [(b.timestamp, b.payload) for b in blocks]
         else:
             items = [(packet.timestamp, packet.payload)]
-        primary_ts = self._ext_ts(items[-1][0])
+        primary_ts = self._unwrap_ts.unwrap(items[-1][0])
         if rtx:
             self.stats["retransmitted_received"] += 1
         else:
@@ -145,21 +145,9 @@ class JitterBuffer:
             self._count_primary(ext_seq, primary_ts, now)
         self._missing.pop(ext_seq, None)
         for i, (ts, payload) in enumerate(items):
-            ext = primary_ts if i == len(items) - 1 else self._ext_ts(ts)
+            ext = primary_ts if i == len(items) - 1 else self._unwrap_ts.unwrap(ts)
             source = "rtx" if rtx else ("primary" if i == len(items) - 1 else "red")
             self._store(ext, payload, source, now)
-
-    def _ext_ts(self, ts):
-        """Extend a 32-bit timestamp around the newest one seen."""
-        if self._ts_ref is None:
-            self._ts_ref = (ts, ts)
-            return ts
-        ref_ts, ref_ext = self._ts_ref
-        diff = (ts - ref_ts + 2**31) % 2**32 - 2**31
-        ext = ref_ext + diff
-        if diff > 0:
-            self._ts_ref = (ts, ext)
-        return ext
 
     def _count_primary(self, ext_seq, ext_ts, now):
         transit = now * self.sample_rate - ext_ts
@@ -306,6 +294,7 @@ class JitterBuffer:
                 frame = self.decoder.conceal(step)
                 self._expanded += step
                 self.stats["expanded"] += 1
+                self.stats["expanded_samples"] += step
                 self._push_fifo(frame)
                 return
             nxt = self._frames.get(ts + step)
@@ -445,6 +434,36 @@ class JitterBuffer:
             return None
         return {"fraction_lost": loss[0], "burst": loss[1], "highest_seq": self._highest_seq,
                 "jitter_ms": 1e3 * self._jitter / self.sample_rate}
+
+    def summary(self, now):
+        """The figures a listener's statistics show for this stream, as a dict:
+        packets received and lost on the path (before recovery), frames
+        recovered from RED, FEC and retransmission, concealed, late and
+        duplicate, time added and removed by stretching (ms), interarrival
+        jitter, the delay target and the current buffer delay (ms)."""
+        st = self.stats
+        ms = 1e3 / self.sample_rate
+        lost = 0
+        if self._highest_seq is not None:
+            lost = max(0, self._highest_seq - self._first_seq + 1 - st["packets_received"])
+        return {
+            "received": st["packets_received"],
+            "lost": lost,
+            "recovered_red": st["frames_red"],
+            "recovered_fec": st["frames_fec"],
+            "recovered_retransmission": st["frames_rtx"],
+            "concealed": st["concealed"],
+            "late": st["late"],
+            "expanded_ms": ms * st["expanded_samples"],
+            "shortened_ms": ms * st["shortened_samples"],
+            "lengthened_ms": ms * st["lengthened_samples"],
+            "duplicates": st["duplicates"],
+            "frames_played": sum(st[f"frames_{k}"] for k in ("primary", "red", "rtx", "fec"))
+            + st["concealed"],
+            "jitter_ms": ms * self._jitter,
+            "target_delay_ms": ms * self.target_delay(),
+            "buffer_delay_ms": self.buffer_delay_ms(now),
+        }
 
     @property
     def playing(self):

@@ -220,25 +220,43 @@ def ts_diff(a: int, b: int) -> int:
     return (a - b + 0x80000000) % _TS_MOD - 0x80000000
 
 
-class SequenceUnwrapper:
-    """Extends 16-bit sequence numbers to a monotonic-ish int (first seen value maps to itself).
+class _Unwrapper:
+    """Extends wrapping counters of ``bits`` bits to unbounded ints (the first
+    value seen maps to itself).
 
-    Each number is placed at the shortest distance from the highest one seen
-    so far, so a wrap forwards (65535 then 0 gives 65536) and a late packet
-    from before the wrap (65536 seen, then 65535 arrives) both land where they
-    belong.  A late packet from before the first one may come out negative.
+    Each value is placed at the shortest distance from the highest one seen
+    so far, so a wrap forwards (65535 then 0 gives 65536 for 16 bits) and a
+    late value from before the wrap (65536 seen, then 65535 arrives) both land
+    where they belong.  A late value from before the first one may come out
+    negative.
     """
+
+    bits = 16
+    noun = "sequence number"
 
     def __init__(self):
         self._highest = None
 
-    def unwrap(self, seq: int) -> int:
-        """The extended sequence number of ``seq`` (0..65535); ``ValueError`` outside that range."""
-        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < _SEQ_MOD:
-            raise ValueError(f"sequence number must be an integer in 0..65535, got {seq!r}")
+    def unwrap(self, value: int) -> int:
+        """The extended value of ``value`` (0..2**bits-1); ``ValueError`` outside that range."""
+        mod = 1 << self.bits
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < mod:
+            raise ValueError(f"{self.noun} must be an integer in 0..{mod - 1}, got {value!r}")
         if self._highest is None:
-            self._highest = seq
-            return seq
-        extended = self._highest + seq_diff(seq, self._highest % _SEQ_MOD)
+            self._highest = value
+            return value
+        half = mod >> 1
+        extended = self._highest + ((value - self._highest + half) % mod - half)
         self._highest = max(self._highest, extended)
         return extended
+
+
+class SequenceUnwrapper(_Unwrapper):
+    """Extends 16-bit RTP sequence numbers (see ``_Unwrapper``)."""
+
+
+class TimestampUnwrapper(_Unwrapper):
+    """Extends 32-bit RTP timestamps (see ``_Unwrapper``)."""
+
+    bits = 32
+    noun = "RTP timestamp"

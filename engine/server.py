@@ -35,7 +35,8 @@ from .control import (Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverRepo
                       RenewToken, ReportBlock, RoleChanged, SetRole, TokenRenewed)
 from .feedback import MAX_RED_PAYLOAD, LossMeter, RedundancyControl
 from .red import MAX_TS_OFFSET, RedBlock, decode_red, encode_red_within
-from .rtp import CLOCK_RATE, PT_OPUS, PT_RED, PacketError, RtpPacket, SequenceUnwrapper
+from .rtp import (CLOCK_RATE, PT_OPUS, PT_RED, PacketError, RtpPacket, SequenceUnwrapper,
+                  TimestampUnwrapper, seq_diff)
 from .token import TokenError, verify_token
 
 log = logging.getLogger(__name__)
@@ -84,23 +85,13 @@ class _Stream:
         self.loss = LossMeter()
         self.frames = {}                 # ext ts -> payload
         self.by_seq = {}                 # ext seq -> (ext ts, rtp timestamp)
-        self.ts_ref = None               # (rtp ts, ext ts) of the newest frame
+        self.unwrap_ts = TimestampUnwrapper()
         self.step = 960                  # samples per frame, learned
         self.last_seq = None             # (ext seq, ext ts) of the newest packet
         self.last_report = 0.0
         self.lossy = False
         self.last_arrival = None
         self.missing = {}                # ext seq -> [ext ts, first missed, nacks, last nack]
-
-    def ext_ts(self, ts):
-        if self.ts_ref is None:
-            self.ts_ref = (ts, ts)
-            return ts
-        ref, ext = self.ts_ref
-        diff = (ts - ref + 2**31) % 2**32 - 2**31
-        if diff > 0:
-            self.ts_ref = (ts, ext + diff)
-        return ext + diff
 
     def trim(self, newest_ext):
         horizon = newest_ext - int(CACHE_S * 48000)
@@ -480,7 +471,7 @@ class Server:
         loss = member.redundancy.fraction_lost
         copies = 1 + (loss >= 0.3) + (loss >= 0.5)
         for seq in msg.sequence_numbers:
-            ext = newest_seq + ((seq - newest_seq + 2**15) % 2**16 - 2**15)
+            ext = newest_seq + seq_diff(seq, newest_seq % 2**16)
             entry = stream.by_seq.get(ext)
             if entry is None or entry[0] not in stream.frames:
                 self.counters["nack_misses"] += 1
@@ -509,7 +500,7 @@ class Server:
         else:
             blocks = [RedBlock(packet.payload_type, packet.timestamp, packet.payload)]
         ext_seq = stream.unwrap.unwrap(packet.sequence_number)
-        primary_ext = stream.ext_ts(packet.timestamp)
+        primary_ext = stream.unwrap_ts.unwrap(packet.timestamp)
         if primary_ext in stream.frames:
             self.counters["dropped_duplicate"] += 1
             return

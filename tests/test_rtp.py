@@ -13,6 +13,7 @@ from stagevox.engine.rtp import (
     PacketError,
     RtpPacket,
     SequenceUnwrapper,
+    TimestampUnwrapper,
     is_rtp,
     seq_add,
     seq_diff,
@@ -231,6 +232,15 @@ def test_unwrapper_wraps_forwards_and_places_late_packets():
 def test_unwrapper_rejects_out_of_range():
     with pytest.raises(ValueError, match="0..65535, got 65536"):
         SequenceUnwrapper().unwrap(65536)
+    with pytest.raises(ValueError, match="timestamp must be an integer in 0..4294967295"):
+        TimestampUnwrapper().unwrap(2**32)
+
+
+def test_timestamp_unwrapper_wraps_at_32_bits():
+    u = TimestampUnwrapper()
+    top = 2**32 - 960
+    assert [u.unwrap(t) for t in (top, 0, top - 960, 960)] == \
+        [top, 2**32, top - 960, 2**32 + 960]
 
 
 @settings(max_examples=300)
