@@ -278,10 +278,11 @@ def test_server_listen_host_end_to_end(procs, tmp_path, speech_wav):
     assert abs(len(decoded) / 48000 - 4.0) <= 0.1
     np.testing.assert_array_equal(decoded.astype(np.float32) / 32768, y)
 
-    # The speech is in it: best alignment by cross-correlation, then STOI.
-    corr = ss.correlate(y, sent, mode="valid", method="fft")
-    lag = int(np.argmax(corr))
-    aligned = y[lag:lag + len(sent)]
+    # The speech is in it: aligned piece by piece as the jitter buffer's delay
+    # moves (the judge of test_engine_quality, live_session.align), then STOI.
+    from live_session import align
+    aligned, lags = align(sent, y, 0)
+    lag = int(np.median(lags))
     assert len(aligned) == len(sent)
     from pystoi import stoi
     score = stoi(ss.resample_poly(sent, 1, 3), ss.resample_poly(aligned, 1, 3), 16000)
