@@ -53,6 +53,14 @@ _MAX_EXPAND_S = 0.3
 #: left alone.
 _DRIFT_SMOOTHING = 0.2
 _DEAD_BAND_S = 0.008
+#: A frame this far below the recent speech level counts as a pause, where
+#: shortening is inaudible; the level decays by ``_LEVEL_DECAY_DB_S``.
+_QUIET_DB = -30.0
+_LEVEL_DECAY_DB_S = 10.0
+#: Outside pauses, the buffer shortens only when it is this share of the
+#: target too late (besides the dead band): a too long delay costs nothing
+#: until the next pause, a sped-up word costs intelligibility.
+_LOUD_SHORTEN_SHARE = 0.5
 #: Playout errors beyond this are fixed by a jump rather than by stretching.
 _JUMP_S = 0.6
 
@@ -144,9 +152,16 @@ class JitterBuffer:
             self.stats["packets_received"] += 1
             self._count_primary(ext_seq, primary_ts, now)
         self._missing.pop(ext_seq, None)
+        if self._start_ts is None and not rtx:
+            self._start_ts = primary_ts
         for i, (ts, payload) in enumerate(items):
             ext = primary_ts if i == len(items) - 1 else self._unwrap_ts.unwrap(ts)
             source = "rtx" if rtx else ("primary" if i == len(items) - 1 else "red")
+            if source == "red" and ext < self._start_ts:
+                # Copies of frames from before this stream began for us (a join
+                # or a restart mid-stream): never due, so neither played nor
+                # counted as late, which would raise the delay target for long.
+                continue
             self._store(ext, payload, source, now)
 
     def _count_primary(self, ext_seq, ext_ts, now):
@@ -249,7 +264,6 @@ class JitterBuffer:
             return False
         self._playing = True
         self._play_ts = min(self._frames)
-        self._position_error_at_start = 0
         return True
 
     def _ideal_position(self, now):
@@ -330,7 +344,8 @@ class JitterBuffer:
         error = self._ideal_position(now) - (self._play_ts - frame.shape[1] - self._fifo_len())
         self._drift += _DRIFT_SMOOTHING * (error - self._drift)
         band = _DEAD_BAND_S * self.sample_rate
-        if self._drift > band + 0.1 * self.target_delay():
+        share = 0.1 if self._is_pause(frame) else _LOUD_SHORTEN_SHARE
+        if self._drift > band + share * self.target_delay():
             frame, removed = stretch.shorten(frame, self.sample_rate)
             self.stats["shortened_samples"] += removed
             self._drift -= removed
@@ -339,6 +354,13 @@ class JitterBuffer:
             self.stats["lengthened_samples"] += added
             self._drift += added
         return frame
+
+    def _is_pause(self, frame):
+        """Whether ``frame`` is far below the recent level (which it updates)."""
+        rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
+        decay = 10.0 ** (-_LEVEL_DECAY_DB_S / 20.0 * frame.shape[1] / self.sample_rate)
+        self._level = max(rms, self._level * decay)
+        return rms < self._level * 10.0 ** (_QUIET_DB / 20.0)
 
     def _push_fifo(self, frame):
         rest = self._fifo[:, self._fifo_pos:]
@@ -377,8 +399,10 @@ class JitterBuffer:
         self._newest_ts = -math.inf
         self._newest_arrival = None
         self._first_arrival = None
+        self._start_ts = None                 # primary ts of the stream's first packet
         self._expanded = 0
         self._drift = 0.0
+        self._level = 0.0
         self._fifo = np.zeros((self.channels, 0), np.float32)
         self._fifo_pos = 0
 
@@ -388,7 +412,8 @@ class JitterBuffer:
         """Sequence numbers (16-bit) to ask the sender to retransmit now.
 
         A missing packet is asked for when its frame would still arrive before
-        its playout time (more than ``rtt_s`` plus a little away), at most
+        its playout time (more than ``rtt_s`` plus a little away) or when the
+        buffer will wait for it (nothing newer has come), at most
         ``max_tries`` times and no more often than once a round trip.  Missing
         means: skipped by a later packet, or overdue (nothing has come for
         more than two frame times, so the next ones are asked for; during a
@@ -410,7 +435,11 @@ class JitterBuffer:
             ts, first, tries, last = entry
             if tries >= max_tries or now - first < 0.003 or now - last < max(rtt_s, 0.01):
                 continue
-            if due_ts is not None and ts - due_ts < margin:
+            # Too late for its playout time, unless the buffer will wait for
+            # it: it plays concealment in place of a frame that has nothing
+            # newer behind it (see _decode_next), so the answer is still played.
+            waited_for = ts >= self._play_ts and ts > self._newest_ts
+            if due_ts is not None and ts - due_ts < margin and not waited_for:
                 continue
             entry[2] += 1
             entry[3] = now

@@ -594,6 +594,67 @@ def test_stretching_keeps_a_sine_continuous():
     assert worst <= limit, (worst, limit)
 
 
+def test_playout_starts_at_the_frame_due_not_at_older_red_copies():
+    """10 ms frames.  Packets 0-9 are lost (a listener joining mid-stream);
+    packet 10 comes first and carries frames 5-9 again (RED, depth 5).  Those
+    copies are of frames from before the stream began for this listener:
+    playout begins with frame 10, its buffer share in [target, target + one
+    pull), and the copies neither play (the stream would start 50 ms behind
+    and need 50 ms of shortening) nor count as late (the target would carry
+    their 10-50 ms of "lateness" for the next 500 frames)."""
+    frame = 480
+    x = noise(2.0, seed=21)
+    payloads, pt = encode_frames(x, frame=frame)
+    packets = make_red_packets(payloads, 5, pt, frame=frame)
+    arrivals = [None] * 10 + list(send_times(len(packets), frame)[10:] + 0.004)
+    jb = JitterBuffer(PcmDecoder())
+    y = play(jb, packets, arrivals, 2.2)[0]
+    assert jb.target_delay() == pytest.approx(0.012 * FS)
+    start = 10 * frame
+    d = find_delay(y, x, start=start)
+    np.testing.assert_array_equal(y[d + start:d + len(x)], x[start:])
+    assert not y[:d + start].any()
+    buffered = d + start - arrivals[10] * FS
+    assert jb.target_delay() - 1e-6 <= buffered < jb.target_delay() + PULL, buffered
+    assert jb.stats["shortened_samples"] == jb.stats["lengthened_samples"] == 0
+    assert jb.stats["frames_red"] == 0 and jb.stats["late"] == 0
+
+
+def test_catching_up_waits_for_pauses():
+    """Speech-like input: 300 ms of loud noise, 200 ms 40 dB quieter, over and
+    over.  At 4 s the path freezes for 280 ms and then delivers the backlog
+    at once; the buffer (target 200 ms: min_delay, and a 90 % quantile the
+    few late frames leave alone) waits for the frame it lacks and ends up
+    about 80 ms behind.  It catches up by shortening quiet frames only (80 ms
+    is below the 8 ms + 50 % of the target that loud frames need): every loud
+    stretch is played exactly, at one delay, and the delay comes back to
+    within the quiet-frame threshold (8 ms + 10 % of the target)."""
+    seconds = 9.0
+    t = np.arange(int(seconds * FS)) / FS
+    loud = (t % 0.5) < 0.3
+    x = quantised(noise(seconds, seed=22) * np.where(loud, 1.0, 0.01))
+    payloads, pt = encode_frames(x)
+    packets = make_packets(payloads, pt)
+    send = send_times(len(packets))
+    arrivals = send + 0.004
+    frozen = (send >= 4.0) & (send < 4.28)
+    arrivals[frozen] = 4.28 + 0.004
+    jb = JitterBuffer(PcmDecoder(), min_delay_ms=200, quantile=0.9)
+    y = play(jb, packets, arrivals, seconds + 0.4)[0]
+    assert jb.target_delay() == pytest.approx(0.2 * FS)
+    assert jb.stats["expanded"] > 0 and jb.stats["shortened_samples"] > 0
+    delays = []
+    for k in range(int(seconds / 0.5) - 1):
+        a, b = int((k * 0.5 + 0.02) * FS), int((k * 0.5 + 0.28) * FS)
+        d = find_delay(y, x, start=a)
+        np.testing.assert_array_equal(y[d + a:d + b], x[a:b], err_msg=f"loud stretch {k}")
+        delays.append(d)
+    before = delays[7]                       # the stretch before the freeze
+    assert delays[8] - before >= 0.06 * FS, delays
+    assert delays[-1] - before <= (0.008 + 0.1 * 0.2) * FS, delays
+    assert np.all(np.diff(delays[8:]) <= 0), delays
+
+
 # ----------------------------------------------------------------------------- stalls
 
 def test_a_stopped_stream_fades_to_silence():
