@@ -36,8 +36,13 @@ import numpy as np
 from . import stretch
 from .feedback import LossMeter
 from .red import decode_red
-from .rtp import CLOCK_RATE, PT_RED, PacketError, SequenceUnwrapper, TimestampUnwrapper
+from .rtp import (CLOCK_RATE, PT_RED, PacketError, SequenceUnwrapper, TimestampUnwrapper,
+                  seq_diff)
 
+#: Sequence jumps beyond these (RFC 3550, appendix A.1) mean a restarted or
+#: misbehaving sender rather than loss or reordering.
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
 #: Frames older than this behind the playout point are forgotten.
 _KEEP_BEHIND_S = 0.5
 #: When no packet has come for this long beyond the delay target, the stream
@@ -122,6 +127,7 @@ class JitterBuffer:
         self._loss = LossMeter()
         self._highest_seq = None
         self._first_seq = None
+        self._held = None                     # (packet, arrival) after a jump, RFC 3550 A.1
         self._missing = {}                    # ext seq -> [ext ts, first seen missing, nacks sent, last nack]
         self._nacked = set()
 
@@ -133,6 +139,10 @@ class JitterBuffer:
         RED packets are unpacked into their blocks.  A packet whose payload
         cannot be unpacked is counted (``stats['malformed']``) and ignored.
         """
+        if self._in_sequence(packet, now):
+            self._take(packet, now, retransmission)
+
+    def _take(self, packet, now, retransmission=False):
         self._last_arrival = now
         ext_seq = self._unwrap_seq.unwrap(packet.sequence_number)
         rtx = retransmission or ext_seq in self._nacked
@@ -163,6 +173,46 @@ class JitterBuffer:
                 # counted as late, which would raise the delay target for long.
                 continue
             self._store(ext, payload, source, now)
+
+    def _in_sequence(self, packet, now):
+        """Whether ``packet`` belongs to the stream (RFC 3550, appendix A.1).
+        One far ahead of the highest sequence number so far (more than
+        ``MAX_DROPOUT``) or far behind it (more than ``MAX_MISORDER``) is
+        held back and counted (``stats['out_of_sequence']``); when the next
+        packet follows it, the sender has restarted: the buffer starts over on
+        the new numbering and takes the held packet first."""
+        seq = packet.sequence_number
+        if self._highest_seq is None:
+            return True
+        delta = seq_diff(seq, self._highest_seq & 0xFFFF)
+        if -MAX_MISORDER <= delta <= MAX_DROPOUT:
+            return True
+        held, self._held = self._held, None
+        if held is not None and seq == (held[0].sequence_number + 1) & 0xFFFF:
+            self._restart_numbering()
+            self._take(*held)
+            return True
+        self._held = (packet, now)
+        self.stats["out_of_sequence"] += 1
+        return False
+
+    def _restart_numbering(self):
+        """Start over on a restarted sender's new numbering: what is decoded
+        already still plays; sequence, timestamp and path state are new."""
+        self._unwrap_seq = SequenceUnwrapper()
+        self._unwrap_ts = TimestampUnwrapper()
+        self._loss = LossMeter()
+        self._highest_seq = self._first_seq = None
+        self._last_transit = None
+        self._missing.clear()
+        self._nacked.clear()
+        self._base = _MinWindow(_BASE_WINDOW_S)
+        self._arrivals.clear()
+        fifo, pos = self._fifo, self._fifo_pos
+        self._reset_stream()
+        self._fifo, self._fifo_pos = fifo, pos
+        self.decoder.reset()
+        self.stats["restarts"] += 1
 
     def _count_primary(self, ext_seq, ext_ts, now):
         transit = now * self.sample_rate - ext_ts
@@ -467,8 +517,8 @@ class JitterBuffer:
     def summary(self, now):
         """The figures a listener's statistics show for this stream, as a dict:
         packets received and lost on the path (before recovery), frames
-        recovered from RED, FEC and retransmission, concealed, late and
-        duplicate, time added and removed by stretching (ms), interarrival
+        recovered from RED, FEC and retransmission, concealed, late,
+        duplicate and out of sequence (dropped, see ``_in_sequence``), time added and removed by stretching (ms), interarrival
         jitter, the delay target and the current buffer delay (ms)."""
         st = self.stats
         ms = 1e3 / self.sample_rate
@@ -487,6 +537,7 @@ class JitterBuffer:
             "shortened_ms": ms * st["shortened_samples"],
             "lengthened_ms": ms * st["lengthened_samples"],
             "duplicates": st["duplicates"],
+            "out_of_sequence": st["out_of_sequence"],
             "frames_played": sum(st[f"frames_{k}"] for k in ("primary", "red", "rtx", "fec"))
             + st["concealed"],
             "jitter_ms": ms * self._jitter,

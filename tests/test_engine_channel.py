@@ -6,6 +6,7 @@ Events are recorded by ``engine_helpers.Recorder``; audio is pushed and
 pulled in real time by ``engine_helpers.stream``.  Every wait has a deadline.
 """
 
+import math
 import random
 import threading
 import time
@@ -448,7 +449,8 @@ def test_garbage_from_a_host_does_not_break_listeners():
     """A host may publish anything under its own SSRC, and the server forwards
     it.  This one first sends a real Opus stream of a 660 Hz tone (0-0.75 s),
     then packets of random payload type, payload, sequence number and
-    timestamp.  Both listeners' ``pull_audio`` keep returning finite audio
+    timestamp, which the listeners mostly drop as out of sequence.  Both
+    listeners' ``pull_audio`` keep returning finite audio
     within [-1, 1]; the one who mutes that host never hears it (the other
     does, at first) and hears the other host's 440 Hz tone intact throughout."""
     rng = random.Random(3)
@@ -481,7 +483,12 @@ def test_garbage_from_a_host_does_not_break_listeners():
 
         x = tone(440, 1.5, amplitude=0.2)
         got = stream({host: x}, [muting, plain], 1.5, on_frame=vandalise)
-        assert plain.stats()["users"][90]["received"] > 100
+        # The garbage reached the listeners, and nearly all of it was dropped
+        # as far out of sequence (a random number lands within the stream's
+        # window, -100..+3000, about 5 % of the time).
+        vandal_stats = plain.stats()["users"][90]
+        assert vandal_stats["received"] + vandal_stats["out_of_sequence"] > 100
+        assert vandal_stats["out_of_sequence"] > 50
         heard_by = muting.stats()["users"]
     for y in got.values():
         assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 1.0
@@ -489,13 +496,22 @@ def test_garbage_from_a_host_does_not_break_listeners():
     # While the vandal's stream is real: heard by one listener, not by the other.
     assert amplitude(window(plain_y, 0.3, 0.7), 660) > 0.1
     assert amplitude(window(mute_y, 0.3, 0.7), 660) < 0.2 * 10 ** (-40 / 20)
-    assert abs(db(amplitude(window(mute_y, 0.3, 0.7), 440) / 0.2)) < 1.0
+    assert abs(db(band_amplitude(window(mute_y, 0.3, 0.7), 440) / 0.2)) < 1.0
     # During the garbage: the other host's tone is intact.
     tail = window(mute_y, 0.9, 1.5)
     why = (f"peak {peak_frequency(tail):.0f} Hz, rms {rms(tail):.4f}, "
            f"purity {purity(tail, 440):.4f}; {heard_by}")
-    assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0, why
+    assert abs(db(band_amplitude(tail, 440) / 0.2)) < 1.0, why
     assert purity(tail, 440) >= CLEAN_TONE, why
+
+
+def band_amplitude(y, freq):
+    """The amplitude of what ``y`` holds near ``freq`` (its in-band energy as a
+    sine's).  Unlike a least-squares fit it does not drop when the tone's
+    phase jumps: the host shares this test's process with a flooding vandal,
+    and a packet it sends late makes the listener conceal for a frame or two
+    (a phase jump), which is scheduling, not damage by the garbage."""
+    return math.sqrt(2.0 * purity(y, freq)) * rms(y)
 
 
 def test_a_corrupt_frame_after_a_gap_does_not_break_listeners():

@@ -714,6 +714,50 @@ def test_playback_resumes_after_a_stall(clock_runs, pause):
     assert jb.stats["frames_primary"] == n and jb.stats["late"] == 0
 
 
+def test_a_packet_far_out_of_sequence_is_dropped():
+    """Among 100 in-order frames, three stray packets: sequence numbers 5000
+    ahead, 200 behind and 30000 away, with random timestamps and payloads.
+    They are dropped and counted (RFC 3550 A.1: none is followed by its
+    successor): the output is exactly that of the clean stream, and the
+    loss, jitter and NACK state do not see them."""
+    x = noise(2.0, seed=23)
+    payloads, pt = encode_frames(x)
+    packets = make_packets(payloads, pt, seq0=SEQ0)
+    arrivals = list(send_times(len(packets)) + 0.004)
+    rng = np.random.default_rng(24)
+    strays = [RtpPacket(payload_type=pt, sequence_number=(SEQ0 + 40 + jump) % 2**16,
+                        timestamp=int(rng.integers(2**32)), payload=rng.bytes(FRAME * 2))
+              for jump in (5000, -200, 30000)]
+    clean = JitterBuffer(PcmDecoder())
+    ref = play(clean, packets, arrivals, 2.3)
+    jb = JitterBuffer(PcmDecoder())
+    y = play(jb, packets + strays, arrivals + [0.805, 1.205, 1.605], 2.3)
+    np.testing.assert_array_equal(y, ref)
+    assert jb.stats["out_of_sequence"] == 3 and jb.stats["restarts"] == 0
+    assert jb.summary(2.3)["lost"] == 0
+    assert jb.summary(2.3)["jitter_ms"] == clean.summary(2.3)["jitter_ms"]
+    assert jb.nacks(2.3, 0.01) == []
+
+
+def test_a_restarted_sender_is_followed():
+    """Frames 0-49 numbered from 1000, then the sender restarts: frames 50-99
+    numbered from 40000 with unrelated timestamps.  The first new packet is
+    held back as a possible stray; the second follows it, so the buffer
+    starts over on the new numbering (one restart counted) and takes the
+    held one first: every frame is heard once, in order, and nothing of the
+    new stream counts as lost."""
+    payloads, pt = encode_frames(level_frames(100))
+    first = make_packets(payloads[:50], pt, seq0=SEQ0)
+    second = make_packets(payloads[50:], pt, seq0=40000, ts0=987654321)
+    arrivals = list(send_times(100) + 0.004)
+    jb = JitterBuffer(PcmDecoder())
+    y = play(jb, first + second, arrivals, 2.5)[0]
+    assert jb.stats["restarts"] == 1 and jb.stats["out_of_sequence"] == 1
+    heard, _ = frames_heard(y)
+    assert heard == list(range(100))
+    assert jb.summary(2.5)["lost"] == 0 and jb.stats["late"] == 0
+
+
 # ----------------------------------------------------------------------------- NACK
 
 SEQ0 = 1000
