@@ -247,7 +247,7 @@ def kernel_call(proc):
         return lambda x, y: apply_gains(x, y, proc._source, proc._ramps)
     if isinstance(proc, dsp.Equalizer):
         c = proc._cascade
-        return lambda x, y: biquad_cascade(x, y, c.coef, c.target, c.step, c.ramp, c.state)
+        return lambda x, y: biquad_cascade(x, y, c._params, c.ramp, c.state)
     if isinstance(proc, dsp.Compressor):
         args = (proc.threshold_db, proc.ratio, max(proc.knee_db, 1e-6),
                 one_pole(proc.attack_ms, RATE), one_pole(proc.release_ms, RATE),

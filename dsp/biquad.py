@@ -105,9 +105,11 @@ class BiquadCascade:
 
     def __init__(self, coefs, num_channels):
         coefs = np.array(coefs, dtype=np.float64).reshape(-1, 5)
-        self.coef = coefs.copy()
-        self.target = coefs.copy()
-        self.step = np.zeros_like(coefs)
+        self._params = np.zeros((3,) + coefs.shape)
+        # In use, target, step per sample: views of the one array the kernel takes.
+        self.coef, self.target, self.step = self._params
+        self.coef[:] = coefs
+        self.target[:] = coefs
         self.ramp = np.zeros(1, dtype=np.int64)
         self.state = np.zeros((num_channels, len(coefs) + 1, 2))
 
@@ -137,8 +139,7 @@ class BiquadCascade:
     def process(self, block):
         """Filter ``block``; ``ValueError`` (state untouched) if it holds NaN/Inf."""
         out = np.empty_like(block)
-        bad = biquad_cascade(block, out, self.coef, self.target, self.step, self.ramp,
-                             self.state)
+        bad = biquad_cascade(block, out, self._params, self.ramp, self.state)
         if bad >= 0:
             raise_non_finite(block, bad)
         return out

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .audio import db_to_gain, float32_below
+from .audio import db_to_gain, float32_below, raise_non_finite
 from .kernels.dynamics import compressor, limiter, noise_gate
 from .processor import Float, Processor, make_ramp, ramp_to
 
@@ -28,6 +28,7 @@ class Compressor(Processor):
     release_ms = Float(100.0, 1.0, 5000.0, unit="ms", doc="time constant of recovery")
     makeup_db = Float(0.0, -24.0, 24.0, unit="dB", doc="gain after compression")
     channel_independent = False
+    checks_finite = True  # the kernel scans its input first
 
     def _prepare(self):
         self._state = np.zeros(1)
@@ -49,8 +50,10 @@ class Compressor(Processor):
     def _process(self, block):
         out = np.empty_like(block)
         threshold, ratio, knee, attack, release = self._args
-        compressor(block, out, threshold, ratio, knee, attack, release, self._state,
-                   self._makeup)
+        bad = compressor(block, out, threshold, ratio, knee, attack, release, self._state,
+                         self._makeup)
+        if bad >= 0:
+            raise_non_finite(block, bad)
         return out
 
 

@@ -23,6 +23,9 @@ from .common import first_non_finite
 
 TINY = 1e-20
 
+#: Sections are normalised to b0 = 1 when every |b0| is at least this.
+MIN_B0 = 1e-9
+
 
 #: Samples between checks for a cascade that has died away (see ``_flush``).
 FLUSH_EVERY = 4096
@@ -66,15 +69,16 @@ def _flush(state):
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
-def _section(coef, s, w, n, state, c, x1, x2):
-    """Section ``s`` over the block ``w`` in place; ``x1, x2`` its input history."""
+def _section(coef, s, w, n, state, c, x1, x2, unit):
+    """Section ``s`` over the block ``w`` in place; ``x1, x2`` its input history.
+    ``unit``: a compile-time flag, true when ``b0`` is 1 (not multiplied)."""
     b0, b1, b2, a1, a2 = coef[s, 0], coef[s, 1], coef[s, 2], coef[s, 3], coef[s, 4]
     y1 = state[c, s + 1, 0]
     y2 = state[c, s + 1, 1]
     for j in range(n):
-        v = w[j]
+        v = w[j] if unit else b0 * w[j]
         # The feedback term last: only it waits for the previous output.
-        out = b0 * v + b1 * x1 + b2 * x2 - a2 * y2 - a1 * y1
+        out = v + b1 * x1 + b2 * x2 - a2 * y2 - a1 * y1
         x2 = x1
         x1 = v
         y2 = y1
@@ -87,9 +91,10 @@ def _section(coef, s, w, n, state, c, x1, x2):
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
-def _section_pair(coef, s, w, n, state, c, x1, x2):
+def _section_pair(coef, s, w, n, state, c, x1, x2, unit):
     """Sections ``s`` and ``s + 1`` over ``w`` in place, the second one sample
-    behind the first, so that their two feedback loops run side by side."""
+    behind the first, so that their two feedback loops run side by side.
+    ``unit`` as in ``_section``."""
     p0, p1, p2, q1, q2 = coef[s, 0], coef[s, 1], coef[s, 2], coef[s, 3], coef[s, 4]
     r0, r1, r2, t1, t2 = coef[s + 1, 0], coef[s + 1, 1], coef[s + 1, 2], coef[s + 1, 3], \
         coef[s + 1, 4]
@@ -98,7 +103,7 @@ def _section_pair(coef, s, w, n, state, c, x1, x2):
     y1 = state[c, s + 2, 0]  # outputs of the second
     y2 = state[c, s + 2, 1]
     v = w[0]
-    mid = p0 * v + p1 * x1 + p2 * x2 - q2 * m2 - q1 * m1
+    mid = (v if unit else p0 * v) + p1 * x1 + p2 * x2 - q2 * m2 - q1 * m1
     x2 = x1
     x1 = v
     m3 = m2
@@ -106,8 +111,8 @@ def _section_pair(coef, s, w, n, state, c, x1, x2):
     m1 = mid
     for j in range(1, n):
         v = w[j]
-        mid = p0 * v + p1 * x1 + p2 * x2 - q2 * m2 - q1 * m1
-        out = r0 * m1 + r1 * m2 + r2 * m3 - t2 * y2 - t1 * y1
+        mid = (v if unit else p0 * v) + p1 * x1 + p2 * x2 - q2 * m2 - q1 * m1
+        out = (m1 if unit else r0 * m1) + r1 * m2 + r2 * m3 - t2 * y2 - t1 * y1
         w[j - 1] = out
         x2 = x1
         x1 = v
@@ -116,7 +121,7 @@ def _section_pair(coef, s, w, n, state, c, x1, x2):
         m1 = mid
         y2 = y1
         y1 = out
-    out = r0 * m1 + r1 * m2 + r2 * m3 - t2 * y2 - t1 * y1
+    out = (m1 if unit else r0 * m1) + r1 * m2 + r2 * m3 - t2 * y2 - t1 * y1
     w[n - 1] = out
     state[c, s, 0] = x1
     state[c, s, 1] = x2
@@ -126,18 +131,50 @@ def _section_pair(coef, s, w, n, state, c, x1, x2):
     state[c, s + 2, 1] = y1
 
 
-@kernel("int64(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1],"
-        " float64[:, ::1], int64[::1], float64[:, :, ::1])")
-def biquad_cascade(x, y, coef, target, step, ramp, state):
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _sections(coef, work, m, state, c, unit):
+    """Every section over ``work`` (``m`` samples of channel ``c``) in place."""
+    sections = coef.shape[0]
+    # Each section's input history is the previous section's output
+    # history as it was before this block.
+    h1 = state[c, 0, 0]
+    h2 = state[c, 0, 1]
+    s = 0
+    while s + 1 < sections:
+        n1 = state[c, s + 2, 0]
+        n2 = state[c, s + 2, 1]
+        _section_pair(coef, s, work, m, state, c, h1, h2, unit)
+        h1 = n1
+        h2 = n2
+        s += 2
+    if s < sections:
+        _section(coef, s, work, m, state, c, h1, h2, unit)
+    elif sections == 0:
+        if m > 1:
+            state[c, 0, 1] = work[m - 2]
+            state[c, 0, 0] = work[m - 1]
+        else:
+            state[c, 0, 1] = state[c, 0, 0]
+            state[c, 0, 0] = work[0]
+
+
+@kernel("int64(float32[:, ::1], float32[:, ::1], float64[:, :, ::1], int64[::1],"
+        " float64[:, :, ::1])")
+def biquad_cascade(x, y, params, ramp, state):
     """Filter ``x`` into ``y`` through the cascade; state carries over calls.
 
-    x, y: ``(channels, samples)`` float32.  coef/target/step: ``(sections, 5)``.
-    ramp: ``[remaining samples]``.  state: ``(channels, sections + 1, 2)``,
-    the last two values of the input and of each section's output.
+    x, y: ``(channels, samples)`` float32.  params: ``(3, sections, 5)``, the
+    coefficients in use, their target and their step per sample (one array,
+    as every argument costs time in each call from Python).  ramp:
+    ``[remaining samples]``.  state: ``(channels, sections + 1, 2)``, the last
+    two values of the input and of each section's output.
 
     Returns -1, or the flat index of the first NaN/Inf in ``x``, in which case
     nothing was filtered and no state changed.
     """
+    coef = params[0]
+    target = params[1]
+    step = params[2]
     n_ch = x.shape[0]
     n = x.shape[1]
     bad = first_non_finite(x)
@@ -162,35 +199,45 @@ def biquad_cascade(x, y, coef, target, step, ramp, state):
         return -1
     # Fixed coefficients: section by section over a float64 copy of the
     # block, two sections at a time, in chunks with a flush after each.
+    # Each section is divided by its b0 (when none is near zero), which saves
+    # one multiply per section and sample; node k of the cascade then runs
+    # scaled by 1 / (b0 of the sections before it), and the history is
+    # rescaled on the way in and out.
+    unit = True
+    for s in range(sections):
+        if not abs(coef[s, 0]) >= MIN_B0:
+            unit = False
+    norm = np.empty((sections, 5))
+    scale = np.ones(sections + 1)
+    if unit:
+        for s in range(sections):
+            b0 = coef[s, 0]
+            norm[s, 0] = 1.0
+            norm[s, 1] = coef[s, 1] / b0
+            norm[s, 2] = coef[s, 2] / b0
+            norm[s, 3] = coef[s, 3]
+            norm[s, 4] = coef[s, 4]
+            scale[s + 1] = scale[s] * b0
     work = np.empty(min(n - i, FLUSH_EVERY))
     while i < n:
         m = min(n - i, FLUSH_EVERY)
         for c in range(n_ch):
             for j in range(m):
                 work[j] = x[c, i + j]
-            # Each section's input history is the previous section's output
-            # history as it was before this block.
-            h1 = state[c, 0, 0]
-            h2 = state[c, 0, 1]
-            s = 0
-            while s + 1 < sections:
-                n1 = state[c, s + 2, 0]
-                n2 = state[c, s + 2, 1]
-                _section_pair(coef, s, work, m, state, c, h1, h2)
-                h1 = n1
-                h2 = n2
-                s += 2
-            if s < sections:
-                _section(coef, s, work, m, state, c, h1, h2)
-            elif sections == 0:
-                if m > 1:
-                    state[c, 0, 1] = work[m - 2]
-                    state[c, 0, 0] = work[m - 1]
-                else:
-                    state[c, 0, 1] = state[c, 0, 0]
-                    state[c, 0, 0] = work[0]
+            if unit:
+                for k in range(1, sections + 1):
+                    state[c, k, 0] /= scale[k]
+                    state[c, k, 1] /= scale[k]
+                _sections(norm, work, m, state, c, True)
+                for k in range(1, sections + 1):
+                    state[c, k, 0] *= scale[k]
+                    state[c, k, 1] *= scale[k]
+            else:
+                _sections(coef, work, m, state, c, False)
+            g = scale[sections]
             for j in range(m):
-                y[c, i + j] = work[j]
+                y[c, i + j] = work[j] * g
         _flush(state)
         i += m
     return -1
+

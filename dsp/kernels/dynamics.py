@@ -12,7 +12,7 @@ import numpy as np
 import numba
 
 from . import JIT_OPTIONS, kernel
-from .common import ramp_next
+from .common import first_non_finite, ramp_next
 
 TINY = 1e-20
 
@@ -21,6 +21,15 @@ DB_TO_NEPER = math.log(10.0) / 20.0
 
 #: A limiter gain above this has recovered: it is set to exactly 1.
 RELEASED = 1.0 - 1e-12
+
+#: dB per doubling of amplitude, 20 log10(2).
+DB_PER_OCTAVE = 20.0 * math.log10(2.0)
+SQRT2 = math.sqrt(2.0)
+LOG2_E = 1.0 / math.log(2.0)
+#: float32 fields: all but the sign, the mantissa, and the exponent of 1.0.
+ABS_BITS = np.uint32(0x7FFFFFFF)
+MANTISSA_BITS = np.uint32(0x007FFFFF)
+ONE_BITS = np.uint32(0x3F800000)
 
 #: Beyond this argument ``exp_neg`` returns exp(-EXP_NEG_MAX) (4e-18).
 EXP_NEG_MAX = 40.0
@@ -67,7 +76,24 @@ def scale_frame(x, y, i, gain):
             y[c, i] = x[c, i] * gain
 
 
-@kernel("void(float32[:, ::1], float32[:, ::1], float64, float64, float64, float64,"
+@numba.njit(inline="always", **JIT_OPTIONS)
+def log2_mantissa(m):
+    """``log2(m)`` for ``1 <= m < 2`` within 1e-10, without a branch or a libm
+    call (so a loop of them vectorizes): the mantissa is moved to
+    [sqrt(1/2), sqrt(2)) and ``ln m = 2 atanh((m - 1) / (m + 1))`` is summed
+    to its t**11 term (|t| <= 0.172)."""
+    e = 0.0
+    if m > SQRT2:
+        m *= 0.5
+        e = 1.0
+    t = (m - 1.0) / (m + 1.0)
+    t2 = t * t
+    series = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (
+        1.0 / 9.0 + t2 * (1.0 / 11.0)))))
+    return e + 2.0 * t * series * LOG2_E
+
+
+@kernel("int64(float32[:, ::1], float32[:, ::1], float64, float64, float64, float64,"
         " float64, float64[::1], float64[::1])")
 def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, state, makeup):
     """Feed-forward compressor with a soft knee, smoothing in the dB domain.
@@ -77,25 +103,47 @@ def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, st
     ``state = [smoothed gain reduction in dB]``; ``makeup`` is a ramp of the
     linear make-up gain.  ``*_coef`` are one-pole coefficients exp(-1/(tau fs)).
 
-    Three passes over the block: the static curve, the smoothing (the only
-    recursive part), then the gain, which has no branches and vectorizes.
+    Returns -1, or the flat index of the first NaN/Inf in ``x``, in which case
+    nothing was processed and no state changed.
+
+    Passes over the block: the peak of the channels and its level in dB, read
+    from the float32 exponent and mantissa bits (no libm log, so it
+    vectorizes); the static curve; the smoothing (the only recursive part);
+    then the gain.  Only the smoothing has branches.
     """
+    bad = first_non_finite(x)
+    if bad >= 0:
+        return bad
+    n_ch = x.shape[0]
     n = x.shape[1]
     slope = 1.0 / ratio - 1.0
     # Below this linear level the gain computer gives no reduction.
     quiet = 10.0 ** ((threshold_db - knee_db / 2.0) / 20.0)
+    bits = x.view(np.uint32)
+    mantissa = np.empty(n, np.uint32)
+    exponent = np.empty(n)
+    peak = np.empty(n)
+    for i in range(n):
+        # Magnitude bits order like the magnitudes: the loudest channel is the
+        # largest integer.
+        b = bits[0, i] & ABS_BITS
+        for c in range(1, n_ch):
+            b = max(b, bits[c, i] & ABS_BITS)
+        mantissa[i] = (b & MANTISSA_BITS) | ONE_BITS
+        exponent[i] = float(b >> 23) - 127.0
+        p = abs(x[0, i])
+        for c in range(1, n_ch):
+            p = max(p, abs(x[c, i]))
+        peak[i] = p
+    mant = mantissa.view(np.float32)
     work = np.empty(n)
     for i in range(n):
-        peak = frame_peak(x, i)
-        target = 0.0
-        if peak > quiet:
-            over = 20.0 * math.log10(peak) - threshold_db
-            if 2.0 * over > knee_db:
-                target = -slope * over
-            else:
-                d = over + knee_db / 2.0
-                target = -slope * d * d / (2.0 * knee_db)
-        work[i] = target
+        # 20 log10(peak) - threshold; peaks below ``quiet`` (denormals and
+        # zero among them, whose bits give no logarithm) get no reduction.
+        over = DB_PER_OCTAVE * (exponent[i] + log2_mantissa(float(mant[i]))) - threshold_db
+        d = over + knee_db / 2.0
+        target = -slope * over if 2.0 * over > knee_db else -slope * d * d / (2.0 * knee_db)
+        work[i] = target if peak[i] > quiet else 0.0
     reduction = state[0]
     for i in range(n):
         target = work[i]
@@ -115,9 +163,10 @@ def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, st
     else:
         for i in range(n):
             work[i] *= makeup[0]
-    for c in range(x.shape[0]):
+    for c in range(n_ch):
         for i in range(n):
             y[c, i] = x[c, i] * np.float32(work[i])
+    return -1
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
