@@ -221,9 +221,14 @@ def limiter(x, y, ceiling, release_coef, delay, needs, suffix, fstate, istate):
             needs[pos] = 1.0
             pos = _wrap(pos + 1, w)
         count += n
+    if not idle:
+        # The gain each sample needs, min(1, ceiling / peak), in a loop of its
+        # own: without branches it vectorizes, divisions included (a peak of
+        # 0 gives inf, hence 1).
+        for i in range(n):
+            gains[i] = min(1.0, ceiling / frame_peak(x, i))
     for i in range(0 if not idle else n, n):
-        peak = frame_peak(x, i)
-        need = 1.0 if peak <= ceiling else ceiling / peak
+        need = gains[i]
         prefix = need if pos == 0 else min(prefix, need)
         needs[pos] = need
         if pos == w - 1:
