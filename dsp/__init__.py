@@ -12,38 +12,31 @@ Spatial audio: ``Spatializer`` (HRTF, mono in, binaural out), ``Panner``
 ``Hrtf`` (the bundled MIT KEMAR set or any SOFA file).
 """
 
-from .audio import as_block, check_sample_rate, db_to_gain
-from .dynamics import Compressor, Limiter, NoiseGate
-from .equalizer import BAND_CENTERS_HZ, Equalizer
-from .filters import BandPass, HighPass, HighShelf, LowPass, LowShelf, Notch, PeakFilter
-from .gain import Gain, Pan
-from .graph import Chain, Graph, Mix
-from .mixer import Mixer
-from .convolution import ConvolutionReverb, RoomReverb
-from .deesser import DeEsser
-from .delay import Delay
-from .distortion import Bitcrush, Distortion, Exciter
-from .modulation import Chorus, Flanger, RingModulator, Tremolo, Vibrato
-from .pitch import FormantShift, PitchCorrection, PitchShift
-from .pitch_tracker import PitchTracker
-from .reverb import Reverb
-from .hrtf import Hrtf, HrtfError
-from .panner import Panner
-from .processor import Processor, registry
-from .sofa import SofaError
-from .spatial_scene import SpatialScene, Zone
-from .spatializer import Spatializer
-from .fileio import AudioFileError, process_file
+import importlib
+
 from . import samples
+from .audio import as_block, check_sample_rate, db_to_gain
+from .catalogue import NAMES as _LAZY
+from .fileio import AudioFileError, process_file
+from .graph import Chain, Graph, Mix
+from .processor import Processor, registry
 
 __all__ = [
-    "BAND_CENTERS_HZ", "BandPass", "Chain", "Compressor", "Equalizer", "Gain", "Graph",
-    "HighPass", "HighShelf", "Limiter", "LowPass", "LowShelf", "Mix", "Mixer", "NoiseGate",
-    "Notch", "Pan", "PeakFilter", "Processor", "as_block", "check_sample_rate", "db_to_gain",
-    "AudioFileError", "process_file", "registry", "samples",
-    "Hrtf", "HrtfError", "Panner", "SofaError", "SpatialScene", "Spatializer", "Zone",
-    "ConvolutionReverb", "Reverb", "RoomReverb",
-    "FormantShift", "PitchCorrection", "PitchShift", "PitchTracker",
-    "Bitcrush", "Chorus", "DeEsser", "Delay", "Distortion", "Exciter", "Flanger",
-    "RingModulator", "Tremolo", "Vibrato",
+    "Chain", "Graph", "Mix", "Processor", "as_block", "check_sample_rate", "db_to_gain",
+    "AudioFileError", "process_file", "registry", "samples", *_LAZY,
 ]
+
+
+def __getattr__(name):
+    """The processors and spatial-audio classes, imported on first use (see
+    ``catalogue``)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,10 +12,11 @@ and implement ``_prepare`` (allocate state for ``self.sample_rate`` and
 name in snake_case.
 """
 
+import collections.abc
 import copy
+import importlib
 import math
 import re
-import types
 
 import numpy as np
 
@@ -23,8 +24,47 @@ from .audio import as_block, check_sample_rate
 
 _registry = {}
 
+
+class _Registry(collections.abc.Mapping):
+    """Registry name -> processor class, read-only.  The processors of
+    ``stagevox.dsp`` are listed before their modules are imported (see
+    ``catalogue``); a lookup imports the one module it needs, iterating
+    imports them all.  Subclasses defined elsewhere are entered when their
+    class statement runs."""
+
+    @staticmethod
+    def _modules():
+        from .catalogue import PROCESSORS
+        return {snake_case(cls): module for cls, module in PROCESSORS.items()}
+
+    def __getitem__(self, name):
+        if name not in _registry and isinstance(name, str):
+            module = self._modules().get(name)
+            if module is not None:
+                importlib.import_module(f"{__package__}.{module}")
+        return _registry[name]
+
+    def __iter__(self):
+        for module in sorted(set(self._modules().values())):
+            importlib.import_module(f"{__package__}.{module}")
+        return iter(sorted(_registry))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __contains__(self, name):
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def __repr__(self):
+        return f"registry({', '.join(self)})"
+
+
 #: Registry name -> processor class, for presets and the command line.
-registry = types.MappingProxyType(_registry)
+registry = _Registry()
 
 #: Sample rate assumed by ``latency`` before a processor has seen audio.
 DEFAULT_SAMPLE_RATE = 48000

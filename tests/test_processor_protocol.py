@@ -700,3 +700,48 @@ def test_silence_after_a_loud_burst_stays_finite_and_decays(name, channels):
     if fx.tail_at(rate) == 0:
         end = y[:, -rate // 4:]
         assert np.all((end == 0) | (np.abs(end) < 1e-30)), np.max(np.abs(end))
+
+
+# ----------------------------------------------------------------- lazy import
+
+def test_catalogue_matches_the_modules():
+    """``dsp.catalogue`` says where every public name lives: each name is
+    found in its module, every registered processor of stagevox.dsp is in
+    the table under its own module, and ``dsp.__all__`` lists them all."""
+    import importlib
+    from stagevox.dsp import catalogue
+    from stagevox.dsp.processor import _registry, snake_case
+    for name, module in catalogue.NAMES.items():
+        assert hasattr(importlib.import_module(f"stagevox.dsp.{module}"), name), name
+        assert getattr(dsp, name) is getattr(importlib.import_module(f"stagevox.dsp.{module}"),
+                                             name)
+    listed = {snake_case(c): f"stagevox.dsp.{m}" for c, m in catalogue.PROCESSORS.items()}
+    listed["graph"] = "stagevox.dsp.graph"           # imported with stagevox.dsp itself
+    ours = {name: cls.__module__ for name, cls in _registry.items()
+            if cls.__module__.startswith("stagevox.dsp.")}
+    assert ours == listed
+    assert set(catalogue.NAMES) <= set(dsp.__all__)
+    assert sorted(registry) == sorted(_registry)
+
+
+def test_importing_dsp_compiles_only_what_is_used(tmp_path):
+    """In a fresh interpreter, ``import stagevox.dsp`` and an equalizer load
+    the biquad kernels and not the pitch, reverb or HRTF ones; an unknown
+    registry name is a KeyError and ``in`` answers without raising."""
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from stagevox import dsp\n"
+        "dsp.registry['equalizer']().process(__import__('numpy').zeros(480, 'float32'), 48000)\n"
+        "assert 'nope' not in dsp.registry and 'limiter' in dsp.registry\n"
+        "try:\n    dsp.registry['nope']\nexcept KeyError:\n    pass\n"
+        "else:\n    raise SystemExit('no KeyError')\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('stagevox.dsp.kernels.'))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert "stagevox.dsp.kernels.biquad" in loaded
+    assert loaded.isdisjoint({"stagevox.dsp.kernels.psola", "stagevox.dsp.kernels.reverb",
+                              "stagevox.dsp.kernels.spatial", "stagevox.dsp.kernels.yin"}), loaded
