@@ -87,6 +87,7 @@ class _Stream:
         self.by_seq = {}                 # ext seq -> (ext ts, rtp timestamp)
         self.unwrap_ts = TimestampUnwrapper()
         self.step = 960                  # samples per frame, learned
+        self.payload_type = PT_OPUS      # of the media frames (inside RED too), learned
         self.last_seq = None             # (ext seq, ext ts) of the newest packet
         self.last_report = 0.0
         self.lossy = False
@@ -463,22 +464,37 @@ class Server:
             member.channel.groups.clear()
 
     def _on_nack(self, msg, member, now):
+        """Resend the frames a listener asks for.  Each answer is a RED packet
+        that also carries the older frames of the same request, so on a lossy
+        path the first answer to arrive fills the whole gap; on a very lossy
+        one each answer goes out in several copies."""
         stream = member.channel.streams.get(msg.ssrc)
         if stream is None or stream.last_seq is None:
             return
         newest_seq = stream.last_seq[0]
-        # On a very lossy path one retransmission rarely arrives: send copies.
-        loss = member.redundancy.fraction_lost
-        copies = 1 + (loss >= 0.3) + (loss >= 0.5)
+        found = []                       # (ext ts, 16-bit seq, rtp timestamp)
         for seq in msg.sequence_numbers:
             ext = newest_seq + seq_diff(seq, newest_seq % 2**16)
             entry = stream.by_seq.get(ext)
             if entry is None or entry[0] not in stream.frames:
                 self.counters["nack_misses"] += 1
                 continue
-            ext_ts, ts = entry
-            packet = RtpPacket(payload_type=PT_OPUS, sequence_number=seq, timestamp=ts,
-                               ssrc=msg.ssrc, payload=stream.frames[ext_ts])
+            found.append((entry[0], seq, entry[1]))
+        found.sort()
+        loss = member.redundancy.fraction_lost
+        copies = 1 + (loss >= 0.3) + (loss >= 0.5)
+        pt = stream.payload_type
+        for k, (ext_ts, seq, ts) in enumerate(found):
+            older = [RedBlock(pt, t, stream.frames[e]) for e, _, t in found[:k]
+                     if 0 < ext_ts - e <= MAX_TS_OFFSET]
+            if older:
+                payload = encode_red_within(older + [RedBlock(pt, ts, stream.frames[ext_ts])], ts,
+                                            MAX_RED_PAYLOAD)
+                packet = RtpPacket(payload_type=PT_RED, sequence_number=seq, timestamp=ts,
+                                   ssrc=msg.ssrc, payload=payload)
+            else:
+                packet = RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
+                                   ssrc=msg.ssrc, payload=stream.frames[ext_ts])
             data = packet.serialize()
             for _ in range(copies):
                 self._send(data, member.addr)
@@ -499,6 +515,7 @@ class Server:
                 return
         else:
             blocks = [RedBlock(packet.payload_type, packet.timestamp, packet.payload)]
+        stream.payload_type = blocks[-1].payload_type
         ext_seq = stream.unwrap.unwrap(packet.sequence_number)
         primary_ext = stream.unwrap_ts.unwrap(packet.timestamp)
         if primary_ext in stream.frames:
@@ -547,7 +564,7 @@ class Server:
                 if m is not sender:
                     by_depth.setdefault(m.redundancy.depth, []).append(m.addr)
             channel.groups[sender.uid] = by_depth
-        payload_type = packet.payload_type if packet.payload_type != PT_RED else PT_OPUS
+        payload_type = stream.payload_type
         for depth, addrs in by_depth.items():
             wanted = set(recovered)
             for k in range(1, depth + 1):

@@ -33,7 +33,8 @@ from live_session import align
 from stagevox import engine
 from stagevox.engine import client as client_module
 from stagevox.engine import control, make_encoder
-from stagevox.engine.rtp import PT_OPUS, RtpPacket
+from stagevox.engine.red import decode_red
+from stagevox.engine.rtp import PT_L16, PT_OPUS, PT_RED, RtpPacket
 from udp_relay import UdpRelay
 
 # -- events ------------------------------------------------------------------------
@@ -546,3 +547,55 @@ def test_a_corrupt_frame_after_a_gap_does_not_break_listeners():
     assert np.all(np.isfinite(got))
     tail = got[-int(0.4 * 48000):]
     assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0
+
+
+def test_a_nack_is_answered_with_the_older_requested_frames_as_red():
+    """A raw host publishes ten L16 frames (sequence numbers 100-109); a raw
+    listener receives them, then asks for 103, 105 and 107 in one NACK.  The
+    answers keep the stream's own payload type: 103 alone, 105 as RED that
+    also carries 103, 107 as RED that carries 103 and 105, each frame
+    byte-identical to what the host sent and at its own timestamp, so the
+    first answer to arrive on a lossy path fills the whole gap.  A sequence
+    number the server never saw is counted as a miss."""
+    host_ssrc = 0x1234
+    with Session() as s:
+        host, listener = s.raw_socket(), s.raw_socket()
+        assert isinstance(s.raw_join(host, 1, "host", host_ssrc), control.Joined)
+        assert isinstance(s.raw_join(listener, 2, "audience", 0x99), control.Joined)
+        frames = {100 + i: bytes([i]) * 200 for i in range(10)}
+        for seq, payload in frames.items():
+            host.sendto(RtpPacket(payload_type=PT_L16, sequence_number=seq,
+                                  timestamp=480 * seq, ssrc=host_ssrc,
+                                  payload=payload).serialize(), s.server.address)
+        got = 0
+        deadline = time.monotonic() + 3.0
+        while got < 10 and time.monotonic() < deadline:
+            try:
+                data = listener.recv(4096)
+            except TimeoutError:
+                continue
+            if data[:2] != b"SV":
+                got += 1
+        assert got == 10
+        listener.sendto(control.Nack(host_ssrc, (107, 103, 105, 30000)).encode(),
+                        s.server.address)
+        answers = {}
+        deadline = time.monotonic() + 3.0
+        while len(answers) < 3 and time.monotonic() < deadline:
+            try:
+                data = listener.recv(4096)
+            except TimeoutError:
+                continue
+            if data[:2] != b"SV":
+                p = RtpPacket.parse(data)
+                answers[p.sequence_number] = p
+        counters = dict(s.server.counters)
+    assert sorted(answers) == [103, 105, 107]
+    assert answers[103].payload_type == PT_L16 and answers[103].payload == frames[103]
+    for seq, older in ((105, [103]), (107, [103, 105])):
+        p = answers[seq]
+        assert p.payload_type == PT_RED and p.timestamp == 480 * seq
+        blocks = decode_red(p.payload, p.timestamp)
+        assert [(b.payload_type, b.timestamp, b.payload) for b in blocks] == [
+            (PT_L16, 480 * q, frames[q]) for q in older + [seq]]
+    assert counters["nack_misses"] == 1
