@@ -18,9 +18,13 @@ What it does with one remote stream (one SSRC):
   RED recovery and retransmission all count), takes a high quantile of it,
   and moves the playout point towards that target by shortening or
   lengthening decoded frames by one pitch period (``stretch``), never by
-  dropping speech;
+  dropping speech; a delay that is too long is shortened away in the pauses
+  between words unless it is far too long;
 - lists the sequence numbers worth a retransmission request (those still
-  missing whose playout time is more than a round trip away);
+  missing whose playout time is more than a round trip away, or that the
+  buffer is waiting for);
+- drops packets far out of sequence, and follows a sender that restarted
+  its numbering (RFC 3550, appendix A.1);
 - keeps receiver statistics for the sender's redundancy control: the fraction
   of packets lost on the path and the length of loss bursts.
 
