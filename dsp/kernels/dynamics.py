@@ -257,17 +257,27 @@ def limiter(x, y, ceiling, release_coef, delay, needs, suffix, fstate, istate):
         count += 1
     # The output is the input delayed by d samples: first what the ring
     # holds (oldest first, from ``write``), then this block's own samples.
+    # Every loop below runs over contiguous ranges without a branch or a
+    # modulo per sample, so that it vectorizes.
+    from_ring = min(n, d)
+    wrap_at = min(from_ring, d - write)      # ring slots write .. d-1, then 0 ..
     for c in range(x.shape[0]):
-        for i in range(min(n, d)):
-            k = write + i
-            v = delay[c, k - d if k >= d else k]
-            y[c, i] = np.float32(min(max(v * gains[i], -ceiling), ceiling))
+        for i in range(wrap_at):
+            y[c, i] = np.float32(min(max(delay[c, write + i] * gains[i], -ceiling), ceiling))
+        for i in range(wrap_at, from_ring):
+            y[c, i] = np.float32(min(max(delay[c, write + i - d] * gains[i], -ceiling),
+                                     ceiling))
         for i in range(d, n):
             y[c, i] = np.float32(min(max(x[c, i - d] * gains[i], -ceiling), ceiling))
         # Sample m of ring + block belongs in slot (write + m) % d; the last d
         # of them stay.  Ring samples that stay are in their slots already.
-        for i in range(max(n - d, 0), n):
-            delay[c, (write + i) % d] = x[c, i]
+        start = max(n - d, 0)
+        slot = (write + start) % d
+        first = min(n - start, d - slot)     # up to the ring's end, then from 0
+        for i in range(first):
+            delay[c, slot + i] = x[c, start + i]
+        for i in range(first, n - start):
+            delay[c, slot + i - d] = x[c, start + i]
     istate[0] = count
     istate[1] = (write + n) % d
     fstate[0] = held
