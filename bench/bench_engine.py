@@ -156,6 +156,14 @@ def opus_frames():
     return [enc.encode(speech[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]) for i in range(n)]
 
 
+def end_process(proc):
+    """Wait for ``proc`` to exit after being told to stop; kill it after 10 s."""
+    proc.join(10.0)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5.0)
+
+
 def wait_reply(conn, timeout, what):
     """The next message on ``conn``, or RuntimeError after ``timeout`` seconds."""
     if not conn.poll(timeout):
@@ -282,10 +290,7 @@ class ServerProcess:
             result = reply[1], reply[2]
         except (OSError, EOFError, RuntimeError):
             pass
-        self.proc.join(10.0)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5.0)
+        end_process(self.proc)
         return result
 
 
@@ -486,10 +491,7 @@ class Listeners:
             result = counts, sum(cpu), drops, queued, delays
         except (OSError, EOFError, RuntimeError):
             pass
-        self.proc.join(10.0)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5.0)
+        end_process(self.proc)
         return result
 
 

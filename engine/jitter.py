@@ -210,12 +210,8 @@ class JitterBuffer:
         self._last_transit = None
         self._missing.clear()
         self._nacked.clear()
-        self._base = _MinWindow(_BASE_WINDOW_S)
-        self._arrivals.clear()
-        fifo, pos = self._fifo, self._fifo_pos
-        self._reset_stream()
-        self._fifo, self._fifo_pos = fifo, pos
-        self.decoder.reset()
+        self._forget_path()
+        self._end_stream()
         self.stats["restarts"] += 1
 
     def _count_primary(self, ext_seq, ext_ts, now):
@@ -246,8 +242,7 @@ class JitterBuffer:
         transit = now * self.sample_rate - ext
         if (self._stalled and not self._playing and self._base.value is not None
                 and abs(transit - self._base.value) > self.target_delay() + _STALL_S * self.sample_rate):
-            self._base = _MinWindow(_BASE_WINDOW_S)
-            self._arrivals.clear()
+            self._forget_path()
         self._stalled = False
         # The first copy of every frame counts towards the delay target, even
         # one too late to play: that is how the buffer learns to wait longer.
@@ -427,10 +422,20 @@ class JitterBuffer:
         self._push_fifo(last_frame * fade)
         self.stats["stalls"] += 1
         self._stalled = True
+        self._end_stream()
+
+    def _end_stream(self):
+        """Forget the stream's frames and decoder state; what is decoded
+        already still plays."""
         fifo, pos = self._fifo, self._fifo_pos
         self._reset_stream()
         self._fifo, self._fifo_pos = fifo, pos
         self.decoder.reset()
+
+    def _forget_path(self):
+        """Forget the measured transit times (the path changed)."""
+        self._base = _MinWindow(_BASE_WINDOW_S)
+        self._arrivals.clear()
 
     def _drop_old(self):
         horizon = self._play_ts - _KEEP_BEHIND_S * self.sample_rate

@@ -103,6 +103,17 @@ class _Stream:
                 del self.by_seq[seq]
 
 
+def _media_packet(payload_type, seq, timestamp, ssrc, payload, older, marker=False):
+    """The packet for one frame: RED carrying the ``older`` blocks before it
+    when there are any (the oldest left out if too long), else the bare frame."""
+    if older:
+        payload = encode_red_within(older + [RedBlock(payload_type, timestamp, payload)],
+                                    timestamp, MAX_RED_PAYLOAD)
+        payload_type = PT_RED
+    return RtpPacket(payload_type=payload_type, sequence_number=seq, timestamp=timestamp,
+                     ssrc=ssrc, marker=marker, payload=payload)
+
+
 class _Member:
     def __init__(self, uid, channel, role, addr, ssrc, claims, now, rate):
         self.uid = uid
@@ -487,15 +498,7 @@ class Server:
         for k, (ext_ts, seq, ts) in enumerate(found):
             older = [RedBlock(pt, t, stream.frames[e]) for e, _, t in found[:k]
                      if 0 < ext_ts - e <= MAX_TS_OFFSET]
-            if older:
-                payload = encode_red_within(older + [RedBlock(pt, ts, stream.frames[ext_ts])], ts,
-                                            MAX_RED_PAYLOAD)
-                packet = RtpPacket(payload_type=PT_RED, sequence_number=seq, timestamp=ts,
-                                   ssrc=msg.ssrc, payload=payload)
-            else:
-                packet = RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
-                                   ssrc=msg.ssrc, payload=stream.frames[ext_ts])
-            data = packet.serialize()
+            data = _media_packet(pt, seq, ts, msg.ssrc, stream.frames[ext_ts], older).serialize()
             for _ in range(copies):
                 self._send(data, member.addr)
             self.counters["retransmitted"] += copies
@@ -572,20 +575,11 @@ class Server:
                 if ext in stream.frames:
                     wanted.add(ext)
             wanted = sorted(e for e in wanted if 0 < primary_ext - e <= MAX_TS_OFFSET)
-            if wanted:
-                blocks = [RedBlock(payload_type, (packet.timestamp - (primary_ext - e)) % 2**32,
-                                   stream.frames[e]) for e in wanted]
-                blocks.append(RedBlock(payload_type, packet.timestamp, stream.frames[primary_ext]))
-                out = RtpPacket(payload_type=PT_RED, sequence_number=packet.sequence_number,
-                                timestamp=packet.timestamp, ssrc=packet.ssrc,
-                                marker=packet.marker,
-                                payload=encode_red_within(blocks, packet.timestamp,
-                                                          MAX_RED_PAYLOAD))
-            else:
-                out = RtpPacket(payload_type=payload_type, sequence_number=packet.sequence_number,
-                                timestamp=packet.timestamp, ssrc=packet.ssrc,
-                                marker=packet.marker, payload=stream.frames[primary_ext])
-            data = out.serialize()
+            older = [RedBlock(payload_type, (packet.timestamp - (primary_ext - e)) % 2**32,
+                              stream.frames[e]) for e in wanted]
+            data = _media_packet(payload_type, packet.sequence_number, packet.timestamp,
+                                 packet.ssrc, stream.frames[primary_ext], older,
+                                 packet.marker).serialize()
             for addr in addrs:
                 self._send(data, addr)
             self.counters["forwarded"] += len(addrs)

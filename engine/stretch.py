@@ -47,6 +47,12 @@ def best_period(frame, sample_rate, max_period=None):
     return lo + k
 
 
+def _two_periods_fit(frame, sample_rate):
+    """The frame's pitch period when two of them fit in it, else 0."""
+    period = best_period(frame, sample_rate)
+    return period if 0 < 2 * period <= frame.shape[1] else 0
+
+
 def _fades(period):
     ramp = np.arange(period, dtype=np.float32) / (period - 1)
     return 1.0 - ramp, ramp
@@ -57,8 +63,8 @@ def shorten(frame, sample_rate):
 
     Returns ``(new_frame, removed_samples)``.
     """
-    period = best_period(frame, sample_rate)
-    if period == 0 or 2 * period > frame.shape[1]:
+    period = _two_periods_fit(frame, sample_rate)
+    if period == 0:
         return frame, 0
     out_fade, in_fade = _fades(period)
     joined = frame[:, :period] * out_fade + frame[:, period:2 * period] * in_fade
@@ -70,8 +76,8 @@ def lengthen(frame, sample_rate):
 
     Returns ``(new_frame, added_samples)``.
     """
-    period = best_period(frame, sample_rate)
-    if period == 0 or 2 * period > frame.shape[1]:
+    period = _two_periods_fit(frame, sample_rate)
+    if period == 0:
         return frame, 0
     out_fade, in_fade = _fades(period)
     repeat = frame[:, period:2 * period] * out_fade + frame[:, :period] * in_fade

@@ -230,6 +230,14 @@ def purity(y, freq, fs=RATE, band_hz=50.0):
     return float(spec[np.abs(f - freq) <= band_hz].sum()) / total if total > 0 else 0.0
 
 
+def band_amplitude(y, freq, fs=RATE):
+    """The amplitude of what ``y`` holds within 50 Hz of ``freq`` (its
+    in-band energy as a sine's).  Unlike ``amplitude`` (a least-squares fit)
+    it does not drop when the tone's phase jumps, as it does when a receiver
+    conceals a late frame."""
+    return math.sqrt(2.0 * purity(y, freq, fs)) * rms(y)
+
+
 def rms(y):
     y = np.asarray(y, np.float64)
     return math.sqrt(float(np.mean(y * y))) if y.size else 0.0

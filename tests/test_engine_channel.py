@@ -6,7 +6,6 @@ Events are recorded by ``engine_helpers.Recorder``; audio is pushed and
 pulled in real time by ``engine_helpers.stream``.  Every wait has a deadline.
 """
 
-import math
 import random
 import threading
 import time
@@ -19,6 +18,7 @@ from engine_helpers import (
     Recorder,
     Session,
     amplitude,
+    band_amplitude,
     db,
     peak_frequency,
     purity,
@@ -502,17 +502,11 @@ def test_garbage_from_a_host_does_not_break_listeners():
     tail = window(mute_y, 0.9, 1.5)
     why = (f"peak {peak_frequency(tail):.0f} Hz, rms {rms(tail):.4f}, "
            f"purity {purity(tail, 440):.4f}; {heard_by}")
+    # In-band level: the host shares this process with the flooding vandal, and
+    # a packet it sends late makes the listener conceal a frame or two (a
+    # phase jump a least-squares fit would read as a level drop).
     assert abs(db(band_amplitude(tail, 440) / 0.2)) < 1.0, why
     assert purity(tail, 440) >= CLEAN_TONE, why
-
-
-def band_amplitude(y, freq):
-    """The amplitude of what ``y`` holds near ``freq`` (its in-band energy as a
-    sine's).  Unlike a least-squares fit it does not drop when the tone's
-    phase jumps: the host shares this test's process with a flooding vandal,
-    and a packet it sends late makes the listener conceal for a frame or two
-    (a phase jump), which is scheduling, not damage by the garbage."""
-    return math.sqrt(2.0 * purity(y, freq)) * rms(y)
 
 
 def test_a_corrupt_frame_after_a_gap_does_not_break_listeners():

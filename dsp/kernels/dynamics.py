@@ -117,12 +117,9 @@ def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, st
     n_ch = x.shape[0]
     n = x.shape[1]
     slope = 1.0 / ratio - 1.0
-    # Below this linear level the gain computer gives no reduction.
-    quiet = 10.0 ** ((threshold_db - knee_db / 2.0) / 20.0)
     bits = x.view(np.uint32)
     mantissa = np.empty(n, np.uint32)
     exponent = np.empty(n)
-    peak = np.empty(n)
     for i in range(n):
         # Magnitude bits order like the magnitudes: the loudest channel is the
         # largest integer.
@@ -131,19 +128,16 @@ def compressor(x, y, threshold_db, ratio, knee_db, attack_coef, release_coef, st
             b = max(b, bits[c, i] & ABS_BITS)
         mantissa[i] = (b & MANTISSA_BITS) | ONE_BITS
         exponent[i] = float(b >> 23) - 127.0
-        p = abs(x[0, i])
-        for c in range(1, n_ch):
-            p = max(p, abs(x[c, i]))
-        peak[i] = p
     mant = mantissa.view(np.float32)
     work = np.empty(n)
     for i in range(n):
-        # 20 log10(peak) - threshold; peaks below ``quiet`` (denormals and
-        # zero among them, whose bits give no logarithm) get no reduction.
+        # over = 20 log10(peak) - threshold.  Below the knee (d <= 0) there is
+        # no reduction; zero and denormal peaks, whose bits read as about
+        # -765 dB, are far below it.
         over = DB_PER_OCTAVE * (exponent[i] + log2_mantissa(float(mant[i]))) - threshold_db
         d = over + knee_db / 2.0
         target = -slope * over if 2.0 * over > knee_db else -slope * d * d / (2.0 * knee_db)
-        work[i] = target if peak[i] > quiet else 0.0
+        work[i] = target if d > 0.0 else 0.0
     reduction = state[0]
     for i in range(n):
         target = work[i]
