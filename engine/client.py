@@ -425,7 +425,8 @@ class Client:
         elif isinstance(msg, ReceiverReport):
             for block in msg.reports:
                 if block.ssrc == self.ssrc:
-                    self._uplink.add(now, block.fraction_lost, block.burst, block.highest_seq)
+                    self._uplink.add(now, block.fraction_lost, block.burst, block.highest_seq,
+                                     block.cumulative_lost)
         elif isinstance(msg, Event):
             self._on_event(msg)
         elif isinstance(msg, Nack) and msg.ssrc == self.ssrc:
@@ -517,18 +518,19 @@ class Client:
             interval = LOSSY_REPORT_INTERVAL_S if lossy else REPORT_INTERVAL_S
             if now - last_report >= interval:
                 last_report = now
-                lossy = False
                 blocks = []
                 for remote in list(self._remotes.values()):
                     with remote.lock:
                         r = remote.jb.report()
                     if r is not None:
-                        lossy = lossy or r["fraction_lost"] > 0.0
                         blocks.append(ReportBlock(remote.ssrc, min(1.0, r["fraction_lost"]),
                                                   r["highest_seq"] % 2**32, r["jitter_ms"],
-                                                  burst=r["burst"]))
+                                                  burst=r["burst"],
+                                                  cumulative_lost=r["cumulative_lost"] % 2**32))
                 if blocks:
-                    self._transport.sendto(ReceiverReport(tuple(blocks[:64])).encode())
+                    # Nothing new to report keeps the pace: a lossy path stays lossy.
+                    lossy = any(b.fraction_lost > 0.0 for b in blocks)
+                    self._transport.sendto(ReceiverReport(tuple(blocks[:control.MAX_REPORTS])).encode())
 
     # ----------------------------------------------------------- publishing
 

@@ -27,7 +27,7 @@ class ControlError(ValueError):
     """A control message that cannot be decoded or encoded; the message names the problem."""
 
 
-VERSION = 1  #: the control protocol version this build speaks
+VERSION = 2  #: the control protocol version this build speaks
 MAGIC = b"SV"
 HEADER_SIZE = 6  #: magic, version, type, body length
 MAX_DATAGRAM = 1200  #: largest control message, bytes
@@ -36,7 +36,7 @@ MAX_CHANNEL_BYTES = 64
 MAX_TOKEN_BYTES = 512
 MAX_REASON_BYTES = 256
 MAX_HOSTS = 128  #: (uid, ssrc) pairs in a Joined message
-MAX_REPORTS = 64  #: report blocks in a ReceiverReport
+MAX_REPORTS = 62  #: report blocks in a ReceiverReport (19 bytes each)
 MAX_NACKS = 128  #: sequence numbers in a Nack
 
 ROLES = ("host", "audience")
@@ -434,7 +434,10 @@ class ReportBlock:
     highest sequence number received (u32), ``jitter_ms`` travels as whole
     microseconds (u32).  ``burst`` is a high percentile of the length of
     loss runs, in packets, in tenths (u16); the sender sizes its redundancy
-    by it (``feedback.redundancy_depth``).
+    by it (``feedback.redundancy_depth``).  ``cumulative_lost`` is the
+    number of packets lost since the stream began (u32), so the sender
+    measures the loss between any two reports it gets, however many of
+    those between were lost (RFC 3550, appendix A.3).
     """
 
     ssrc: int
@@ -442,11 +445,12 @@ class ReportBlock:
     highest_seq: int
     jitter_ms: float
     burst: float = 0.0
+    cumulative_lost: int = 0
 
 
 _REPORT_BLOCK = _Record(ReportBlock, [("ssrc", _U32), ("fraction_lost", _Fraction()),
                                       ("highest_seq", _U32), ("jitter_ms", _Millis()),
-                                      ("burst", _Tenths())])
+                                      ("burst", _Tenths()), ("cumulative_lost", _U32)])
 
 
 @dataclass(frozen=True)

@@ -66,10 +66,19 @@ _DEAD_BAND_S = 0.008
 #: shortening is inaudible; the level decays by ``_LEVEL_DECAY_DB_S``.
 _QUIET_DB = -30.0
 _LEVEL_DECAY_DB_S = 10.0
+#: Below this, a frame is silence and any number in a row may be shortened;
+#: above it, at most ``_MAX_SHORTEN_RUN`` frames in a row are (one pitch
+#: period of a 20 ms frame can be half of it: a word sped up twofold).
+_SILENT_DB = -45.0
+_MAX_SHORTEN_RUN = 1
 #: Outside pauses, the buffer shortens only when it is this share of the
 #: target too late (besides the dead band): a too long delay costs nothing
 #: until the next pause, a sped-up word costs intelligibility.
 _LOUD_SHORTEN_SHARE = 0.5
+_PAUSE_SHORTEN_SHARE = 0.1
+#: After a stall, a frame this many frames from where playout stopped means
+#: the path had a gap and the stream goes on (see ``_resumable``).
+_RESUME_FRAMES = 3
 #: Playout errors beyond this are fixed by a jump rather than by stretching.
 _JUMP_S = 0.6
 
@@ -160,6 +169,8 @@ class JitterBuffer:
         else:
             items = [(packet.timestamp, packet.payload)]
         primary_ts = self._unwrap_ts.unwrap(items[-1][0])
+        if self._stalled and not rtx:
+            self._after_stall(primary_ts, now)
         if rtx:
             self.stats["retransmitted_received"] += 1
         else:
@@ -239,23 +250,20 @@ class JitterBuffer:
         if ext in self._frames or played is not None and played != "concealed":
             self.stats["duplicates"] += 1
             return
-        transit = now * self.sample_rate - ext
-        if (self._stalled and not self._playing and self._base.value is not None
-                and abs(transit - self._base.value) > self.target_delay() + _STALL_S * self.sample_rate):
-            self._forget_path()
-        self._stalled = False
         # The first copy of every frame counts towards the delay target, even
         # one too late to play: that is how the buffer learns to wait longer.
         self._base.add(now, now * self.sample_rate - ext)
         self._arrivals.append(now * self.sample_rate - ext)
-        if self._playing and ext < self._play_ts:
+        if (self._playing or self._paused) and ext < self._play_ts:
             self._played[ext] = "late"
             self.stats["late"] += 1
             return
         self._frames[ext] = (payload, source)
-        if ext > self._newest_ts:
+        if ext > self._newest_ts and source != "rtx":
+            # Only the stream itself moves the front: a retransmission of a
+            # newer frame says nothing of the frames before it, which the next
+            # packet's RED blocks may still bring.
             self._newest_ts = ext
-            self._newest_arrival = now
         if self._first_arrival is None:
             self._first_arrival = now
         # A frame that came by RED or FEC no longer needs a retransmission.
@@ -307,13 +315,45 @@ class JitterBuffer:
         return self._fifo.shape[1] - self._fifo_pos
 
     def _start(self, now):
-        if not self._frames:
+        if not self._frames or self._first_arrival is None:
             return False
+        if self._paused and self._resumable():
+            # A gap in the path, not a new stream: go on where playout stopped.
+            self._paused = False
+            self._playing = True
+            self._expanded = 0
+            self.stats["resumed"] += 1
+            return True
         if now - self._first_arrival < self.target_delay() / self.sample_rate:
             return False
+        if self._paused:
+            # Nothing came for where playout stopped: a new start.
+            self._paused = False
+            self.decoder.reset()
         self._playing = True
         self._play_ts = min(self._frames)
         return True
+
+    def _resumable(self):
+        """Whether the frames that came after a stall continue the paused
+        timeline: one of the next few frames from where playout stopped is
+        here (the frames of the gap are coming in by RED or retransmission).
+        A sender that was silent sends no such frames."""
+        step = self._frame_step()
+        return any(self._play_ts + k * step in self._frames for k in range(_RESUME_FRAMES))
+
+    def _after_stall(self, primary_ts, now):
+        """The first packet after a stall.  Its transit far from the path's
+        (a sender that stopped and went on with its clock standing still, or a
+        new route) means a new stream on a new path; otherwise the paused
+        timeline may go on (see ``_start``)."""
+        self._stalled = False
+        if self._base.value is None:
+            return
+        transit = now * self.sample_rate - primary_ts
+        if abs(transit - self._base.value) > self.target_delay() + _STALL_S * self.sample_rate:
+            self._forget_path()
+            self._end_stream()
 
     def _ideal_position(self, now):
         return now * self.sample_rate - self._base.value - self.target_delay()
@@ -346,7 +386,7 @@ class JitterBuffer:
             self._expanded = 0
         else:
             silent = now - self._last_arrival
-            if silent > _STALL_S + self.target_delay() / self.sample_rate:
+            if self._newest_ts < ts and silent > _STALL_S + self.target_delay() / self.sample_rate:
                 self._stop(self.decoder.conceal(step))
                 return
             if self._newest_ts < ts and self._expanded < _MAX_EXPAND_S * self.sample_rate:
@@ -393,9 +433,13 @@ class JitterBuffer:
         error = self._ideal_position(now) - (self._play_ts - frame.shape[1] - self._fifo_len())
         self._drift += _DRIFT_SMOOTHING * (error - self._drift)
         band = _DEAD_BAND_S * self.sample_rate
-        share = 0.1 if self._is_pause(frame) else _LOUD_SHORTEN_SHARE
-        if self._drift > band + share * self.target_delay():
+        below_db = self._below_level_db(frame)
+        share = _PAUSE_SHORTEN_SHARE if below_db >= -_QUIET_DB else _LOUD_SHORTEN_SHARE
+        run, self._shorten_run = self._shorten_run, 0
+        if (self._drift > band + share * self.target_delay()
+                and (below_db >= -_SILENT_DB or run < _MAX_SHORTEN_RUN)):
             frame, removed = stretch.shorten(frame, self.sample_rate)
+            self._shorten_run = run + 1
             self.stats["shortened_samples"] += removed
             self._drift -= removed
         elif self._drift < -band:
@@ -404,12 +448,14 @@ class JitterBuffer:
             self._drift += added
         return frame
 
-    def _is_pause(self, frame):
-        """Whether ``frame`` is far below the recent level (which it updates)."""
+    def _below_level_db(self, frame):
+        """How far ``frame`` is below the recent level (which it updates), dB >= 0."""
         rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
         decay = 10.0 ** (-_LEVEL_DECAY_DB_S / 20.0 * frame.shape[1] / self.sample_rate)
         self._level = max(rms, self._level * decay)
-        return rms < self._level * 10.0 ** (_QUIET_DB / 20.0)
+        if self._level <= 0.0:
+            return math.inf
+        return 20.0 * math.log10(self._level / max(rms, 1e-12))
 
     def _push_fifo(self, frame):
         rest = self._fifo[:, self._fifo_pos:]
@@ -417,12 +463,16 @@ class JitterBuffer:
         self._fifo_pos = 0
 
     def _stop(self, last_frame):
-        """The stream stopped: fade the last concealed frame out, then wait."""
+        """Nothing comes: fade the last concealed frame out and wait, keeping
+        the place in the stream (the next packets may continue it)."""
         fade = np.linspace(1.0, 0.0, last_frame.shape[1], dtype=np.float32)
         self._push_fifo(last_frame * fade)
         self.stats["stalls"] += 1
         self._stalled = True
-        self._end_stream()
+        self._playing = False
+        self._paused = True
+        self._first_arrival = None
+        self._drift = 0.0
 
     def _end_stream(self):
         """Forget the stream's frames and decoder state; what is decoded
@@ -453,15 +503,16 @@ class JitterBuffer:
         # (no copy yet: FEC or concealment) or "late" (a copy came too late).
         self._played = {}
         self._playing = False
+        self._paused = False                  # stalled, keeping the place in the stream
         self._play_ts = 0
         self._frame = None
-        self._newest_ts = -math.inf
-        self._newest_arrival = None
+        self._newest_ts = -math.inf           # newest frame the stream (not a retransmission) brought
         self._first_arrival = None
         self._start_ts = None                 # primary ts of the stream's first packet
         self._expanded = 0
         self._drift = 0.0
         self._level = 0.0
+        self._shorten_run = 0                 # frames shortened in a row
         self._fifo = np.zeros((self.channels, 0), np.float32)
         self._fifo_pos = 0
 
@@ -515,12 +566,15 @@ class JitterBuffer:
 
         Returns a dict: ``fraction_lost`` (0-1, packets lost on the path before
         any recovery), ``burst`` (95th percentile of loss-run length, packets),
-        ``highest_seq`` (extended) and ``jitter_ms``; ``None`` before any packet.
+        ``highest_seq`` (extended), ``cumulative_lost`` (packets lost on the
+        path since the stream began) and ``jitter_ms``; ``None`` when no packet
+        came since the last report.
         """
         loss = self._loss.report()
         if loss is None:
             return None
         return {"fraction_lost": loss[0], "burst": loss[1], "highest_seq": self._highest_seq,
+                "cumulative_lost": self._loss.cumulative_lost,
                 "jitter_ms": 1e3 * self._jitter / self.sample_rate}
 
     def summary(self, now):

@@ -33,7 +33,7 @@ import time
 from . import control
 from .control import (Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport, Refused,
                       RenewToken, ReportBlock, RoleChanged, SetRole, TokenRenewed)
-from .feedback import MAX_RED_PAYLOAD, LossMeter, RedundancyControl
+from .feedback import MAX_RED_PAYLOAD, LossMeter, ReceiverRedundancy
 from .red import MAX_TS_OFFSET, RedBlock, decode_red, encode_red_within
 from .rtp import (CLOCK_RATE, PT_OPUS, PT_RED, PacketError, RtpPacket, SequenceUnwrapper,
                   TimestampUnwrapper, seq_diff)
@@ -124,7 +124,7 @@ class _Member:
         self.claims = claims
         self.last_seen = now
         self.warned = False
-        self.redundancy = RedundancyControl()      # from this member's reports
+        self.redundancy = ReceiverRedundancy()     # from this member's reports
         self.bucket = _Bucket(rate, rate, level=rate, stamp=now)
 
 
@@ -463,15 +463,11 @@ class Server:
         self._send_msg(Pong(msg.send_time), member.addr)
 
     def _on_report(self, msg, member, now):
-        worst = None
-        for block in msg.reports:
-            if worst is None or block.fraction_lost > worst.fraction_lost:
-                worst = block
-        if worst is None:
-            return
         before = member.redundancy.depth
-        if member.redundancy.add(now, worst.fraction_lost, worst.burst,
-                                 worst.highest_seq) != before:
+        for block in msg.reports:
+            member.redundancy.add(now, block.ssrc, block.fraction_lost, block.burst,
+                                  block.highest_seq, block.cumulative_lost)
+        if member.redundancy.depth != before:
             member.channel.groups.clear()
 
     def _on_nack(self, msg, member, now):
@@ -669,7 +665,8 @@ class Server:
                     continue
                 stream.lossy = loss[0] > 0.0
                 block = ReportBlock(m.ssrc, loss[0], (stream.loss.highest or 0) % 2**32, 0.0,
-                                    burst=loss[1])
+                                    burst=loss[1],
+                                    cumulative_lost=stream.loss.cumulative_lost % 2**32)
                 self._send_msg(ReceiverReport((block,)), m.addr)
 
 

@@ -37,7 +37,7 @@ TYPES = {Join: 1, Joined: 2, Refused: 3, Leave: 4, SetRole: 5, RoleChanged: 6, R
          TokenRenewed: 8, Ping: 9, Pong: 10, ReceiverReport: 11, Nack: 12, Event: 13}
 
 
-def frame(type_code, body, version=1, length=None):
+def frame(type_code, body, version=2, length=None):
     """A datagram built from the framing spec: b"SV", version, type, u16 body length, body."""
     return b"SV" + bytes([version, type_code]) + struct.pack(
         "!H", len(body) if length is None else length) + body
@@ -56,7 +56,7 @@ def test_join_bytes_match_the_framing_spec():
     body = (struct.pack("!I", 7) + struct.pack("!H", 7) + b"room-\xc3\xa9"
             + struct.pack("!I", 42) + b"\x01" + struct.pack("!H", 2) + b"tk"
             + struct.pack("!I", 0xA1B2C3D4))
-    expected = b"SV\x01\x01" + struct.pack("!H", 26) + body
+    expected = b"SV\x02\x01" + struct.pack("!H", 26) + body
     assert len(body) == 26
     assert msg.encode() == expected
     assert decode(expected) == msg
@@ -73,7 +73,7 @@ def test_joined_and_refused_bytes():
 
 
 def test_small_messages_bytes():
-    assert Leave().encode() == b"SV\x01\x04\x00\x00"
+    assert Leave().encode() == b"SV\x02\x04\x00\x00"
     assert Ping(1.5).encode() == frame(9, struct.pack("!d", 1.5))
     assert Pong(-2.25).encode() == frame(10, struct.pack("!d", -2.25))
     assert Nack(ssrc=3, sequence_numbers=(65535, 0, 1)).encode() == frame(
@@ -88,21 +88,22 @@ def test_small_messages_bytes():
 
 def test_report_block_quantisation():
     """fraction_lost travels as round(255 f) (RTCP style), jitter as whole microseconds,
-    burst in tenths of a packet (3.25 rounds half to even: 32)."""
+    burst in tenths of a packet (3.25 rounds half to even: 32), cumulative_lost as u32."""
     msg = ReceiverReport((ReportBlock(ssrc=5, fraction_lost=0.25, highest_seq=70000,
-                                      jitter_ms=12.3456, burst=3.25),))
-    expected = frame(11, struct.pack("!H", 1) + struct.pack("!IBIIH", 5, 64, 70000, 12346, 32))
+                                      jitter_ms=12.3456, burst=3.25, cumulative_lost=123456),))
+    expected = frame(11, struct.pack("!H", 1)
+                     + struct.pack("!IBIIHI", 5, 64, 70000, 12346, 32, 123456))
     assert msg.encode() == expected
     got = decode(expected).reports[0]
     assert got.ssrc == 5 and got.highest_seq == 70000
     assert got.fraction_lost == 64 / 255
     assert abs(got.fraction_lost - 0.25) <= 0.5 / 255  # half a step of 1/255
     assert abs(got.jitter_ms - 12.3456) <= 0.0005  # half a microsecond
-    assert got.burst == 3.2
+    assert got.burst == 3.2 and got.cumulative_lost == 123456
 
 
 def test_type_codes_and_constants():
-    assert VERSION == 1
+    assert VERSION == 2
     assert ROLES == ("host", "audience")
     assert len(REFUSAL_CODES) == 12 and len(EVENT_KINDS) == 6
     for cls, code in TYPES.items():
@@ -152,7 +153,7 @@ messages = st.one_of(
     st.builds(TokenRenewed, request_id=u32, expires_at=st.integers(0, 2**64 - 1)),
     st.builds(Ping, send_time=finite),
     st.builds(Pong, echo_time=finite),
-    st.builds(ReceiverReport, reports=st.lists(report_blocks, max_size=64).map(tuple)),
+    st.builds(ReceiverReport, reports=st.lists(report_blocks, max_size=62).map(tuple)),
     st.builds(Nack, ssrc=u32,
               sequence_numbers=st.lists(st.integers(0, 65535), max_size=128).map(tuple)),
     st.builds(Event, kind=st.sampled_from(EVENT_KINDS), uid=u32, role=roles, ssrc=u32,
@@ -165,7 +166,7 @@ messages = st.one_of(
 def test_round_trip(msg):
     data = msg.encode()
     assert len(data) <= 1200
-    assert data[:4] == b"SV" + bytes([1, TYPES[type(msg)]])
+    assert data[:4] == b"SV" + bytes([2, TYPES[type(msg)]])
     assert struct.unpack("!H", data[4:6])[0] == len(data) - 6
     assert decode(data) == msg
 
@@ -175,7 +176,8 @@ def test_round_trip(msg):
     Join(0, "é" * 32, 0, "audience", "", 0),
     Joined(0, 0, "host", 0, tuple((i, i) for i in range(128))),
     Refused(0, "server_error", "ü" * 128),
-    ReceiverReport(tuple(ReportBlock(i, 1.0, 2**32 - 1, 4294967.295, 6553.5) for i in range(64))),
+    ReceiverReport(tuple(ReportBlock(i, 1.0, 2**32 - 1, 4294967.295, 6553.5, 2**32 - 1)
+                         for i in range(62))),
     Nack(0, tuple(range(128))),
     Event("user_offline", 0, "host", 0, "r" * 256),
 ])
@@ -190,12 +192,12 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
 
 @pytest.mark.parametrize("data,message", [
     (b"", "control message too short: 0 bytes, need at least 6"),
-    (b"SV\x01", "control message too short: 3 bytes, need at least 6"),
+    (b"SV\x02", "control message too short: 3 bytes, need at least 6"),
     (b"XY\x01\x04\x00\x00", "bad control magic b'XY', expected b'SV'"),
-    (b"SV\x07\x04\x00\x00", "unsupported control version 7 (this build speaks 1)"),
-    (b"SV\x00\x04\x00\x00", "unsupported control version 0 (this build speaks 1)"),
-    (b"SV\x01\x2a\x00\x00", "unknown control message type 42 (known: 1..13)"),
-    (b"SV\x01\x00\x00\x00", "unknown control message type 0 (known: 1..13)"),
+    (b"SV\x07\x04\x00\x00", "unsupported control version 7 (this build speaks 2)"),
+    (b"SV\x00\x04\x00\x00", "unsupported control version 0 (this build speaks 2)"),
+    (b"SV\x02\x2a\x00\x00", "unknown control message type 42 (known: 1..13)"),
+    (b"SV\x02\x00\x00\x00", "unknown control message type 0 (known: 1..13)"),
     (frame(4, b"", length=3), "control message body truncated: header declares 3 bytes, 0 present"),
     (GOOD_JOIN[:-1],
      (f"control message body truncated: header declares {len(GOOD_JOIN) - 6} bytes, "
@@ -237,10 +239,10 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (frame(12, struct.pack("!IH", 1, 129) + bytes(258)),
      "Nack sequence_numbers has 129 sequence numbers, at most 128"),
     (frame(11, struct.pack("!H", 2) + bytes(15)),
-     ("ReceiverReport reports lists 2 report blocks (30 bytes) but the ReceiverReport body has "
+     ("ReceiverReport reports lists 2 report blocks (38 bytes) but the ReceiverReport body has "
       "15 left")),
-    (frame(11, struct.pack("!H", 65) + bytes(65 * 15)),
-     "ReceiverReport reports has 65 report blocks, at most 64"),
+    (frame(11, struct.pack("!H", 63) + bytes(62 * 19)),
+     "ReceiverReport reports has 63 report blocks, at most 62"),
     (frame(2, struct.pack("!IIBQH", 1, 2, 0, 3, 1) + bytes(7)),
      "Joined hosts lists 1 hosts (8 bytes) but the Joined body has 7 left"),
     (frame(2, struct.pack("!IIBQH", 1, 2, 0, 3, 129) + bytes(8 * 129)),
@@ -342,8 +344,8 @@ def test_mutated_messages(msg, data):
     (Ping(math.nan), "Ping send_time must be a finite number, got nan"),
     (Pong(math.inf), "Pong echo_time must be a finite number, got inf"),
     (Ping("1.0"), "Ping send_time must be a finite number, got '1.0'"),
-    (ReceiverReport((ReportBlock(0, 0.0, 0, 0.0),) * 65),
-     "ReceiverReport reports has 65 report blocks, at most 64"),
+    (ReceiverReport((ReportBlock(0, 0.0, 0, 0.0),) * 63),
+     "ReceiverReport reports has 63 report blocks, at most 62"),
     (ReceiverReport(((0, 0.0, 0, 0.0),)),
      "ReceiverReport reports[0] must be a ReportBlock, got tuple"),
     (ReceiverReport((ReportBlock(0, 1.5, 0, 0.0),)),

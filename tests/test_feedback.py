@@ -10,6 +10,7 @@ from stagevox.engine.feedback import (
     MAX_DEPTH,
     TARGET_RESIDUAL,
     LossMeter,
+    ReceiverRedundancy,
     RedundancyControl,
     redundancy_depth,
 )
@@ -92,8 +93,10 @@ def reference_loss_reports(timeline):
     fraction lost is the share of numbers not received; a loss run is a
     maximal stretch of numbers not received, between two that arrived (the
     one before may be the previous report's highest); the burst is the 95th
-    percentile of the run lengths (0 with no run).  A report with no packet
-    ever is None.
+    percentile of the run lengths (0 with no run); the third item is the
+    number lost.  A report with no packet in its interval (none ever, or none
+    newer than the previous report's highest) is None, and its interval is
+    the next report's.
     """
     reports = []
     first = highest = None
@@ -107,7 +110,7 @@ def reference_loss_reports(timeline):
                 got.add(s)
             highest = s if highest is None else max(highest, s)
             continue
-        if highest is None:
+        if highest is None or highest < first:
             reports.append(None)
             continue
         span = range(first, highest + 1)
@@ -122,7 +125,7 @@ def reference_loss_reports(timeline):
         lost = sum(1 for s in span if s not in got)
         fraction = lost / len(span) if len(span) else 0.0
         burst = float(np.percentile(runs, 95)) if runs else 0.0
-        reports.append((fraction, burst))
+        reports.append((fraction, burst, lost))
         first, got = highest + 1, set()
     return reports
 
@@ -156,8 +159,8 @@ def test_loss_meter_by_hand():
     got, meter = run_meter(timeline)
     assert got[0] == (0.0, 0.0)
     assert got[2] == pytest.approx((2 / 6, 2.0))
-    assert got[3] == (0.0, 0.0)
-    assert meter.highest == 21
+    assert got[3] is None                             # nothing new since the last report
+    assert meter.highest == 21 and meter.cumulative_lost == 4
     assert got[1] == pytest.approx((2 / 6, 2.0))       # the run 10-11 lies between 9 and 12
     assert_reports_equal(got, reference_loss_reports(timeline))
 
@@ -203,6 +206,25 @@ def test_loss_meter_against_a_slow_reference(timeline):
 
 @settings(max_examples=200, deadline=None)
 @given(timeline=arrival_patterns())
+def test_loss_meter_cumulative_lost_is_the_sum_of_the_intervals(timeline):
+    """The running total of lost packets, after each report, is the sum of
+    the packets the slow reference finds lost in the intervals so far: what
+    the sender measures its loss from when reports go missing."""
+    meter = LossMeter()
+    want = iter(reference_loss_reports(timeline))
+    total = 0
+    for item in timeline:
+        if item[0] == "packet":
+            meter.add(item[1])
+            continue
+        meter.report()
+        w = next(want)
+        total += 0 if w is None else w[2]
+        assert meter.cumulative_lost == total
+
+
+@settings(max_examples=200, deadline=None)
+@given(timeline=arrival_patterns())
 def test_loss_meter_fraction_against_a_slow_reference(timeline):
     """The fraction lost alone (which does not depend on where runs start)."""
     got, _ = run_meter(timeline)
@@ -217,33 +239,34 @@ def test_loss_meter_fraction_against_a_slow_reference(timeline):
 
 def clean_then_bad(rc, bad_at=2.0, every=0.25, per_report=12):
     """Feed ``rc`` clean reports (12 packets each) until ``bad_at``, then one
-    with 30 % loss in runs of 2; returns the depth just before and after it
-    and the highest sequence number so far."""
-    highest = 1000
+    with 4 of 12 lost in runs of 2; returns the depth just before and after
+    it, the highest sequence number and the packets lost so far."""
+    highest, lost = 1000, 0
     t, before = 0.0, None
     while t < bad_at - 1e-9:
         highest += per_report
-        before = rc.add(t, 0.0, 0.0, highest)
+        before = rc.add(t, 0.0, 0.0, highest, lost)
         t += every
     highest += per_report
-    return before, rc.add(bad_at, 0.3, 2.0, highest), highest
+    lost += 4
+    return before, rc.add(bad_at, 4 / 12, 2.0, highest, lost), highest, lost
 
 
 def test_redundancy_control_rises_at_once_and_falls_after_its_window():
-    """Reports every 0.25 s of 12 packets: clean, then one bad report (30 %
-    loss, runs of 2), then clean again.  The depth rises with the bad report
-    itself (to at least 3, one more than its runs), stays there as long as
-    that report is in the window (2 s, the default), and is 0 again with the
-    first report after it."""
+    """Reports every 0.25 s of 12 packets: clean, then one bad report (4 of
+    12 lost, runs of 2), then clean again.  The depth rises with the bad
+    report itself (to at least 3, one more than its runs), stays there as
+    long as that report is in the window (2 s, the default), and is 0 again
+    with the first report after it."""
     rc = RedundancyControl()
-    before, after, highest = clean_then_bad(rc)
+    before, after, highest, lost = clean_then_bad(rc)
     assert before == 0 and rc.window_s == 2.0
     assert after >= 3 and rc.depth == after
     t = 2.0
     while True:
         t += 0.25
         highest += 12
-        depth = rc.add(t, 0.0, 0.0, highest)
+        depth = rc.add(t, 0.0, 0.0, highest, lost)
         if t <= 2.0 + rc.window_s + 1e-9:
             assert depth >= 3, t
         else:
@@ -251,53 +274,88 @@ def test_redundancy_control_rises_at_once_and_falls_after_its_window():
             break
 
 
-def test_redundancy_control_weighs_reports_by_their_packets():
-    """Three reports in the window: the first (no loss) counts as one packet,
-    as nothing says how many it covers; then 10 % of 40 packets and 50 % of
-    10 packets: 9 lost of 51, not the plain mean of 20 %."""
+def test_redundancy_control_measures_across_lost_reports():
+    """About 70 % loss: intervals of 5 packets lose 3 and 4 in turn, a
+    report is sent after each and only every fourth gets
+    through (every 0.125 s); the last interval lost nothing.  The last
+    report heard (at 4.875 s, its own fraction 0) still shows the loss
+    since the window's baseline (the report at 2.375 s, the newest before
+    2.875 s) from the running totals: 66 of 100 packets, and the depth
+    stays deep (its own fraction would call for the burst's depth only)."""
+    rc = RedundancyControl()
+    highest, lost = 0, 0
+    for k in range(40):
+        highest += 5
+        lost += 0 if k == 39 else 3 + k % 2
+        if k % 4 == 3:
+            rc.add(0.125 * k, 0.0 if k == 39 else (3 + k % 2) / 5, 4.0, highest, lost)
+    assert rc.fraction_lost == pytest.approx(66 / 100, rel=1e-12)
+    assert rc.depth == redundancy_depth(0.66, 4.0) > redundancy_depth(0.0, 4.0)
+
+
+def test_redundancy_control_uses_the_report_itself_without_totals():
+    """A first report, or one without running totals: its own fraction."""
     rc = RedundancyControl(window_s=5.0)
-    rc.add(0.0, 0.0, 0.0, 100)
-    rc.add(1.0, 0.1, 0.0, 140)
-    assert rc.add(2.0, 0.5, 0.0, 150) == redundancy_depth(9 / 51)
-    assert rc.fraction_lost == pytest.approx(9 / 51, rel=1e-12)
+    assert rc.add(0.0, 0.3, 0.0, 100, 0) == redundancy_depth(0.3)
+    rc = RedundancyControl(window_s=5.0)
+    rc.add(0.0, 0.1)
+    assert rc.add(1.0, 0.5) == redundancy_depth(0.5) and rc.fraction_lost == 0.5
 
 
 def reference_control(reports, window):
-    """Slow reference for RedundancyControl: after each report, the mean
-    fraction over the reports of the last ``window`` seconds (one exactly
-    ``window`` old included) weighted by the packets each covers (its
-    highest_seq less the previous report's; 1 for the first report and one
-    that covers none), and the largest burst among them, make the depth."""
-    depths = []
-    previous = None
-    kept = []
-    for t, p, burst, highest in reports:
-        w = highest - previous if previous is not None and highest > previous else 1
-        previous = highest
-        kept.append((t, min(1.0, max(0.0, p)), burst, w))
-        recent = [r for r in kept if r[0] >= t - window]
-        mean = sum(r[1] * r[3] for r in recent) / sum(r[3] for r in recent)
-        depths.append((redundancy_depth(mean, max(r[2] for r in recent)), mean))
-    return depths
+    """Slow reference for RedundancyControl: after report ``i`` (time ``t``),
+    the baseline is the newest report older than ``t - window`` (or the
+    first).  The fraction lost is the growth of the running lost total over
+    the growth of the highest sequence number from the baseline to report
+    ``i`` (clamped to 0..1), or report ``i``'s own fraction (clamped) when
+    the baseline is report ``i`` itself or the highest did not grow by 1 to
+    2**15 - 1; the burst is the largest of the reports from the baseline on
+    that are not older than ``t - window``."""
+    out = []
+    for i, (t, p, burst, highest, lost) in enumerate(reports):
+        older = [j for j in range(i) if reports[j][0] < t - window]
+        b = older[-1] if older else 0
+        span = highest - reports[b][3]
+        if b != i and 0 < span < 2**15:
+            mean = min(1.0, max(0.0, (lost - reports[b][4]) / span))
+        else:
+            mean = min(1.0, max(0.0, p))
+        worst = max(r[2] for r in reports[b:i + 1] if r[0] >= t - window)
+        out.append((redundancy_depth(mean, worst), mean))
+    return out
 
 
 @settings(max_examples=200, deadline=None)
 @given(steps=st.lists(st.tuples(st.floats(0.01, 1.0), st.floats(-0.1, 1.1),
                                 st.one_of(st.just(0.0), st.floats(1.0, 10.0)),
-                                st.integers(0, 60)),
+                                st.integers(0, 60), st.integers(0, 60)),
                       min_size=1, max_size=40),
        window=st.floats(0.5, 10.0))
 def test_redundancy_control_against_a_slow_reference(steps, window):
     rc = RedundancyControl(window_s=window)
-    t, highest = 0.0, 5000
+    t, highest, lost = 0.0, 5000, 0
     reports = []
-    for dt, p, burst, packets in steps:
+    for dt, p, burst, packets, newly_lost in steps:
         t += dt
         highest += packets
-        reports.append((t, p, burst, highest))
-    for (t, p, burst, h), (depth, mean) in zip(reports, reference_control(reports, window)):
-        assert rc.add(t, p, burst, h) == depth == rc.depth
+        lost += min(newly_lost, packets)
+        reports.append((t, p, burst, highest, lost))
+    for (t, p, burst, h, n), (depth, mean) in zip(reports, reference_control(reports, window)):
+        assert rc.add(t, p, burst, h, n) == depth == rc.depth
         assert rc.fraction_lost == pytest.approx(mean, rel=1e-9, abs=1e-12)
+
+
+def test_receiver_redundancy_takes_the_deepest_source_and_forgets_gone_ones():
+    """Two sources with their own numbering: the receiver's depth is the
+    deeper one's; a source with no report for ``forget_s`` no longer counts."""
+    rr = ReceiverRedundancy(forget_s=10.0)
+    rr.add(0.0, 1, 0.5, 2.0, 100, 0)
+    rr.add(0.1, 2, 0.0, 0.0, 70000, 0)
+    rr.add(1.0, 1, 0.5, 2.0, 150, 25)          # 25 of 50 lost
+    assert rr.depth == redundancy_depth(0.5, 2.0) and rr.fraction_lost == 0.5
+    for k in range(1, 12):
+        rr.add(1.0 + k, 2, 0.0, 0.0, 70000 + 50 * k, 0)
+    assert rr.depth == 0 and rr.fraction_lost == 0.0
 
 
 def test_redundancy_control_clamps_odd_fractions():

@@ -71,10 +71,11 @@ def send_times(n, frame=FRAME):
     return np.arange(n) * frame / FS
 
 
-def play(jb, packets, arrivals, seconds, *, pull=PULL, start=0.0, log=None):
+def play(jb, packets, arrivals, seconds, *, pull=PULL, start=0.0, log=None, retransmitted=()):
     """Put ``packets[i]`` at ``arrivals[i]`` (``None``/NaN: lost) and pull ``pull``
     samples every ``pull / FS`` seconds for ``seconds``, from ``start`` on
     (packets that arrived by the pull before ``start`` are taken to be in already).
+    Packets whose index is in ``retransmitted`` are put as retransmissions.
 
     Returns the output, float32 (channels, pulls * pull).  ``log``, a list,
     receives a copy of ``jb.stats`` after every pull.
@@ -87,7 +88,8 @@ def play(jb, packets, arrivals, seconds, *, pull=PULL, start=0.0, log=None):
     for m in range(m0, m0 + round(seconds * FS / pull)):
         t = m * pull / FS
         while k < len(events) and events[k][0] <= t + 1e-9:
-            jb.put(packets[events[k][1]], events[k][0])
+            i = events[k][1]
+            jb.put(packets[i], events[k][0], retransmission=i in retransmitted)
             k += 1
         y = jb.pull(pull, t)
         assert y.shape == (jb.channels, pull) and y.dtype == np.float32
@@ -712,6 +714,52 @@ def test_playback_resumes_after_a_stall(clock_runs, pause):
     np.testing.assert_array_equal(y[d2 + 2 * FS:d2 + 4 * FS], x[2 * FS:])
     assert target - 1e-6 <= d2 + 2 * FS - resumed < target + PULL, (d2 + 2 * FS - resumed)
     assert jb.stats["frames_primary"] == n and jb.stats["late"] == 0
+
+
+def test_a_retransmitted_newer_frame_does_not_end_the_wait():
+    """RED depth 5.  Packets 100-103 are lost; the retransmission of frame 103
+    comes first (at packet 101's time), then packet 104 on time with frames
+    99-103 again.  Frames 100-102 can still come by RED, so the buffer waits
+    for them (expands) rather than concealing them because a newer frame is
+    here: every frame is played, none concealed or late."""
+    x = noise(3.0, seed=24)
+    payloads, pt = encode_frames(x, frame=480)
+    packets = make_red_packets(payloads, 5, pt, frame=480)
+    arrivals = list(send_times(len(packets), 480) + 0.004)
+    arrivals[100:104] = [None] * 4
+    packets += make_packets([payloads[103]], pt, frame=480, seq0=1103, ts0=TS0 + 103 * 480)
+    arrivals.append(send_times(102, 480)[101] + 0.004)
+    jb = JitterBuffer(PcmDecoder())
+    play(jb, packets, arrivals, 3.2, retransmitted={len(packets) - 1})
+    assert jb.stats["frames_rtx"] == 1 and jb.stats["frames_red"] == 3
+    assert jb.stats["expanded"] > 0
+    assert jb.stats["concealed"] == jb.stats["late"] == 0
+
+
+def test_a_gap_in_the_path_is_played_through_after_a_stall():
+    """10 ms frames, RED depth 20.  Packets 200-219 (200 ms) are lost; packet
+    220 comes on time and carries frames 200-219 again.  Nothing comes for
+    210 ms, longer than the buffer waits before it fades out (a stall); but
+    the frames of the gap then arrive, so playout goes on where it stopped
+    rather than starting a new stream that would begin at frame 220: every
+    frame is played once, in order (frame 200 follows within the pause),
+    and none is concealed or dropped as late."""
+    frame = 480
+    x = noise(6.0, seed=23)
+    payloads, pt = encode_frames(x, frame=frame)
+    packets = make_red_packets(payloads, 20, pt, frame=frame)
+    arrivals = send_times(len(packets), frame) + 0.004
+    arrivals[200:220] = np.nan
+    jb = JitterBuffer(PcmDecoder())
+    y = play(jb, packets, arrivals, 5.9)[0]
+    assert jb.stats["stalls"] == 1 and jb.stats["resumed"] == 1
+    assert jb.stats["frames_red"] == 20
+    assert jb.stats["concealed"] == jb.stats["late"] == 0
+    gap = 200 * frame
+    before = find_delay(y, x, start=gap - 5 * frame)
+    after = find_delay(y, x, start=gap, length=frame // 2, longest=3.0)
+    assert after - before >= 0.15 * FS, (before, after)
+    np.testing.assert_array_equal(y[after + gap:after + gap + frame // 2], x[gap:gap + frame // 2])
 
 
 def test_a_packet_far_out_of_sequence_is_dropped():
