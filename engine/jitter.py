@@ -28,8 +28,11 @@ What it does with one remote stream (one SSRC):
 - keeps receiver statistics for the sender's redundancy control: the fraction
   of packets lost on the path and the length of loss bursts.
 
-When a stream stops (a muted host, a host gone) the buffer conceals briefly,
-fades to silence and waits; the next packet starts it again.
+When nothing comes for a while (a muted host, a host gone, or a long gap in
+the path) the buffer conceals briefly, fades to silence and waits, keeping
+its place in the stream: if the frames of the gap then arrive (by RED or
+retransmission), playout goes on where it stopped; otherwise the next
+frames start it afresh.
 """
 
 import collections
