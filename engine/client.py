@@ -530,7 +530,8 @@ class Client:
                 if blocks:
                     # Nothing new to report keeps the pace: a lossy path stays lossy.
                     lossy = any(b.fraction_lost > 0.0 for b in blocks)
-                    self._transport.sendto(ReceiverReport(tuple(blocks[:control.MAX_REPORTS])).encode())
+                    report = ReceiverReport(tuple(blocks[:control.MAX_REPORTS]))
+                    self._transport.sendto(report.encode())
 
     # ----------------------------------------------------------- publishing
 

@@ -26,7 +26,8 @@ What it does with one remote stream (one SSRC):
 - drops packets far out of sequence, and follows a sender that restarted
   its numbering (RFC 3550, appendix A.1);
 - keeps receiver statistics for the sender's redundancy control: the fraction
-  of packets lost on the path and the length of loss bursts.
+  of packets lost on the path, the length of loss bursts and the running
+  total lost.
 
 When nothing comes for a while (a muted host, a host gone, or a long gap in
 the path) the buffer conceals briefly, fades to silence and waits, keeping
@@ -78,6 +79,7 @@ _MAX_SHORTEN_RUN = 1
 #: target too late (besides the dead band): a too long delay costs nothing
 #: until the next pause, a sped-up word costs intelligibility.
 _LOUD_SHORTEN_SHARE = 0.5
+#: In pauses, this share of the target (besides the dead band) is enough.
 _PAUSE_SHORTEN_SHARE = 0.1
 #: After a stall, a frame this many frames from where playout stopped means
 #: the path had a gap and the stream goes on (see ``_resumable``).

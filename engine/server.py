@@ -464,7 +464,10 @@ class Server:
 
     def _on_report(self, msg, member, now):
         before = member.redundancy.depth
+        streams = member.channel.streams
         for block in msg.reports:
+            if block.ssrc not in streams:       # no stream of this channel: nothing to size
+                continue
             member.redundancy.add(now, block.ssrc, block.fraction_lost, block.burst,
                                   block.highest_seq, block.cumulative_lost)
         if member.redundancy.depth != before:

@@ -543,6 +543,21 @@ def test_a_corrupt_frame_after_a_gap_does_not_break_listeners():
     assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0
 
 
+def _media(sock, n, timeout=3.0):
+    """Up to ``n`` RTP packets received on ``sock`` within ``timeout`` seconds
+    (control messages skipped), parsed."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        if data[:2] != b"SV":
+            got.append(RtpPacket.parse(data))
+    return got
+
+
 def test_a_nack_is_answered_with_the_older_requested_frames_as_red():
     """A raw host publishes ten L16 frames (sequence numbers 100-109); a raw
     listener receives them, then asks for 103, 105 and 107 in one NACK.  The
@@ -561,28 +576,10 @@ def test_a_nack_is_answered_with_the_older_requested_frames_as_red():
             host.sendto(RtpPacket(payload_type=PT_L16, sequence_number=seq,
                                   timestamp=480 * seq, ssrc=host_ssrc,
                                   payload=payload).serialize(), s.server.address)
-        got = 0
-        deadline = time.monotonic() + 3.0
-        while got < 10 and time.monotonic() < deadline:
-            try:
-                data = listener.recv(4096)
-            except TimeoutError:
-                continue
-            if data[:2] != b"SV":
-                got += 1
-        assert got == 10
+        assert len(_media(listener, 10)) == 10
         listener.sendto(control.Nack(host_ssrc, (107, 103, 105, 30000)).encode(),
                         s.server.address)
-        answers = {}
-        deadline = time.monotonic() + 3.0
-        while len(answers) < 3 and time.monotonic() < deadline:
-            try:
-                data = listener.recv(4096)
-            except TimeoutError:
-                continue
-            if data[:2] != b"SV":
-                p = RtpPacket.parse(data)
-                answers[p.sequence_number] = p
+        answers = {p.sequence_number: p for p in _media(listener, 3)}
         counters = dict(s.server.counters)
     assert sorted(answers) == [103, 105, 107]
     assert answers[103].payload_type == PT_L16 and answers[103].payload == frames[103]
@@ -593,3 +590,35 @@ def test_a_nack_is_answered_with_the_older_requested_frames_as_red():
         assert [(b.payload_type, b.timestamp, b.payload) for b in blocks] == [
             (PT_L16, 480 * q, frames[q]) for q in older + [seq]]
     assert counters["nack_misses"] == 1
+
+
+def test_red_depth_follows_reports_on_the_channel_s_own_streams_only():
+    """A raw listener reports total loss of a source that is no stream of its
+    channel: the host's next frame still reaches it bare (a report on nothing
+    sizes nothing).  It then reports 50 % loss of the host's stream: the next
+    frame comes as RED carrying the frames before it."""
+    host_ssrc = 0x2345
+    with Session() as s:
+        host, listener = s.raw_socket(), s.raw_socket()
+        assert isinstance(s.raw_join(host, 1, "host", host_ssrc), control.Joined)
+        assert isinstance(s.raw_join(listener, 2, "audience", 0x98), control.Joined)
+        seq = iter(range(100, 200))
+
+        def report_then_frame(ssrc, fraction):
+            block = control.ReportBlock(ssrc, fraction, 50, 0.0, 4.0, 25)
+            # On loopback a datagram is queued at the server's socket when
+            # sendto returns, so the report is taken before the frames.
+            listener.sendto(control.ReceiverReport((block,)).encode(), s.server.address)
+            for _ in range(3):
+                n = next(seq)
+                host.sendto(RtpPacket(payload_type=PT_L16, sequence_number=n, timestamp=480 * n,
+                                      ssrc=host_ssrc, payload=bytes(8)).serialize(),
+                            s.server.address)
+            got = _media(listener, 3)
+            assert len(got) == 3
+            return got[-1]
+
+        assert report_then_frame(0x7777, 1.0).payload_type == PT_L16
+        last = report_then_frame(host_ssrc, 0.5)
+    assert last.payload_type == PT_RED
+    assert len(decode_red(last.payload, last.timestamp)) > 1
