@@ -46,28 +46,37 @@ at niceness N (negative needs root), for a machine other programs share.
 import argparse
 import cProfile
 import dataclasses
+import hashlib
 import io
 import multiprocessing
 import os
 import platform
 import pstats
+import random
 import resource
 import selectors
 import socket
+import statistics
+import struct
 import sys
 import threading
 import time
+import timeit
 
 from stagevox import dsp
 from stagevox.engine import OpusEncoder, Server, make_token
-from stagevox.engine import control
-from stagevox.engine.control import Join, Joined, Ping, Refused
+from stagevox.engine import control, session
+from stagevox.engine.control import Ack, Event, Join, Ping, Pong, Refused
 from stagevox.engine.rtp import PT_OPUS, RtpPacket
+from stagevox.engine.session import SessionError
 
 RATE = 48000
 FRAME_S = 0.020                       # one Opus frame per packet, 50 packets/s
 FRAME_SAMPLES = 960
 SECRET = "stagevox-bench-secret"
+#: The server's long-term X25519 key, fixed so that every run's members know
+#: its public key (it also comes back through the pipe with the address).
+SERVER_PRIVATE_KEY = hashlib.sha256(b"stagevox bench server key").digest()
 FAN_OUT = (100, 250, 500, 1000, 1500, 2000)
 FAN_OUT_QUICK = (100, 1000)
 TARGET_N = 1000
@@ -87,6 +96,7 @@ LISTENER_UID = 10000
 DELAY_BINS = 10000                    # 1 ms bins of the listeners' delay histogram
 DELAY_SLACK_S = 0.5                   # room below the first packet's delay
 IDLE_FUNCTION = "method 'poll' of 'select.epoll' objects"     # the event loop's wait
+COST_REPEATS = 9                      # timeit runs of a cryptographic step (median)
 
 
 # ------------------------------------------------------------------ helpers
@@ -176,11 +186,12 @@ def wait_reply(conn, timeout, what):
 
 # ------------------------------------------------------------------ server process
 
-def server_main(conn, secret, cpu, profile):
-    """Child process: run a Server in a thread, answer snapshots on ``conn``."""
+def server_main(conn, secret, private_key, cpu, profile):
+    """Child process: run a Server with ``private_key`` in a thread, answer
+    snapshots and cost measurements on ``conn``."""
     try:
         pin(cpu)
-        server = Server("127.0.0.1", 0, secret)
+        server = Server("127.0.0.1", 0, secret, private_key=private_key)
         profiler = cProfile.Profile() if profile else None
         thread = threading.Thread(target=server.run, name="bench-server", daemon=True)
         thread.start()
@@ -190,14 +201,16 @@ def server_main(conn, secret, cpu, profile):
         if server.address is None:
             conn.send(("error", "the server did not bind within 10 s"))
             return
-        conn.send(("address", tuple(server.address)))
+        conn.send(("address", tuple(server.address), server.public_key))
         while True:
             if not conn.poll(600.0):
                 break
             cmd = conn.recv()
             if cmd == "snapshot":
                 conn.send(("snapshot", time.monotonic(), cpu_seconds(), run_queue_wait(),
-                           counters_of(server)))
+                           counters_of(server), len(server._sessions)))
+            elif isinstance(cmd, tuple) and cmd[0] == "costs":
+                conn.send(("costs", crypto_costs(cmd[1], cmd[2], private_key)))
             elif cmd in ("profile on", "profile off"):
                 conn.send(("profile", switch_profiler(server, profiler, cmd == "profile on")))
             elif cmd == "stop":
@@ -240,16 +253,82 @@ def counters_of(server):
     return {}
 
 
+def rejected(function, *args):
+    """Call ``function(*args)``, which is expected to raise SessionError."""
+    try:
+        function(*args)
+    except SessionError:
+        pass
+
+
+def sealed_like(index, counter, size, rng):
+    """A ``size``-byte datagram that looks sealed (transport header with
+    ``index`` and ``counter``) but whose ciphertext and tag are random."""
+    return struct.pack(">BIQ", session.KIND_TRANSPORT, index, counter) \
+        + rng.randbytes(size - session.TRANSPORT_HEADER)
+
+
+def bad_mac1_initiation(rng):
+    """An initiation with a well-formed header and random contents: its mac1
+    is wrong, mac2 is zero."""
+    header = struct.pack(">BBHI", session.KIND_INITIATION, session.PROTOCOL_VERSION, 0,
+                         rng.getrandbits(32))
+    return header + rng.randbytes(session.INIT_SIZE - len(header) - 16) + bytes(16)
+
+
+def timed_us(function, number):
+    """Microseconds one call of ``function`` takes: the median of COST_REPEATS
+    timeit runs of ``number`` calls."""
+    runs = timeit.repeat(function, number=number, repeat=COST_REPEATS)
+    return statistics.median(runs) / number * 1e6
+
+
+def crypto_costs(names, size, private_key):
+    """Microseconds per call (timeit medians, in the calling process) of the
+    cryptographic steps a datagram can cost the server, each on objects of
+    its own (not the running server's):
+
+    ``seal``: ``Session.seal`` of ``size`` inner bytes (one forwarded packet);
+    ``bad_tag``: ``Session.open`` of a sealed-looking datagram of ``size`` +
+    TRANSPORT_OVERHEAD bytes whose tag is wrong (one AEAD check);
+    ``bad_mac1``: ``Responder.receive_initiation`` of an initiation whose mac1
+    is wrong (one HMAC over the initiation);
+    ``no_cookie``: the same of a genuine initiation without a cookie (mac1,
+    then the 24-byte cookie reply is made);
+    ``wrong_cookie``: of a genuine initiation with a random mac2 (mac1, mac2
+    against the address's cookies, then a cookie reply).
+    """
+    rng = random.Random(7)
+    responder = session.Responder(private_key)
+    addr = ("127.0.0.1", 40000)
+    sess = session.Session(rng.randbytes(32), rng.randbytes(32), 5, 6)
+    inner = rng.randbytes(size)
+    forged = sealed_like(5, 1000, size + session.TRANSPORT_OVERHEAD, rng)
+    genuine = session.Initiator(responder.public_key, b"").initiation()
+    wrong = genuine[:-16] + rng.randbytes(16)
+    bad = bad_mac1_initiation(rng)
+    tasks = {
+        "seal": (lambda: sess.seal(inner), 5000),
+        "bad_tag": (lambda: rejected(sess.open, forged), 5000),
+        "bad_mac1": (lambda: rejected(responder.receive_initiation, bad, addr), 2000),
+        "no_cookie": (lambda: responder.receive_initiation(genuine, addr), 2000),
+        "wrong_cookie": (lambda: responder.receive_initiation(wrong, addr), 2000),
+    }
+    return {name: timed_us(*tasks[name]) for name in names}
+
+
 @dataclasses.dataclass
 class Snapshot:
     """The server process at one moment: monotonic time, user and system CPU
-    seconds, seconds waited for a busy CPU (None if unknown) and its counters."""
+    seconds, seconds waited for a busy CPU (None if unknown), its counters and
+    how many sessions it holds (pending, joined and retired)."""
 
     when: float
     user: float
     system: float
     waited: float | None
     counters: dict
+    sessions: int
 
     @property
     def cpu(self):
@@ -257,22 +336,30 @@ class Snapshot:
 
 
 class ServerProcess:
-    """A Server in a spawned process pinned to SERVER_CPU."""
+    """A Server in a spawned process pinned to SERVER_CPU, with the key
+    SERVER_PRIVATE_KEY; ``address`` and ``public_key`` come back from it."""
 
     def __init__(self, ctx, profile=False):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=server_main,
-                                args=(child, SECRET, SERVER_CPU, profile), daemon=True)
+                                args=(child, SECRET, SERVER_PRIVATE_KEY, SERVER_CPU, profile),
+                                daemon=True)
         self.proc.start()
         child.close()
-        _, self.address = wait_reply(self.conn, 60.0, "server process")
+        _, self.address, self.public_key = wait_reply(self.conn, 60.0, "server process")
 
     def snapshot(self):
         """The server's ``Snapshot`` now."""
         self.conn.send("snapshot")
-        _, when, (user, system), waited, counters = wait_reply(self.conn, 10.0,
-                                                               "server process")
-        return Snapshot(when, user, system, waited, counters)
+        _, when, (user, system), waited, counters, sessions = wait_reply(self.conn, 10.0,
+                                                                         "server process")
+        return Snapshot(when, user, system, waited, counters, sessions)
+
+    def costs(self, names, size):
+        """``crypto_costs(names, size)`` measured in the server's process (on its
+        CPU, beside the idle server): ``{name: microseconds per call}``."""
+        self.conn.send(("costs", tuple(names), size))
+        return wait_reply(self.conn, 120.0, "server process")[1]
 
     def profile(self, on):
         """Start or stop the server's profiler (when it was started with one)."""
@@ -294,9 +381,135 @@ class ServerProcess:
         return result
 
 
+# ------------------------------------------------------------------ joining
+
+class Joining:
+    """One member's way in through the handshake, step by step (no I/O here).
+
+    Send ``next()``; hand every datagram from the server to ``take``, which
+    returns the datagram to send in answer (or None).  The steps: the
+    initiation (1200 bytes) earns a cookie reply, the initiation again with
+    the cookie earns the response (``reply``: ``Joined`` or ``Refused``,
+    and ``session``), then a sealed Ping; the first datagram that opens with
+    the session (the Pong) shows the server admitted the member:
+    ``admitted``.  ``next()`` after a loss sends the current step again.
+    """
+
+    def __init__(self, server_key, join):
+        self.initiator = session.Initiator(server_key, join.encode())
+        self.session = None
+        self.reply = None
+        self.admitted = False
+
+    def next(self):
+        """The initiation, or once the response came, a sealed Ping."""
+        if self.session is None:
+            return self.initiator.initiation()
+        return self.session.seal(Ping(time.time()).encode())
+
+    def take(self, data):
+        kind = data[0] if data else None
+        if self.session is None:
+            try:
+                if kind == session.KIND_COOKIE:
+                    return self.initiator.initiation() if self.initiator.read_cookie(data) \
+                        else None
+                if kind != session.KIND_RESPONSE:
+                    return None
+                payload, sess = self.initiator.read_response(data)
+            except SessionError:          # not for this handshake (an older one's answer)
+                return None
+            self.reply = control.decode(payload)
+            if isinstance(self.reply, Refused):
+                return None
+            self.session = sess
+            return self.next()
+        try:
+            inner = self.session.open(data)
+        except SessionError:
+            return None
+        self.admitted = True
+        return answer_control(self.session, inner)
+
+
+def answer_control(sess, inner):
+    """The sealed Ack that answers an Event (the server repeats events until
+    acknowledged), or None for anything else."""
+    if not control.is_control(inner):
+        return None
+    try:
+        msg = control.decode(inner)
+    except control.ControlError:
+        return None
+    return sess.seal(Ack(msg.seq).encode()) if isinstance(msg, Event) else None
+
+
+def join_blocking(sock, server_key, join, timeout=10.0):
+    """Join on the blocking socket ``sock`` (connected to the server); returns
+    the admitted session.  RuntimeError on a refusal or after ``timeout`` s."""
+    joining = Joining(server_key, join)
+    deadline = time.monotonic() + timeout
+    resend = 0.0
+    while not joining.admitted:
+        if isinstance(joining.reply, Refused):
+            raise RuntimeError(f"uid {join.uid} refused: {joining.reply.code} "
+                               f"{joining.reply.reason}")
+        now = time.monotonic()
+        if now > deadline:
+            raise RuntimeError(f"uid {join.uid} not admitted within {timeout:g} s")
+        if now >= resend:
+            sock.send(joining.next())
+            resend = now + JOIN_RETRY_S
+        sock.settimeout(max(0.001, resend - now))
+        try:
+            data = sock.recv(2048)
+        except socket.timeout:
+            continue
+        answer = joining.take(data)
+        if answer is not None:
+            sock.send(answer)
+    return joining.session
+
+
+class Receiving:
+    """What a group of members receives: every datagram is opened with the
+    member's session; RTP packets are counted (per member, with their inner
+    bytes and delay), events are acknowledged, and datagrams that do not
+    open are counted in ``unopened`` (it must stay 0)."""
+
+    def __init__(self, socks, sessions):
+        self.socks = socks
+        self.sessions = sessions
+        self.counts = [0] * len(socks)
+        self.inner_bytes = 0
+        self.unopened = 0
+        self.delays = DelayHistogram()
+
+    def take(self, i, data):
+        """Take datagram ``data`` that member ``i`` received; True if it was RTP."""
+        sess = self.sessions[i]
+        try:
+            inner = sess.open(data)
+        except SessionError:
+            self.unopened += 1
+            return False
+        if len(inner) >= 12 and inner[0] >> 6 == 2:
+            self.counts[i] += 1
+            self.inner_bytes += len(inner)
+            self.delays.add(inner)
+            return True
+        answer = answer_control(sess, inner)
+        if answer is not None:
+            try:
+                self.socks[i].send(answer)
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
+        return False
+
+
 # ------------------------------------------------------------------ listener process
 
-def listener_main(conn, address, secret, channel, count, first_uid, cpu):
+def listener_main(conn, address, server_key, secret, channel, count, first_uid, cpu):
     """Child process: ``count`` audience sockets that join, ping and count RTP packets."""
     socks = []
     try:
@@ -315,11 +528,10 @@ def listener_main(conn, address, secret, channel, count, first_uid, cpu):
             sel.register(s, selectors.EVENT_READ, i)
         rcvbuf = socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if socks else 0
         ports = {s.getsockname()[1] for s in socks}
-        join_listeners(socks, sel, secret, channel, first_uid)
+        sessions = join_listeners(socks, sel, server_key, secret, channel, first_uid)
         conn.send(("joined", count, rcvbuf))
         sel.register(conn, selectors.EVENT_READ, None)
-        counts = [0] * count
-        delays = DelayHistogram()
+        got = Receiving(socks, sessions)
         pings = 0
         t0 = time.monotonic()
         while True:
@@ -328,26 +540,25 @@ def listener_main(conn, address, secret, channel, count, first_uid, cpu):
                 if i is None:
                     cmd = conn.recv()
                     if cmd == "counts":
-                        conn.send(("counts", counts, cpu_seconds()))
+                        conn.send(("counts", got.counts, cpu_seconds()))
                         continue
-                    queued = drain(socks, counts, delays)
-                    conn.send(("final", counts, cpu_seconds(), udp_socket_drops(ports), queued,
-                               delays.bins))
+                    queued = drain(socks, got)
+                    conn.send(("final", got.counts, cpu_seconds(), udp_socket_drops(ports), queued,
+                               got.delays.bins, got.inner_bytes, got.unopened))
                     return
                 try:
                     data = key.fileobj.recv(2048)
                 except (BlockingIOError, ConnectionRefusedError):
                     continue
-                if len(data) >= 12 and data[0] >> 6 == 2:
-                    counts[i] += 1
-                    delays.add(data)
+                got.take(i, data)
             # Keep-alive: each listener pings once a second, spread evenly.
             due = int((time.monotonic() - t0) * count / PING_INTERVAL_S)
             if due > pings:
                 ping = Ping(time.time()).encode()
                 for _ in range(min(due - pings, count)):
+                    j = pings % count
                     try:
-                        socks[pings % count].send(ping)
+                        socks[j].send(sessions[j].seal(ping))
                     except (BlockingIOError, ConnectionRefusedError):
                         pass
                     pings += 1
@@ -359,9 +570,9 @@ def listener_main(conn, address, secret, channel, count, first_uid, cpu):
             s.close()
 
 
-def drain(socks, counts, delays):
-    """Read what is still queued on every socket, counting RTP packets into
-    ``counts`` and ``delays``; returns how many RTP packets were still queued."""
+def drain(socks, got):
+    """Read what is still queued on every socket into ``got`` (a ``Receiving``);
+    returns how many RTP packets were still queued."""
     queued = 0
     for i, s in enumerate(socks):
         while True:
@@ -369,10 +580,7 @@ def drain(socks, counts, delays):
                 data = s.recv(2048)
             except (BlockingIOError, ConnectionRefusedError):
                 break
-            if len(data) >= 12 and data[0] >> 6 == 2:
-                counts[i] += 1
-                delays.add(data)
-                queued += 1
+            queued += got.take(i, data)
     return queued
 
 
@@ -411,15 +619,14 @@ def delay_summary(bins):
     return out[0], out[1], last - first
 
 
-def join_listeners(socks, sel, secret, channel, first_uid):
-    """Join every socket as audience (uid first_uid + i), at most JOIN_WINDOW in
-    flight, resending after JOIN_RETRY_S; RuntimeError on a refusal or when some
-    are still waiting after a bounded time."""
+def join_listeners(socks, sel, server_key, secret, channel, first_uid):
+    """Join every socket as audience (uid first_uid + i) through the handshake
+    (``Joining``), at most JOIN_WINDOW in flight, sending a step again after
+    JOIN_RETRY_S; returns the sessions.  RuntimeError on a refusal or when
+    some are still waiting after a bounded time."""
     count = len(socks)
-    joins = [Join(i + 1, channel, first_uid + i, "audience",
-                  make_token(secret, channel, first_uid + i, "audience"), 0).encode()
-             for i in range(count)]
-    waiting = {}                   # index -> time its Join was sent
+    joinings = [None] * count
+    waiting = {}                   # index -> time its last step was sent
     todo = list(range(count - 1, -1, -1))
     done = 0
     deadline = time.monotonic() + 20.0 + count / 50
@@ -429,36 +636,47 @@ def join_listeners(socks, sel, secret, channel, first_uid):
             raise RuntimeError(f"only {done} of {count} listeners joined in time")
         for i, sent in list(waiting.items()):
             if now - sent > JOIN_RETRY_S:
-                socks[i].send(joins[i])
+                socks[i].send(joinings[i].next())
                 waiting[i] = now
         while todo and len(waiting) < JOIN_WINDOW:
             i = todo.pop()
-            socks[i].send(joins[i])
+            uid = first_uid + i
+            join = Join(i + 1, channel, uid, "audience",
+                        make_token(secret, channel, uid, "audience"), 0)
+            joinings[i] = Joining(server_key, join)
+            socks[i].send(joinings[i].next())
             waiting[i] = now
         for key, _ in sel.select(0.05):
+            i = key.data
             try:
                 data = key.fileobj.recv(2048)
             except BlockingIOError:
                 continue
-            if not control.is_control(data):
+            if i not in waiting:
                 continue
-            msg = control.decode(data)
-            if isinstance(msg, Refused):
-                raise RuntimeError(f"listener {key.data} refused: {msg.code} {msg.reason}")
-            if isinstance(msg, Joined) and key.data in waiting:
-                del waiting[key.data]
+            joining = joinings[i]
+            answer = joining.take(data)
+            if answer is not None:
+                socks[i].send(answer)
+                waiting[i] = time.monotonic()
+            if isinstance(joining.reply, Refused):
+                raise RuntimeError(f"listener {first_uid + i} refused: {joining.reply.code} "
+                                   f"{joining.reply.reason}")
+            if joining.admitted:
+                del waiting[i]
                 done += 1
+    return [j.session for j in joinings]
 
 
 class Listeners:
     """N audience members simulated in a spawned process pinned to MEMBERS_CPU."""
 
-    def __init__(self, ctx, address, channel, count, first_uid=LISTENER_UID):
+    def __init__(self, ctx, address, server_key, channel, count, first_uid=LISTENER_UID):
         self.count = count
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=listener_main,
-                                args=(child, address, SECRET, channel, count, first_uid,
-                                      MEMBERS_CPU), daemon=True)
+                                args=(child, address, server_key, SECRET, channel, count,
+                                      first_uid, MEMBERS_CPU), daemon=True)
         self.proc.start()
         child.close()
         self.rcvbuf = None
@@ -481,14 +699,15 @@ class Listeners:
 
     def stop(self):
         """Stop; returns ``(counts, cpu seconds, drops on the listeners' sockets,
-        RTP packets still queued on them at the end)``, or None when the process
-        did not answer.  The counts include the queued packets."""
+        RTP packets still queued on them at the end, delay histogram, inner
+        bytes of the RTP packets, datagrams that did not open)``, or None when
+        the process did not answer.  The counts include the queued packets."""
         result = None
         try:
             self.conn.send("final")
-            _, counts, cpu, drops, queued, delays = wait_reply(self.conn, 20.0,
-                                                               "listener process")
-            result = counts, sum(cpu), drops, queued, delays
+            reply = wait_reply(self.conn, 20.0, "listener process")
+            _, counts, cpu, drops, queued, delays, inner_bytes, unopened = reply
+            result = counts, sum(cpu), drops, queued, delays, inner_bytes, unopened
         except (OSError, EOFError, RuntimeError):
             pass
         end_process(self.proc)
@@ -498,15 +717,16 @@ class Listeners:
 # ------------------------------------------------------------------ hosts
 
 class Hosts:
-    """Synthetic hosts in this process: each joins as host with a valid token and
-    sends the pre-encoded Opus frames as RTP, 50 packets a second; what they
-    receive from each other is counted."""
+    """Synthetic hosts in this process: each joins as host with a valid token
+    through the handshake and sends the pre-encoded Opus frames as sealed
+    RTP, 50 packets a second; what they receive from each other is opened
+    and counted."""
 
-    def __init__(self, address, channel, count, frames):
+    def __init__(self, address, server_key, channel, count, frames):
         self.frames = frames
         self.sel = selectors.EpollSelector()
         self.socks = []
-        self.received = [0] * count
+        self.sessions = []
         self.sent = [0] * count
         self.ssrcs = [0x5E000000 + h for h in range(count)]
         self.lateness = 0.0
@@ -514,37 +734,23 @@ class Hosts:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             s.connect(address)
-            s.settimeout(1.0)
             self.socks.append(s)
             uid = HOST_UID + h
             join = Join(h + 1, channel, uid, "host", make_token(SECRET, channel, uid, "host"),
-                        self.ssrcs[h]).encode()
-            self._join(s, join, uid)
+                        self.ssrcs[h])
+            self.sessions.append(join_blocking(s, server_key, join))
             s.setblocking(False)
             self.sel.register(s, selectors.EVENT_READ, h)
+        self.got = Receiving(self.socks, self.sessions)
 
-    @staticmethod
-    def _join(sock, join, uid):
-        for _ in range(5):
-            sock.send(join)
-            try:
-                while True:
-                    data = sock.recv(2048)
-                    if not control.is_control(data):
-                        continue
-                    msg = control.decode(data)
-                    if isinstance(msg, Refused):
-                        raise RuntimeError(f"host {uid} refused: {msg.code} {msg.reason}")
-                    if isinstance(msg, Joined):
-                        return
-            except socket.timeout:
-                continue
-        raise RuntimeError(f"host {uid} got no Joined in 5 tries")
+    @property
+    def received(self):
+        return self.got.counts
 
     def ping(self):
         ping = Ping(time.time()).encode()
-        for s in self.socks:
-            s.send(ping)
+        for s, sess in zip(self.socks, self.sessions):
+            s.send(sess.seal(ping))
         self._drain(0.0)
 
     def _drain(self, timeout):
@@ -553,8 +759,7 @@ class Hosts:
                 data = key.fileobj.recv(2048)
             except (BlockingIOError, ConnectionRefusedError):
                 continue
-            if data and data[0] >> 6 == 2:
-                self.received[key.data] += 1
+            self.got.take(key.data, data)
 
     def send(self, seconds):
         """Send ``seconds`` of packets from every host, host h offset by h/count
@@ -572,7 +777,7 @@ class Hosts:
                 packet = RtpPacket(payload_type=PT_OPUS, sequence_number=(1000 * h + k) % 65536,
                                    timestamp=self._timestamp(h, k), ssrc=self.ssrcs[h],
                                    marker=k == 0, payload=frame)
-                sock.send(packet.serialize())
+                sock.send(self.sessions[h].seal(packet.serialize()))
                 self.sent[h] += 1
         end = time.monotonic()
         self._drain(0.0)
@@ -601,8 +806,8 @@ def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False
     server = ServerProcess(ctx, profile)
     hosts = listeners = None
     try:
-        hosts = Hosts(server.address, channel, n_hosts, frames)
-        listeners = Listeners(ctx, server.address, channel, n_listeners)
+        hosts = Hosts(server.address, server.public_key, channel, n_hosts, frames)
+        listeners = Listeners(ctx, server.address, server.public_key, channel, n_listeners)
         listeners.wait_joined(hosts)
         rcvbuf = listeners.rcvbuf
         # Keep-alive only: the listeners ping, the hosts send a ping a second.
@@ -632,7 +837,10 @@ def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False
         final, listeners = listeners.stop(), None
         if final is None:
             raise RuntimeError("the listener process did not report its final counts")
-        counts, _, listener_drops, queued, delays = final
+        counts, _, listener_drops, queued, delays, inner_bytes, unopened = final
+        # What sealing one forwarded packet costs, timed in the server's process.
+        inner_size = round(inner_bytes / max(1, sum(counts)))
+        seal_us = server.costs(["seal"], inner_size)["seal"]
     finally:
         if listeners is not None:
             listeners.stop()
@@ -663,6 +871,7 @@ def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False
         snmp={k: snmp1.get(k, 0) - snmp0.get(k, 0) for k in ("RcvbufErrors", "SndbufErrors")},
         listener_load=(lcpu1 - lcpu0) / (lwall1 - lwall0), send_wall=send_wall,
         lateness_ms=hosts.lateness * 1e3, rcvbuf=rcvbuf, counters=counters,
+        unopened=unopened + hosts.got.unopened, inner_size=inner_size, seal_us=seal_us,
         profile=profile_rows)
 
 
@@ -701,28 +910,37 @@ def delay_text(delay):
 def print_fan_out(rows):
     print(f"{'listeners':>9}  {'expected':>9}  {'forwarded':>9}  {'received':>9}  "
           f"{'dropped':>8}  {'server':>6}  {'listener':>8}  {'queued':>6}  {'Rcvbuf':>6}  "
-          f"{'Sndbuf':>6}  {'delay ms':>12}")
+          f"{'Sndbuf':>6}  {'delay ms':>12}  {'not':>6}")
     print(f"{'':>9}  {'packets':>9}  {'(server)':>9}  {'':>9}  {'%':>8}  {'socket':>6}  "
-          f"{'sockets':>8}  {'at end':>6}  {'Errors':>6}  {'Errors':>6}  {'p50/p99/max':>12}")
+          f"{'sockets':>8}  {'at end':>6}  {'Errors':>6}  {'Errors':>6}  {'p50/p99/max':>12}  "
+          f"{'opened':>6}")
     for r in rows:
         got = sum(r["received"])
         print(f"{r['listeners']:>9}  {r['expected']:>9}  {r['forwarded']:>9}  {got:>9}  "
               f"{100 * (r['expected'] - got) / r['expected']:>8.3f}  "
               f"{fmt(r['server_socket_drops']):>6}  {fmt(r['listener_socket_drops']):>8}  "
               f"{r['queued_at_end']:>6}  {r['snmp']['RcvbufErrors']:>6}  "
-              f"{r['snmp']['SndbufErrors']:>6}  {delay_text(r['delay']):>12}")
+              f"{r['snmp']['SndbufErrors']:>6}  {delay_text(r['delay']):>12}  "
+              f"{r['unopened']:>6}")
     print()
     print(f"{'listeners':>9}  {'server':>7}  {'load':>5}  {'waited':>6}  {'us per fwd packet':>19}  "
-          f"{'keep-alive':>10}  {'net us':>7}  {'one core':>8}  {'listener':>8}  {'host late':>9}")
+          f"{'AEAD seal':>13}  {'keep-alive':>10}  {'net us':>7}  {'one core':>8}  "
+          f"{'listener':>8}  {'host late':>9}")
     print(f"{'':>9}  {'CPU s':>7}  {'':>5}  {'%':>6}  {'all':>6} {'user':>6} {'sys':>5}  "
-          f"{'load':>10}  {'per pkt':>7}  {'serves N':>8}  {'load':>8}  {'max ms':>9}")
+          f"{'us':>5} {'share':>7}  {'load':>10}  {'per pkt':>7}  {'serves N':>8}  "
+          f"{'load':>8}  {'max ms':>9}")
     for r in rows:
         print(f"{r['listeners']:>9}  {r['cpu']:>7.2f}  {r['load']:>5.2f}  "
               f"{fmt(None if r['waited'] is None else 100 * r['waited'], '.1f'):>6}  "
               f"{r['us_per_packet']:>6.2f} {r['user_us']:>6.2f} {r['system_us']:>5.2f}  "
+              f"{r['seal_us']:>5.2f} {100 * r['seal_us'] / r['us_per_packet']:>6.1f}%  "
               f"{r['keepalive_load']:>10.3f}  {r['net_us_per_packet']:>7.2f}  "
               f"{one_core_listeners(r):>8.0f}  {r['listener_load']:>8.2f}  "
               f"{r['lateness_ms']:>9.1f}")
+    r = rows[-1]
+    print(f"   AEAD seal: Session.seal of one forwarded packet ({r['inner_size']} B of RTP, "
+          f"+{session.TRANSPORT_OVERHEAD} B sealed), timeit median of {COST_REPEATS} runs in "
+          "the server's process; share = of the server's CPU per forwarded packet ('all')")
 
 
 def one_core_listeners(r):
@@ -742,6 +960,18 @@ def print_contention(rows, nice):
               f"such points measure that contention as much as the server.  Use {advice}.")
 
 
+def print_keeping_up(rows):
+    """Whether the listener process (which opens every datagram) kept up:
+    its sockets dropped nothing and it had CPU to spare."""
+    for r in rows:
+        drops = r["listener_socket_drops"]
+        ok = drops == 0 and r["listener_load"] < 0.9
+        print(f"   listener side at {r['listeners']}: opens every datagram, load "
+              f"{r['listener_load']:.2f} of CPU {MEMBERS_CPU}, socket drops {fmt(drops)}, "
+              f"queued at end {r['queued_at_end']}: "
+              + ("kept up" if ok else "did NOT keep up (its drops count as dropped)"))
+
+
 def print_counters(rows):
     """Server counters that moved during the send window, other than forwarding."""
     for r in rows:
@@ -755,10 +985,8 @@ def print_profile(r, plain=None, top=16):
     """The functions with the most own time in a profiled point, per forwarded
     packet and as a share of the time not spent waiting in epoll.  ``plain``:
     the unprofiled row of the same point, for its user/system split."""
-    rows = sorted((row for row in r["profile"] if IDLE_FUNCTION not in row[0]),
-                  key=lambda row: -row[2])
-    total = sum(row[2] for row in rows)
     fwd = max(r["forwarded"], 1)
+    total = sum(row[2] for row in r["profile"] if IDLE_FUNCTION not in row[0])
     print(f"   {fwd} packets forwarded; {total:.2f} s profiled outside the epoll wait, "
           f"{total / fwd * 1e6:.2f} us per forwarded packet (the profiler's own overhead, and "
           "time spent descheduled, inflate every figure; compare shares)")
@@ -766,47 +994,69 @@ def print_profile(r, plain=None, top=16):
         print(f"   unprofiled, same point: {plain['us_per_packet']:.2f} us per forwarded packet = "
               f"user (Python) {plain['user_us']:.2f} + system (kernel: sendto, recvfrom, "
               f"epoll) {plain['system_us']:.2f}")
-    print(f"   {'own s':>7}  {'share':>6}  {'us/pkt':>7}  {'cum s':>7}  {'calls':>8}  function")
+    print_profile_rows(r["profile"], fwd, "us/pkt", top)
+
+
+def print_profile_rows(profile, count, unit, top=16):
+    """The ``top`` functions with the most own time among ``profile`` rows
+    ``(function, calls, own s, cumulative s)``, leaving out the epoll wait: own
+    seconds, share, microseconds per one of ``count`` units (column ``unit``)."""
+    rows = sorted((row for row in profile if IDLE_FUNCTION not in row[0]),
+                  key=lambda row: -row[2])
+    total = sum(row[2] for row in rows) or 1.0
+    count = max(count, 1)
+    print(f"   {'own s':>7}  {'share':>6}  {unit:>8}  {'cum s':>7}  {'calls':>8}  function")
     for name, calls, own, cum in rows[:top]:
         if len(name) > 70:
             name = "..." + name[-67:]
-        print(f"   {own:>7.3f}  {100 * own / total:>5.1f}%  {own / fwd * 1e6:>7.3f}  "
+        print(f"   {own:>7.3f}  {100 * own / total:>5.1f}%  {own / count * 1e6:>8.3f}  "
               f"{cum:>7.3f}  {calls:>8}  {name}")
 
 
 # ------------------------------------------------------------------ main
 
+def cpu_name():
+    """The CPU model, where /proc/cpuinfo says (bench_core has the same, but
+    importing it needs pedalboard, which this benchmark does not)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def arguments(argv):
-    """``--listeners`` and ``--profile``, then bench_core's common options."""
-    from bench_core import bench_arguments
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--listeners", type=str, default=None)
-    extra.add_argument("--profile", action="store_true")
-    extra.add_argument("--nice", type=int, default=0)
-    own, rest = extra.parse_known_args(argv)
-    args = bench_arguments(
-        __doc__.split("\n\n")[0] + "  Also: --listeners N,N,... (fan-out points), --profile "
-        "(cProfile the server at 1000 listeners), --nice N (niceness of the benchmark's "
-        "processes).  --seconds: seconds of packets a point (10); --quick: 100 and 1000 "
-        "listeners, 4 s a point.", 10.0, rest)
+    """The command line: bench_core's common options (``--repeats``,
+    ``--seconds``, ``--quick``) and this benchmark's own."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=1, help="accepted, not used (one long run a point)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of packets a point")
+    p.add_argument("--quick", action="store_true", help="100 and 1000 listeners, 4 s a point")
+    p.add_argument("--listeners", type=str, default=None, help="fan-out points, N,N,...")
+    p.add_argument("--profile", action="store_true",
+                   help="cProfile the server at 1000 listeners")
+    p.add_argument("--nice", type=int, default=0, help="niceness of the benchmark's processes")
+    args = p.parse_args(argv)
     if args.quick:
         args.seconds = min(args.seconds, 4.0)
+    if args.seconds <= 0:
+        p.error("--seconds must be > 0")
     try:
-        args.points = tuple(int(v) for v in own.listeners.split(",")) if own.listeners \
+        args.points = tuple(int(v) for v in args.listeners.split(",")) if args.listeners \
             else (FAN_OUT_QUICK if args.quick else FAN_OUT)
     except ValueError:
-        sys.exit(f"--listeners must be a comma-separated list of counts, got {own.listeners!r}")
+        p.error(f"--listeners must be a comma-separated list of counts, got {args.listeners!r}")
     if any(not 1 <= n <= 10000 for n in args.points):
-        sys.exit(f"--listeners counts must be in 1..10000, got {own.listeners!r}")
-    if not -20 <= own.nice <= 19:
-        sys.exit(f"--nice must be in -20..19, got {own.nice}")
-    args.profile = own.profile
-    args.nice = own.nice
+        p.error(f"--listeners counts must be in 1..10000, got {args.listeners!r}")
+    if not -20 <= args.nice <= 19:
+        p.error(f"--nice must be in -20..19, got {args.nice}")
     return args
 
 
 def main(argv=None):
-    from bench_core import cpu_name
     args = arguments(argv)
     ctx = multiprocessing.get_context("spawn")
     placement = pin(MEMBERS_CPU)
@@ -842,6 +1092,7 @@ def main(argv=None):
         results.append(ok)
         print(f"   target: at {TARGET_N} listeners under {TARGET_DROP_PCT} % dropped, server on "
               f"one core: {pct:.3f} %, load {r['load']:.2f}   {verdict(ok)}")
+    print_keeping_up(rows)
     print("   (server socket / listener sockets: drops the kernel counted on those sockets, "
           "/proc/net/udp;\n    delay: arrival minus the host's send schedule, above the "
           "earliest packet, ms;\n    queued at end: packets the listeners had not read yet when the "
@@ -872,11 +1123,21 @@ def main(argv=None):
           f"{fmt(None if stage['waited'] is None else 100 * stage['waited'], '.1f')} %, "
           f"{stage['us_per_packet']:.2f} us per forwarded packet ({stage['forwarded']} "
           f"forwarded), host lateness max {stage['lateness_ms']:.1f} ms")
+    print(f"   AEAD seal of one forwarded packet ({stage['inner_size']} B): "
+          f"{stage['seal_us']:.2f} us = "
+          f"{100 * stage['seal_us'] / stage['us_per_packet']:.1f} % of the server's CPU per "
+          "forwarded packet")
     print_counters([stage])
     print_contention([stage], args.nice)
     ok = worst == expected_each and host_worst >= 0
     results.append(ok)
     print(f"   target: no listener loses a packet   {verdict(ok)}")
+    print()
+    unopened = sum(r["unopened"] for r in rows + [stage])
+    ok = unopened == 0
+    results.append(ok)
+    print(f"every datagram the members received opened (AEAD tag and replay window): "
+          f"{unopened} did not   {verdict(ok)}")
     print()
 
     if args.profile:

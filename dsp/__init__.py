@@ -10,6 +10,11 @@ Every processor follows one protocol (see ``processor.Processor``)::
 Spatial audio: ``Spatializer`` (HRTF, mono in, binaural out), ``Panner``
 (level only), ``SpatialScene`` (many remote voices around a listener),
 ``Hrtf`` (the bundled MIT KEMAR set or any SOFA file).
+
+Errors (``errors``): every error the package raises on purpose is a
+``StagevoxError``; bad parameters and file contents are ``ParameterError``
+(a ``ValueError``), unreadable or unauthentic packets and tokens
+``ProtocolError`` (a ``ValueError``), a server's refusal ``RefusedError``.
 """
 
 import importlib
@@ -17,13 +22,15 @@ import importlib
 from . import samples
 from .audio import as_block, check_sample_rate, db_to_gain
 from .catalogue import NAMES as _LAZY
+from .errors import ParameterError, ProtocolError, RefusedError, StagevoxError
 from .fileio import AudioFileError, process_file
 from .graph import Chain, Graph, Mix
 from .processor import Processor, registry
 
 __all__ = [
     "Chain", "Graph", "Mix", "Processor", "as_block", "check_sample_rate", "db_to_gain",
-    "AudioFileError", "process_file", "registry", "samples", *_LAZY,
+    "AudioFileError", "ParameterError", "ProtocolError", "RefusedError", "StagevoxError",
+    "process_file", "registry", "samples", *_LAZY,
 ]
 
 

@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from .errors import ParameterError
 from .kernels.common import first_non_finite
 
 MIN_SAMPLE_RATE = 8000
@@ -21,11 +22,12 @@ _FLOAT32 = np.dtype(np.float32)
 def as_block(audio, check_finite=True):
     """Return ``(block, was_1d)``: ``audio`` as float32 ``(channels, samples)``.
 
-    Raises ``ValueError`` for arrays that are not 1-D or 2-D, that have no
-    channels, or that hold NaN or Inf (naming the channel and sample), and
-    ``TypeError`` for things that are not numbers.  ``check_finite=False``
-    leaves the NaN/Inf check to the caller (a kernel that scans its input
-    before touching any state, then calls ``raise_non_finite``).
+    Raises ``ParameterError`` (a ``ValueError``) for arrays that are not 1-D
+    or 2-D, that have no channels, or that hold NaN or Inf (naming the channel
+    and sample), and ``TypeError`` for things that are not numbers.
+    ``check_finite=False`` leaves the NaN/Inf check to the caller (a kernel
+    that scans its input before touching any state, then calls
+    ``raise_non_finite``).
     """
     a = audio
     if not (type(a) is np.ndarray and a.dtype is _FLOAT32 and a.flags.c_contiguous):
@@ -37,10 +39,10 @@ def as_block(audio, check_finite=True):
         block = a
         was_1d = False
     else:
-        raise ValueError(
+        raise ParameterError(
             f"audio must be 1-D (mono) or 2-D (channels, samples), got shape {a.shape}")
     if block.shape[0] == 0:
-        raise ValueError("audio has 0 channels; expected shape (channels, samples)")
+        raise ParameterError("audio has 0 channels; expected shape (channels, samples)")
     if check_finite:
         bad = first_non_finite(block)
         if bad >= 0:
@@ -49,10 +51,10 @@ def as_block(audio, check_finite=True):
 
 
 def raise_non_finite(block, flat_index):
-    """Raise the ``ValueError`` for the NaN/Inf at ``flat_index`` of ``block``."""
+    """Raise the ``ParameterError`` for the NaN/Inf at ``flat_index`` of ``block``."""
     c, n = divmod(int(flat_index), block.shape[1])
-    raise ValueError(f"audio contains {block[c, n]} at channel {c}, sample {n}; "
-                     "only finite samples can be processed")
+    raise ParameterError(f"audio contains {block[c, n]} at channel {c}, sample {n}; "
+                         "only finite samples can be processed")
 
 
 def _convert(audio):
@@ -66,7 +68,7 @@ def _convert(audio):
         if a.dtype != np.float32 and a.size:
             big = np.abs(a[np.isfinite(a)]).max(initial=0.0)
             if big > np.finfo(np.float32).max:
-                raise ValueError(f"audio contains {big:g}, beyond the float32 range")
+                raise ParameterError(f"audio contains {big:g}, beyond the float32 range")
     elif a.dtype.kind == "b":
         a = a.astype(np.float32)
     else:
@@ -75,13 +77,17 @@ def _convert(audio):
 
 
 def check_sample_rate(sample_rate):
-    """Return ``sample_rate`` as an int after checking it lies in 8-48 kHz."""
+    """Return ``sample_rate`` as an int after checking it lies in 8-48 kHz.
+
+    Raises ``TypeError`` for a non-number and ``ParameterError`` (a
+    ``ValueError``) for a rate outside the range or not a whole number.
+    """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real):
         raise TypeError(f"sample_rate must be a number in Hz, got {sample_rate!r}")
     # int() of inf/nan would raise OverflowError/ValueError without the range.
     rate = int(sample_rate) if MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE else None
     if rate is None or rate != sample_rate:
-        raise ValueError(
+        raise ParameterError(
             f"sample_rate {sample_rate!r} is not supported: use a whole number of Hz "
             f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (resample other rates first, "
             "e.g. with stagevox process --sample-rate)")

@@ -1,35 +1,46 @@
-"""The ``stagevox`` command line.
+"""The audio-file commands of ``stagevox``, for the command that composes them.
 
     stagevox process IN [IN ...] OUT [--preset NAME] [--effect SPEC]...
-    stagevox effects
     stagevox demo [--out DIR]
-    stagevox presets
-    stagevox server | token | host | listen    (the live channel: stagevox.engine.cli)
+    stagevox effects
+
+``add_commands(sub, preset_loader)`` registers them on an argparse
+subparsers object; the ``stagevox`` command itself (``stagevox.cli``) lives
+above dsp, presets and engine and passes ``stagevox.presets.load`` as the
+preset loader, so that this module imports nothing above ``stagevox.dsp``.
 """
 
-import argparse
 import concurrent.futures
+import functools
 import os
 import sys
 from pathlib import Path
 
 from . import fileio, spec
+from .errors import ParameterError, StagevoxError
 from .graph import Chain
 from .processor import registry
 
 
-class CliError(Exception):
+class CliError(StagevoxError):
     """A user error: printed as one line, exit status 1."""
 
 
 # ------------------------------------------------------------------- building fx
 
-def build_fx(preset=None, effects=()):
-    """The processor for ``--preset`` and ``--effect`` options (None if neither)."""
+def build_fx(preset=None, effects=(), preset_loader=None):
+    """The processor for ``--preset`` and ``--effect`` options (None if neither).
+
+    ``preset_loader`` turns a preset name or file into a processor (the
+    ``stagevox`` command passes ``stagevox.presets.load``).  Raises
+    ``ParameterError`` (a ``ValueError``) for a bad effect, for a preset when
+    there is no loader, and whatever the loader raises for a bad preset.
+    """
     parts = []
     if preset:
-        from stagevox import presets
-        parts.append(presets.load(preset))
+        if preset_loader is None:
+            raise ParameterError(f"preset {preset!r}: no preset loader was given")
+        parts.append(preset_loader(preset))
     parts.extend(spec.build_effect(s) for s in effects)
     if not parts:
         return None
@@ -38,9 +49,9 @@ def build_fx(preset=None, effects=()):
 
 def _process_one(job):
     """Worker: process one file; returns (src, report or None, error or None)."""
-    src, dst, preset, effects, block_size, rate, overwrite = job
+    src, dst, preset, effects, block_size, rate, overwrite, preset_loader = job
     try:
-        fx = build_fx(preset, effects)
+        fx = build_fx(preset, effects, preset_loader)
         report = fileio.process_file(src, dst, fx, block_size=block_size, sample_rate=rate,
                                      overwrite=overwrite)
         return src, report, None
@@ -61,7 +72,11 @@ def _describe(report):
 
 # ---------------------------------------------------------------------- commands
 
-def cmd_process(args):
+def cmd_process(args, preset_loader=None):
+    """``stagevox process``: run files through ``--preset``/``--effect``; the exit status.
+
+    Raises ``CliError`` for a bad option, preset, effect or file.
+    """
     if args.block_size < 1:
         raise CliError(f"--block-size must be at least 1, got {args.block_size}")
     if args.sample_rate is not None:
@@ -72,7 +87,7 @@ def cmd_process(args):
             raise CliError(f"--sample-rate: {exc}") from None
     # Build once here so a bad preset or effect is reported before any work.
     try:
-        build_fx(args.preset, args.effect)
+        build_fx(args.preset, args.effect, preset_loader)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -91,14 +106,14 @@ def cmd_process(args):
     else:
         targets = [out]
     jobs = [(src, str(dst), args.preset, args.effect, args.block_size, args.sample_rate,
-             args.overwrite) for src, dst in zip(inputs, targets)]
+             args.overwrite, preset_loader) for src, dst in zip(inputs, targets)]
     if len(jobs) == 1:
         return _run_single(jobs[0], args.quiet)
     return _run_parallel(jobs, args.jobs, args.quiet)
 
 
 def _run_single(job, quiet):
-    src, dst, preset, effects, block_size, rate, overwrite = job
+    src, dst, preset, effects, block_size, rate, overwrite, preset_loader = job
     bar = None
     progress = None
     if not quiet and sys.stderr.isatty():
@@ -109,7 +124,7 @@ def _run_single(job, quiet):
             bar.total = total
             bar.update(done - bar.n)
     try:
-        fx = build_fx(preset, effects)
+        fx = build_fx(preset, effects, preset_loader)
         report = fileio.process_file(src, dst, fx, block_size=block_size, sample_rate=rate,
                                      overwrite=overwrite, progress=progress)
     except (ValueError, OSError) as exc:
@@ -154,7 +169,7 @@ DEMO_JOBS = (
 )
 
 
-def cmd_demo(args):
+def cmd_demo(args, preset_loader=None):
     """Process the bundled speech sample through a few presets into ``--out``."""
     from importlib import resources
 
@@ -168,7 +183,7 @@ def cmd_demo(args):
               f"{report.sample_rate} Hz)")
         for name, preset, effects in DEMO_JOBS:
             dst = out / f"{name}.wav"
-            fx = build_fx(preset, effects)
+            fx = build_fx(preset, effects, preset_loader)
             report = fileio.process_file(src, dst, fx, overwrite=True)
             what = f"preset {preset}" if preset else "effects " + " ".join(effects)
             print(f"wrote {dst}: {what} (latency {report.latency} samples compensated)")
@@ -177,6 +192,7 @@ def cmd_demo(args):
 
 
 def cmd_effects(args):
+    """``stagevox effects``: list the registered effects and their parameters."""
     for name in sorted(registry):
         cls = registry[name]
         doc = (cls.__doc__ or "").strip().splitlines()
@@ -190,21 +206,16 @@ def cmd_effects(args):
     return 0
 
 
-def cmd_presets(args):
-    from stagevox import presets
-    for name in presets.names():
-        print(f"{name}  {presets.describe(name)}")
-    return 0
-
-
 # ------------------------------------------------------------------------ parser
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="stagevox", description="stagevox: live interactive audio toolkit.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+def add_commands(sub, preset_loader=None):
+    """Register ``process``, ``demo`` and ``effects`` on the subparsers ``sub``.
 
+    ``preset_loader`` (a preset name or file -> processor, e.g.
+    ``stagevox.presets.load``) serves ``--preset`` and ``demo``; without it
+    they report that no preset loader was given.  Each command's ``run``
+    returns the exit status and raises ``CliError`` for a user error.
+    """
     p = sub.add_parser(
         "process", help="run audio files through effects or a preset",
         description="Run audio files through a preset and/or effects. With several inputs, "
@@ -225,37 +236,11 @@ def build_parser():
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="parallel workers for several files (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.set_defaults(run=cmd_process)
+    p.set_defaults(run=functools.partial(cmd_process, preset_loader=preset_loader))
 
     p = sub.add_parser("demo", help="process the bundled speech sample through presets")
     p.add_argument("--out", default="out", help="output folder (default: out)")
-    p.set_defaults(run=cmd_demo)
+    p.set_defaults(run=functools.partial(cmd_demo, preset_loader=preset_loader))
 
     p = sub.add_parser("effects", help="list effects with their parameters")
     p.set_defaults(run=cmd_effects)
-    p = sub.add_parser("presets", help="list presets, one a line: name, description")
-    p.set_defaults(run=cmd_presets)
-
-    from stagevox.engine.cli import add_commands
-    add_commands(sub)
-    return parser
-
-
-def main(argv=None):
-    """Entry point of the ``stagevox`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except CliError as exc:
-        print(f"stagevox: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # e.g. piped into head
-        sys.stdout = open(os.devnull, "w")
-        return 0
-    except KeyboardInterrupt:
-        print("stagevox: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

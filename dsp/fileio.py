@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 
 from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_sample_rate
+from .errors import ParameterError
 from .kernels.common import first_non_finite
 
 #: Output formats by file suffix (soundfile/libsndfile format names).
@@ -28,7 +29,7 @@ FORMATS = {
 DEFAULT_BLOCK_SIZE = 4096
 
 
-class AudioFileError(ValueError):
+class AudioFileError(ParameterError):
     """A file cannot be read or written as asked (message names the file)."""
 
 

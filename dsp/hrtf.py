@@ -28,6 +28,7 @@ import numpy as np
 
 from . import hrtf_design
 from .audio import check_sample_rate
+from .errors import ParameterError
 from .kernels.spatial import hrtf_weights
 from .sofa import read_sofa
 
@@ -44,7 +45,7 @@ DEFAULT_FILE = "kemar_hrtf.npz"
 HrtfTables = namedtuple("HrtfTables", "planes faces inverses filters delays rows points")
 
 
-class HrtfError(ValueError):
+class HrtfError(ParameterError):
     """HRTF data that cannot be used (the message says why)."""
 
 

@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from .audio import as_block, check_sample_rate
+from .errors import ParameterError
 
 _registry = {}
 
@@ -112,7 +113,7 @@ class Param:
         return ""
 
     def _fail(self, value, must):
-        raise ValueError(f"{self.owner}.{self.name} = {value!r} is invalid: {must}")
+        raise ParameterError(f"{self.owner}.{self.name} = {value!r} is invalid: {must}")
 
 
 _MISSING = object()
@@ -295,7 +296,7 @@ class Processor:
     def __init__(self, **params):
         unknown = [k for k in params if k not in self.parameters]
         if unknown:
-            raise ValueError(
+            raise ParameterError(
                 f"{type(self).__name__} has no parameter {unknown[0]!r}; "
                 f"valid parameters: {', '.join(self.parameters) or '(none)'}")
         self._params = {}
@@ -311,7 +312,8 @@ class Processor:
         ``audio``: float32 ``(channels, samples)`` or 1-D mono (any block size,
         including 0); ``sample_rate`` in Hz, 8000 to 48000.  State carries over
         from call to call.  A 1-D input gives a 1-D output when the output is
-        mono.  Raises ``ValueError`` for NaN/Inf samples or a bad rate.
+        mono.  Raises ``ParameterError`` (a ``ValueError``) for NaN/Inf samples or a
+        bad rate.
         """
         block, was_1d = as_block(audio, not self.checks_finite)
         if sample_rate != self.sample_rate or block.shape[0] != self.num_channels:
@@ -351,10 +353,11 @@ class Processor:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._params.items()}
 
     def set_params(self, **params):
-        """Set several parameters; unknown names raise ``ValueError``."""
+        """Set several parameters; unknown names raise ``ParameterError``
+        (a ``ValueError``)."""
         for k in params:
             if k not in self.parameters:
-                raise ValueError(
+                raise ParameterError(
                     f"{type(self).__name__} has no parameter {k!r}; "
                     f"valid parameters: {', '.join(self.parameters) or '(none)'}")
         for k, v in params.items():

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ParameterError
+
 CONVENTION = "SimpleFreeFieldHRIR"
 
 
-class SofaError(ValueError):
+class SofaError(ParameterError):
     """A file cannot be read as a SOFA SimpleFreeFieldHRIR file."""
 
 

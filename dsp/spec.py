@@ -9,6 +9,7 @@ anything else is taken as a string.
 import difflib
 import tomllib
 
+from .errors import ParameterError
 from .processor import registry
 
 
@@ -37,7 +38,7 @@ def parse_value(text):
 
 
 def parse_effect(spec):
-    """``(name, params)`` from ``name[:key=value,...]``; ``ValueError`` if malformed."""
+    """``(name, params)`` from ``name[:key=value,...]``; ``ParameterError`` if malformed."""
     name, _, rest = spec.partition(":")
     name = name.strip()
     params = {}
@@ -46,10 +47,10 @@ def parse_effect(spec):
             key, eq, value = item.partition("=")
             key = key.strip()
             if not eq or not key:
-                raise ValueError(f"effect {spec!r}: {item.strip()!r} is not key=value "
-                                 "(write name:key=value,key=[1,2,3])")
+                raise ParameterError(f"effect {spec!r}: {item.strip()!r} is not key=value "
+                                     "(write name:key=value,key=[1,2,3])")
             if key in params:
-                raise ValueError(f"effect {spec!r}: {key!r} is given twice")
+                raise ParameterError(f"effect {spec!r}: {key!r} is given twice")
             params[key] = parse_value(value)
     return name, params
 
@@ -64,14 +65,15 @@ def unknown_name(kind, name, valid):
 def build_effect(spec):
     """The processor described by ``spec`` (see the module docstring).
 
-    Raises ``ValueError`` naming the unknown effect or parameter with the
-    valid choices, or the parameter whose value is out of range.
+    Raises ``ParameterError`` (a ``ValueError``) naming the unknown effect or
+    parameter with the valid choices, or the parameter whose value is out of
+    range.
     """
     name, params = parse_effect(spec)
     cls = registry.get(name)
     if cls is None:
-        raise ValueError(unknown_name("effect", name, list(registry)))
+        raise ParameterError(unknown_name("effect", name, list(registry)))
     try:
         return cls(**params)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"effect {spec!r}: {exc}") from None
+        raise ParameterError(f"effect {spec!r}: {exc}") from None

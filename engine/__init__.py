@@ -7,31 +7,52 @@ Hosts publish, the audience listens, anyone can be moved on stage::
     with engine.Server(secret="s3cret") as server:        # 127.0.0.1, a free port
         token = engine.make_token("s3cret", "room", 7, "host")
         alice = engine.Client()
-        alice.join_channel(server.address, "room", 7, token, "host")
+        alice.join_channel(server.address, "room", 7, token, "host",
+                           server_key=server.public_key)
         alice.push_audio(frame)                            # 10 ms at a time
         ...
         bob.pull_audio(480)                                # what a listener hears
 
-Modules: ``rtp`` (RFC 3550 packets), ``red`` (RFC 2198 redundancy),
-``control`` (join/leave/roles/keep-alive/reports/NACK, the project's own
-format), ``token`` (HMAC-SHA256 access tokens), ``codec`` (Opus through
-ctypes, and L16 PCM), ``jitter`` (the adaptive jitter buffer), ``stretch``
-(pitch-synchronous frame stretching), ``feedback`` (loss measurement and RED
-depth), ``server`` (admission and forwarding, an SFU), ``client``, and ``cli``
-(the ``stagevox server | token | host | listen`` commands).
+Threat model: anyone can send any datagram with any source address; a
+member may be malicious; a passive observer sees all traffic; tokens are
+secrets of the member that holds them.  What the engine does about it is
+told in ``server``'s docstring and the README's "Security" section.
+
+Modules, one job each: ``rtp`` (RFC 3550 packets and sequence arithmetic),
+``red`` (RFC 2198 redundancy), ``control`` (join/leave/roles/keep-alive/
+reports/NACK/events, the project's own format), ``token`` (HMAC-SHA256
+access tokens), ``session`` (the Noise NK handshake, cookies, sealed
+datagrams, the anti-replay window), ``e2ee`` (end-to-end frame keys in the
+manner of SFrame), ``transport`` (the UDP endpoint and periodic tasks of both
+sides), ``codec`` (Opus through ctypes, and L16 PCM), ``sender`` (encoding,
+RED history, FEC policy, retransmission store), ``receiver`` (per remote
+host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
+(the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
+stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
+measurement and RED depth), ``forwarding`` (the server's uplink cache and
+per-listener packets), ``server`` and ``client`` (thin front ends), and
+``cli`` (the ``stagevox server | token | host | listen`` commands).
+
+Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
+or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
+(``PacketError``, ``ControlError``, ``TokenError``), a refused request
+``RefusedError``, all under ``StagevoxError``.
 """
 
-from .client import AudioFrameObserver, Client, RefusedError
+from stagevox.dsp.errors import ParameterError, ProtocolError, RefusedError, StagevoxError
+
+from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
 from .jitter import JitterBuffer
 from .rtp import PacketError, RtpPacket
 from .server import Server
+from .session import SessionError
 from .token import TokenClaims, TokenError, make_token, verify_token
 
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
-    "OpusDecoder", "OpusEncoder", "PacketError", "RefusedError", "RtpPacket", "Server",
-    "TokenClaims", "TokenError", "load_libopus", "make_decoder", "make_encoder", "make_token",
-    "verify_token",
+    "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
+    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims", "TokenError",
+    "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

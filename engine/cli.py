@@ -9,7 +9,8 @@
 
 The server's secret comes from the environment variable ``STAGEVOX_SECRET``;
 a client's token from ``--token`` or ``STAGEVOX_TOKEN``.  ``add_commands``
-registers the four subcommands on the parser of ``stagevox.dsp.cli``.
+registers the four subcommands on the parser of the ``stagevox`` command
+(``stagevox.cli``).
 
 Exit status: 0 done, 1 a refused join or another error (one line on stderr
 says why), 2 a usage error (bad arguments, no secret).
@@ -27,7 +28,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 from stagevox.dsp import fileio
+from stagevox.dsp.errors import StagevoxError
 
+from . import session
 from .client import Client, RefusedError
 from .rtp import CLOCK_RATE
 from .server import Server
@@ -35,6 +38,8 @@ from .token import make_token
 
 SECRET_ENV = "STAGEVOX_SECRET"
 TOKEN_ENV = "STAGEVOX_TOKEN"
+SERVER_KEY_ENV = "STAGEVOX_SERVER_KEY"
+KEY_FILE_ENV = "STAGEVOX_KEY_FILE"
 #: The live frame, seconds: the host pushes and the listener pulls one per period.
 FRAME_S = 0.01
 #: Frames read from the input file at a time.
@@ -47,7 +52,7 @@ MAX_LAG_S = 0.2
 TAIL_S = 0.2
 
 
-class CommandError(Exception):
+class CommandError(StagevoxError):
     """A user error: printed as one line on stderr; ``status`` is the exit status."""
 
     def __init__(self, message, status=1):
@@ -96,6 +101,28 @@ def _token(args):
                            f"(make one with: stagevox token --channel {args.channel} "
                            f"--uid {args.uid} --role {args.command_role})")
     return token
+
+
+def default_key_file():
+    """Where ``stagevox server`` keeps its key pair unless told: ``$STAGEVOX_KEY_FILE``,
+    else ``server.key`` in the user's config folder (``$XDG_CONFIG_HOME/stagevox``,
+    by default ``~/.config/stagevox``)."""
+    if os.environ.get(KEY_FILE_ENV):
+        return Path(os.environ[KEY_FILE_ENV])
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "stagevox" / "server.key"
+
+
+def _server_key(args):
+    key = args.server_key or os.environ.get(SERVER_KEY_ENV, "")
+    if not key:
+        raise CommandError(f"give the server's public key with --server-key or the environment "
+                           f"variable {SERVER_KEY_ENV} ('stagevox server' prints it at start, "
+                           f"on the line 'server key ...')")
+    try:
+        return session.decode_key(key)
+    except session.SessionError as exc:
+        raise CommandError(f"--server-key: {exc}") from None
 
 
 def _note(text):
@@ -204,15 +231,21 @@ def _join(client, args, role, label):
     """Join with the command's arguments; refusals and timeouts become CommandError."""
     address = parse_address(args.server)
     token = _token(args)
+    key = _server_key(args)
+    if not (args.join_timeout > 0 and math.isfinite(args.join_timeout)):
+        raise CommandError(f"--join-timeout must be a positive number of seconds, "
+                           f"got {args.join_timeout}", status=2)
     events = _Events(label)
     client.register_event_handler(events)
     try:
-        client.join_channel(address, args.channel, args.uid, token, role)
+        client.join_channel(address, args.channel, args.uid, token, role, server_key=key,
+                            timeout=args.join_timeout)
     except RefusedError as exc:
         raise CommandError(str(exc)) from None
     except TimeoutError:
-        raise CommandError(f"no answer from a stagevox server at {args.server} "
-                           "(is 'stagevox server' running there?)") from None
+        raise CommandError(f"no answer from a stagevox server at {args.server} within "
+                           f"{args.join_timeout:g} s (is 'stagevox server' running there, "
+                           f"and is --server-key the key it printed?)") from None
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot join {args.channel!r} on {args.server}: {exc}") from None
     _note(f"{label}: joined channel {args.channel!r} on {args.server} as {role} {args.uid}")
@@ -250,9 +283,16 @@ def cmd_server(args):
     if args.member_timeout <= 0 or not math.isfinite(args.member_timeout):
         raise CommandError(f"--member-timeout must be a positive number of seconds, "
                            f"got {args.member_timeout}", status=2)
+    key_file = Path(args.key_file) if args.key_file else default_key_file()
     try:
-        server = Server(args.host, args.port, secret, max_hosts=args.max_hosts,
-                        member_timeout_s=args.member_timeout)
+        if not args.key_file:
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+        server = Server(args.host, args.port, secret, key_file=key_file,
+                        max_hosts=args.max_hosts, member_timeout_s=args.member_timeout)
+    except session.SessionError as exc:
+        raise CommandError(f"--key-file: {exc}", status=2) from None
+    except OSError as exc:
+        raise CommandError(f"--key-file {key_file}: {exc.strerror or exc}", status=2) from None
     except ValueError as exc:
         raise CommandError(str(exc), status=2) from None
     why = None
@@ -266,6 +306,9 @@ def cmd_server(args):
                                    f"{_format_address(args.host, args.port)}: "
                                    f"{exc.strerror or exc}") from None
             print(f"listening on {_format_address(*server.address)}", flush=True)
+            print(f"server key {server.public_key_text}", flush=True)
+            _note(f"server: key pair in {key_file}; clients need --server-key "
+                  f"{server.public_key_text}")
             while True:
                 time.sleep(3600)
         except _Stop as exc:
@@ -524,6 +567,11 @@ def _client_options(p, role):
                    help="this user's id, 1..4294967295, unique in the channel")
     p.add_argument("--token", metavar="TOKEN",
                    help=f"a {role} token from 'stagevox token' (default: ${TOKEN_ENV})")
+    p.add_argument("--server-key", metavar="KEY",
+                   help="the server's public key, as 'stagevox server' prints it "
+                        f"(default: ${SERVER_KEY_ENV})")
+    p.add_argument("--join-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to keep trying to join (default 10)")
     p.set_defaults(command_role=role)
 
 
@@ -533,7 +581,8 @@ def add_commands(sub):
         "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
         description="Run a live channel server on one UDP port until Ctrl+C (SIGINT) or "
                     f"SIGTERM. The token secret comes from ${SECRET_ENV}. The first line "
-                    "printed is 'listening on HOST:PORT'.",
+                    "printed is 'listening on HOST:PORT', the second 'server key KEY' (the "
+                    "public key clients pass as --server-key).",
         epilog="example: STAGEVOX_SECRET=s3cret stagevox server --port 5000")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -543,6 +592,9 @@ def add_commands(sub):
                    help="hosts allowed per channel, 1..128 (default 17)")
     p.add_argument("--member-timeout", type=float, default=10.0, metavar="S",
                    help="drop a member silent this many seconds (default 10)")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="the server's key pair, created on first start and kept "
+                        f"(default: ${KEY_FILE_ENV}, else ~/.config/stagevox/server.key)")
     p.set_defaults(run=_guard(cmd_server))
 
     p = sub.add_parser(
@@ -561,8 +613,8 @@ def add_commands(sub):
         "host", help="join a channel as host and stream an audio file in real time",
         description="Join a channel as host and stream FILE in real time (resampled to "
                     "48 kHz; mono or stereo as the file), then leave.",
-        epilog="example: stagevox host --server 127.0.0.1:5000 --channel room --uid 1 "
-               "--token $(stagevox token --channel room --uid 1 --role host) "
+        epilog="example: stagevox host --server 127.0.0.1:5000 --server-key KEY --channel room "
+               "--uid 1 --token $(stagevox token --channel room --uid 1 --role host) "
                "--input speech.wav --preset ktv")
     _client_options(p, "host")
     p.add_argument("--input", required=True, metavar="FILE",
@@ -578,8 +630,8 @@ def add_commands(sub):
         description="Join a channel as audience and record --duration seconds of what is "
                     "heard, in real time, into FILE (format from its suffix; written to a "
                     "temporary file and renamed at the end).",
-        epilog="example: stagevox listen --server 127.0.0.1:5000 --channel room --uid 2 "
-               "--token $(stagevox token --channel room --uid 2 --role audience) "
+        epilog="example: stagevox listen --server 127.0.0.1:5000 --server-key KEY --channel room "
+               "--uid 2 --token $(stagevox token --channel room --uid 2 --role audience) "
                "--output heard.wav --duration 10")
     _client_options(p, "audience")
     p.add_argument("--output", required=True, metavar="FILE",

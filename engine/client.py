@@ -1,19 +1,24 @@
 """The live-channel client: join, publish, receive, mix.
 
+A thin front end over ``session`` (the handshake and the sealed datagrams),
+``sender`` (the published stream), ``receiver`` (one per remote host) and
+``transport`` (the socket and the periodic tasks).
+
 Threads: the network runs on an asyncio loop in a background thread (packets
-in, control messages, keep-alive, receiver reports, NACKs).  Encoding and
-the local effects run in the thread that calls ``push_audio``; decoding,
-concealment and mixing in the thread that calls ``pull_audio``.  So a slow
-frame never delays packets, and the Numba kernels (``nogil``) really run in
-parallel with the network.
+in, control messages, keep-alive, receiver reports, NACKs; every datagram is
+sealed and opened there).  Encoding and the local effects run in the thread
+that calls ``push_audio``; decoding, concealment and mixing in the thread
+that calls ``pull_audio``.  So a slow frame never delays packets, and the
+Numba kernels (``nogil``) really run in parallel with the network.
 
 Method names follow the well-known live-audio SDK in snake_case.  Events go
 to the objects given to ``register_event_handler`` (any of ``on_user_joined(uid)``,
 ``on_user_offline(uid, reason)``, ``on_client_role_changed(old, new)``,
 ``on_connection_state_changed(state, reason)``,
-``on_token_privilege_will_expire(token_expires_at)``), called from the network
-thread.  Raw audio goes to the objects given to
-``register_audio_frame_observer`` (see ``AudioFrameObserver``).
+``on_token_privilege_will_expire(token_expires_at)``,
+``on_encryption_error(uid, reason)``), called from the network thread.  Raw
+audio goes to the objects given to ``register_audio_frame_observer`` (see
+``AudioFrameObserver``).
 """
 
 import asyncio
@@ -29,15 +34,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from stagevox import dsp
+from stagevox.dsp.errors import RefusedError
 
-from . import control
-from .codec import make_decoder, make_encoder
-from .control import (Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport, Refused,
-                      RenewToken, ReportBlock, RoleChanged, SetRole, TokenRenewed)
-from .feedback import MAX_DEPTH, MAX_RED_PAYLOAD, RedundancyControl
-from .jitter import JitterBuffer
-from .red import RedBlock, encode_red_within
-from .rtp import CLOCK_RATE, PT_L16, PT_OPUS, PT_RED, PacketError, RtpPacket, is_rtp
+from . import control, session
+from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
+                      Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
+                      clamped_report_block)
+from .receiver import Receiver
+from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
+from .sender import Sender
+from .session import SessionError
+from .transport import open_endpoint, run_periodic
 
 ROLES = ("host", "audience")
 #: Connection states reported by ``on_connection_state_changed``.
@@ -46,29 +53,26 @@ STATES = ("disconnected", "connecting", "connected", "reconnecting", "failed")
 REVERB_KEYS = {"dry_level": "dry_level_db", "wet_level": "wet_level_db",
                "room_size": "room_size", "wet_delay": "wet_delay_ms", "strength": "strength"}
 
-#: Loss percentage the Opus encoder is told when the uplink is lossy (see _set_fec).
-FEC_LOSS_PCT = 5
 PING_INTERVAL_S = 1.0
 #: Receiver reports: every half second on a clean path, every 0.1 s while
 #: the last report saw loss (so redundancy reaches a lossy path quickly).
 REPORT_INTERVAL_S = 0.5
 LOSSY_REPORT_INTERVAL_S = 0.1
 NACK_INTERVAL_S = 0.01
-#: Sent packets kept for the server's retransmission requests (1.3 s of 20 ms frames).
-SENT_KEPT = 64
-#: No answer from the server for this long: "reconnecting", and join again
-#: every PING_INTERVAL_S (request id REJOIN_REQUEST_ID) until it answers.
+#: Handshake messages are sent again this often until the server answers (a
+#: join crosses a path that loses 70 % each way within a few seconds).
+HANDSHAKE_RETRY_S = 0.1
+#: Requests (role, token) are sent again this often until answered.
+REQUEST_RETRY_S = 0.25
+#: No answer from the server for this long: "reconnecting", and a new
+#: handshake (same uid, token and SSRC) every RECONNECT_RETRY_S until it answers.
 SERVER_SILENT_S = 4.0
+RECONNECT_RETRY_S = 0.5
 REJOIN_REQUEST_ID = 0
-
-
-class RefusedError(RuntimeError):
-    """The server refused a request; ``code`` is one of ``control.REFUSAL_CODES``."""
-
-    def __init__(self, code, reason):
-        super().__init__(f"refused ({code}): {reason}")
-        self.code = code
-        self.reason = reason
+#: Events that arrived ahead of a missing one, kept at most.
+MAX_EVENTS_AHEAD = 512
+#: The default time ``join_channel`` keeps trying, seconds.
+JOIN_TIMEOUT_S = 10.0
 
 
 class AudioFrameObserver:
@@ -91,45 +95,6 @@ class AudioFrameObserver:
         """One remote user's decoded audio, before volume, position and mixing."""
 
 
-class _Remote:
-    """A remote host as heard here."""
-
-    def __init__(self, uid, ssrc, channels, min_delay_ms, max_delay_ms, codec):
-        self.uid = uid
-        self.ssrc = ssrc
-        self.jb = JitterBuffer(make_decoder(codec, channels), min_delay_ms=min_delay_ms,
-                               max_delay_ms=max_delay_ms)
-        self.codec = codec
-        self.codec_known = False
-        self.lock = threading.Lock()
-        self.muted = False
-        self.volume = 1.0
-        self.pan = 0.0
-        self.gain = 1.0
-        self.resampler = None
-        self.fifo = None
-
-
-class _Resampled:
-    """Exactly-n reads at the client's rate from a source at 48 kHz."""
-
-    def __init__(self, channels, rate):
-        import soxr
-        self.rate = rate
-        self.stream = soxr.ResampleStream(CLOCK_RATE, rate, channels, dtype="float32",
-                                          quality="HQ")
-        self.fifo = np.zeros((channels, 0), np.float32)
-
-    def read(self, n, source):
-        while self.fifo.shape[1] < n:
-            need = max(480, math.ceil((n - self.fifo.shape[1]) * CLOCK_RATE / self.rate) + 64)
-            block = source(need)
-            y = self.stream.resample_chunk(np.ascontiguousarray(block.T)).T
-            self.fifo = np.concatenate([self.fifo, y.astype(np.float32)], axis=1)
-        out, self.fifo = self.fifo[:, :n], self.fifo[:, n:]
-        return out
-
-
 class Client:
     """One participant of a live channel.
 
@@ -148,43 +113,46 @@ class Client:
         self.channels = channels
         self.codec = codec
         self.frame_ms = frame_ms
-        self._encoder = make_encoder(codec, channels=channels, bitrate=bitrate,
-                                     frame_ms=frame_ms) if codec == "opus" else \
-            make_encoder(codec, channels=channels, frame_ms=frame_ms)
+        self.ssrc = ssrc if ssrc is not None else random.randrange(1, 2**32)
+        self._sender = Sender(codec, channels, bitrate, frame_ms, self.ssrc)
         self._min_delay_ms = min_delay_ms
         self._max_delay_ms = max_delay_ms
-        self.ssrc = ssrc if ssrc is not None else random.randrange(1, 2**32)
         self.uid = None
         self.channel = None
         self.role = None
         self.state = "disconnected"
         self.server_address = None
+        self._server_key = None
         self._handlers = []
         self._observers = []
-        self._remotes = {}                # ssrc -> _Remote
+        self._remotes = {}                # ssrc -> Receiver
         self._uids = {}                   # uid -> ssrc
         self._requests = {}               # request id -> Future
         self._request_ids = itertools.count(1)
         self._stats = collections.Counter()
         self._rtt = None
         self._last_heard = None
+        self._token = None
         self._token_expires_at = None
+        # session
+        self._session = None              # session.Session once the handshake is done
+        self._initiator = None            # session.Initiator while a handshake runs
+        self._handshake_reply = None      # Future for the Joined/Refused of a join
+        self._confirming = None           # the Joined of a session not yet confirmed
+        self._next_event = 1
+        self._events_ahead = {}
+        self._decryptor = None            # e2ee.FrameDecryptor when encryption is on
+        self._crypto_reported = set()
+        self._tick_vars = {"ping": 0.0, "report": 0.0, "rejoin": 0.0, "lossy": False}
         # publishing
         self._push_lock = threading.Lock()
-        self._seq = random.randrange(2**16)
-        self._ts = random.randrange(2**32)
-        self._history = collections.deque(maxlen=MAX_DEPTH)
-        self._sent = {}                   # sequence number -> packet, the last SENT_KEPT   # (ts, payload) of recent frames
-        self._uplink = RedundancyControl()   # RED depth from the server's reports
-        self._bitrate = bitrate
-        self._fec_on = False
-        self._pending = np.zeros((channels, 0), np.float32)
         self._muted = False
         self._record_gain = 1.0
         self._effects = None
         self._voice = {}                  # "pitch" / "eq" / "reverb" -> processor
         self._preset = None
         self._to_wire = None              # soxr stream, client rate -> 48 kHz
+        self._pending = np.zeros((channels, 0), np.float32)
         self._local_fifo = np.zeros((channels, 0), np.float32)
         self._first_push = None
         self._pushed_samples = 0
@@ -192,7 +160,7 @@ class Client:
         self._spatial = None
         # network
         self._loop = None
-        self._transport = None
+        self._endpoint = None
         self._thread = None
         self._closing = None
 
@@ -240,25 +208,37 @@ class Client:
     # ----------------------------------------------------------- channel
 
     def join_channel(self, server_address, channel, uid, token, role="audience", *,
-                     timeout=5.0):
+                     server_key=None, timeout=JOIN_TIMEOUT_S):
         """Join ``channel`` on the server at ``(host, port)`` as ``uid`` with ``token``.
+
+        ``server_key``: the server's public key (32 bytes, or the text the
+        server prints at start-up, ``Server.public_key_text``); the handshake
+        proves the server holds it.  The handshake is sent again every 0.1 s
+        until the server answers or ``timeout`` seconds pass.
 
         Returns once the server has accepted; raises ``RefusedError`` with the
         server's reason, ``TimeoutError`` when the server does not answer, and
-        ``ValueError`` for a bad role or uid.
+        ``ValueError`` for a bad role, uid or key.
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         if not (isinstance(uid, int) and 0 < uid < 2**32):
             raise ValueError(f"uid must be an integer in 1..{2**32 - 1}, got {uid!r}")
+        if server_key is None:
+            raise ValueError("join_channel needs server_key, the server's public key "
+                             "(printed by 'stagevox server' at start; Server.public_key_text)")
+        key = session.decode_key(server_key) if isinstance(server_key, str) else bytes(server_key)
+        if len(key) != 32:
+            raise ValueError(f"server_key must be 32 bytes, got {len(key)}")
         if self.channel is not None:
             raise RuntimeError(f"already in channel {self.channel!r}; leave_channel() first")
+        self._server_key = key
         self._start_network(server_address)
         self._set_state("connecting", "join_channel")
         rid = next(self._request_ids)
-        msg = Join(rid, channel, uid, role, token or "", self.ssrc)
         try:
-            reply = self._request(rid, msg, timeout)
+            reply = self._handshake(Join(rid, channel, uid, role, token or "", self.ssrc),
+                                    timeout)
         except Exception as exc:
             self._set_state("failed", str(exc))
             self._stop_network()
@@ -272,6 +252,27 @@ class Client:
         self._set_state("connected", "joined")
         for host_uid, _ in reply.hosts:
             self._emit("on_user_joined", host_uid)
+
+    def _handshake(self, join, timeout):
+        """Run the handshake carrying ``join``; returns the server's ``Joined``."""
+        initiator = session.Initiator(self._server_key, join.encode())
+        fut = Future()
+        self._call(self._begin_handshake, initiator, fut)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = fut.result(timeout=min(HANDSHAKE_RETRY_S,
+                                               max(0.0, deadline - time.monotonic())))
+                break
+            except FutureTimeout:
+                if time.monotonic() >= deadline:
+                    self._call(self._end_handshake, initiator)
+                    raise TimeoutError(f"no answer from the server at {self.server_address} "
+                                       f"within {timeout} s") from None
+                self._call(self._handshake_retry, initiator)
+        if isinstance(reply, Refused):
+            raise RefusedError(reply.code, reply.reason)
+        return reply
 
     def leave_channel(self):
         """Leave the channel (idempotent); the remote streams stop."""
@@ -308,6 +309,29 @@ class Client:
         self._token = token
         self._token_expires_at = reply.expires_at
 
+    def enable_encryption(self, key):
+        """Seal every published frame end to end with the channel ``key`` and
+        open the frames of remote hosts with it (``None`` turns it off).
+
+        ``key``: bytes (16-64) or a passphrase (at least 8 characters) that
+        every member of the channel uses.  The server forwards, repairs and
+        relays frames it cannot hear.  Members without the key hear silence;
+        a frame that does not open raises ``on_encryption_error(uid, reason)``
+        (``"no_key"``, ``"decryption_failed"``, ``"not_encrypted"``), never
+        noise.  Needs the opus codec.
+        """
+        from .e2ee import FrameDecryptor, FrameEncryptor
+        if key is None:
+            encryptor = decryptor = None
+        else:
+            encryptor, decryptor = FrameEncryptor(key), FrameDecryptor(key)
+        with self._push_lock:
+            self._sender.set_encryptor(encryptor)
+        self._decryptor = decryptor
+        for uid, ssrc in list(self._uids.items()):
+            self._remotes.pop(ssrc, None)
+            self._add_remote(uid, ssrc, force=True)
+
     def _need_channel(self):
         if self.channel is None:
             raise RuntimeError("not in a channel; join_channel() first")
@@ -321,7 +345,8 @@ class Client:
             while True:
                 self._send(data)
                 try:
-                    reply = fut.result(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+                    reply = fut.result(timeout=min(REQUEST_RETRY_S,
+                                                   max(0.0, deadline - time.monotonic())))
                     break
                 except FutureTimeout:
                     if time.monotonic() >= deadline:
@@ -349,15 +374,19 @@ class Client:
         async def main():
             self._loop = asyncio.get_running_loop()
             self._closing = asyncio.Event()
-            self._transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), remote_addr=self.server_address)
+            local = "::" if ":" in self.server_address[0] else "0.0.0.0"
+            if self.server_address[0] in ("127.0.0.1", "localhost", "::1"):
+                local = "::1" if self.server_address[0] == "::1" else "127.0.0.1"
+            self._endpoint = await open_endpoint(self._datagram, self._stats, "client",
+                                                 local, 0, remote=self.server_address)
             ready.set()
-            ticker = asyncio.ensure_future(self._tick())
+            ticker = asyncio.ensure_future(run_periodic(NACK_INTERVAL_S, self._tick_step,
+                                                        self._stats, "client"))
             try:
                 await self._closing.wait()
             finally:
                 ticker.cancel()
-                self._transport.close()
+                self._endpoint.transport.close()
         asyncio.run(main())
 
     def _stop_network(self):
@@ -366,29 +395,133 @@ class Client:
                 self._loop.call_soon_threadsafe(self._closing.set)
             except RuntimeError:
                 pass
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
-        self._thread = self._loop = self._transport = self._closing = None
+        self._thread = self._loop = self._endpoint = self._closing = None
+        self._session = self._initiator = None
 
-    def _send(self, data):
-        loop, transport = self._loop, self._transport
-        if loop is not None and transport is not None:
+    def _call(self, fn, *args):
+        """Run ``fn(*args)`` on the network thread (sealing happens only there)."""
+        loop = self._loop
+        if loop is not None:
             try:
-                loop.call_soon_threadsafe(transport.sendto, data)
+                loop.call_soon_threadsafe(fn, *args)
             except RuntimeError:        # loop closed while leaving
                 pass
+
+    def _send(self, inner):
+        """Seal and send ``inner`` (an RTP packet or a control message) from any thread."""
+        self._call(self._seal_and_send, inner)
+
+    def _seal_and_send(self, inner):
+        if self._session is None or self._endpoint is None:
+            return
+        try:
+            data = self._session.seal(inner)
+        except SessionError:
+            self._stats["send_errors"] += 1
+            return
+        self._endpoint.send(data)
 
     def _send_msg(self, msg):
         self._send(msg.encode())
 
-    def _datagram(self, data):
+    # handshake steps, on the network thread
+
+    def _begin_handshake(self, initiator, fut):
+        self._initiator = initiator
+        self._handshake_reply = fut
+        self._send_initiation(initiator)
+
+    def _send_initiation(self, initiator):
+        if self._initiator is initiator and self._endpoint is not None:
+            self._endpoint.send(initiator.initiation())
+
+    def _handshake_retry(self, initiator):
+        if self._initiator is initiator:
+            self._send_initiation(initiator)
+        elif self._confirming is not None:
+            self._seal_and_send(Ping(time.monotonic()).encode())
+
+    def _end_handshake(self, initiator):
+        if self._initiator is initiator:
+            self._initiator = None
+        self._confirming = None
+
+    def _on_handshake_datagram(self, data, kind):
+        initiator = self._initiator
+        if initiator is None:
+            return
+        try:
+            if kind == session.KIND_COOKIE:
+                if initiator.read_cookie(data):
+                    self._send_initiation(initiator)
+                return
+            payload, sess = initiator.read_response(data)
+            reply = control.decode(payload)
+        except (SessionError, control.ControlError):
+            self._stats["malformed_received"] += 1
+            return
+        if not isinstance(reply, (Joined, Refused)):
+            self._stats["malformed_received"] += 1
+            return
+        self._initiator = None
+        if isinstance(reply, Refused):
+            fut = self._handshake_reply
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+            return
+        self._session = sess
+        self._next_event = 1
+        self._events_ahead.clear()
+        # Our first sealed datagram confirms the session: the server admits us
+        # with it, and its answer (the first sealed datagram we get) tells us so.
+        self._confirming = reply
+        self._seal_and_send(Ping(time.monotonic()).encode())
+
+    def _confirmed(self):
+        reply, self._confirming = self._confirming, None
+        fut = self._handshake_reply
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+        elif reply.request_id == REJOIN_REQUEST_ID:
+            self._rejoined(reply)
+
+    def _rejoined(self, reply):
+        """Back after a silence, on a new session: hosts that came or went meanwhile."""
+        self._last_heard = time.monotonic()
+        hosts = dict(reply.hosts)
+        for host_uid, ssrc in hosts.items():
+            if self._uids.get(host_uid) != ssrc:
+                self._add_remote(host_uid, ssrc)
+                self._emit("on_user_joined", host_uid)
+        for host_uid in [u for u in self._uids if u not in hosts]:
+            if self._remove_remote(host_uid):
+                self._emit("on_user_offline", host_uid, "dropped")
+        self._set_state("connected", "server answered again")
+
+    def _datagram(self, data, addr):
+        kind = session.datagram_kind(data)
+        if kind in (session.KIND_COOKIE, session.KIND_RESPONSE):
+            self._on_handshake_datagram(data, kind)
+            return
+        if kind != session.KIND_TRANSPORT or self._session is None:
+            self._stats["malformed_received"] += 1
+            return
+        try:
+            inner = self._session.open(data)
+        except SessionError:
+            self._stats["unauthentic_received"] += 1
+            return
         now = time.monotonic()
         self._last_heard = now
+        if self._confirming is not None:
+            self._confirmed()
         if self.state == "reconnecting":
             self._set_state("connected", "server answered again")
-        if is_rtp(data):
+        if is_rtp(inner):
             try:
-                packet = RtpPacket.parse(data)
+                packet = RtpPacket.parse(inner)
             except PacketError:
                 self._stats["malformed_received"] += 1
                 return
@@ -396,13 +529,10 @@ class Client:
             if remote is None:
                 self._stats["unknown_ssrc"] += 1
                 return
-            with remote.lock:
-                if not remote.codec_known:
-                    self._match_codec(remote, packet)
-                remote.jb.put(packet, now)
+            remote.put(packet, now)
             return
         try:
-            msg = control.decode(data)
+            msg = control.decode(inner)
         except control.ControlError:
             self._stats["malformed_received"] += 1
             return
@@ -410,13 +540,7 @@ class Client:
 
     def _on_control(self, msg, now):
         rid = getattr(msg, "request_id", None)
-        if isinstance(msg, Joined) and rid == REJOIN_REQUEST_ID:
-            # Back after a silence: hosts who joined meanwhile were announced elsewhere.
-            for host_uid, ssrc in msg.hosts:
-                if self._uids.get(host_uid) != ssrc:
-                    self._add_remote(host_uid, ssrc)
-                    self._emit("on_user_joined", host_uid)
-        elif isinstance(msg, (Joined, Refused, RoleChanged, TokenRenewed)):
+        if isinstance(msg, (Refused, RoleChanged, TokenRenewed)):
             fut = self._requests.get(rid)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -425,17 +549,25 @@ class Client:
         elif isinstance(msg, ReceiverReport):
             for block in msg.reports:
                 if block.ssrc == self.ssrc:
-                    self._uplink.add(now, block.fraction_lost, block.burst, block.highest_seq,
-                                     block.cumulative_lost)
+                    self._sender.on_report(block, now)
         elif isinstance(msg, Event):
-            self._on_event(msg)
+            self._on_event_message(msg)
         elif isinstance(msg, Nack) and msg.ssrc == self.ssrc:
             # The server missed these of ours: send them again if still kept.
-            for seq in msg.sequence_numbers:
-                data = self._sent.get(seq)
-                if data is not None:
-                    self._transport.sendto(data)
-                    self._stats["packets_retransmitted"] += 1
+            with self._push_lock:
+                packets = self._sender.retransmissions(msg.sequence_numbers)
+            for data in packets:
+                self._seal_and_send(data)
+
+    def _on_event_message(self, ev):
+        """Events arrive numbered, maybe repeated or out of order: each is
+        handled once, in order, and acknowledged."""
+        if ev.seq >= self._next_event and len(self._events_ahead) < MAX_EVENTS_AHEAD:
+            self._events_ahead[ev.seq] = ev
+        while self._next_event in self._events_ahead:
+            self._on_event(self._events_ahead.pop(self._next_event))
+            self._next_event += 1
+        self._seal_and_send(Ack(self._next_event - 1).encode())
 
     def _on_event(self, ev):
         if ev.kind == "user_joined":
@@ -443,6 +575,10 @@ class Client:
             self._emit("on_user_joined", ev.uid)
         elif ev.kind in ("user_left", "user_offline") or (
                 ev.kind == "role_changed" and ev.role == "audience"):
+            if ev.uid == self.uid:
+                old, self.role = self.role, ev.role
+                self._emit("on_client_role_changed", old, ev.role)
+                return
             reason = {"user_left": "quit", "user_offline": "dropped"}.get(ev.kind,
                                                                          "became_audience")
             if self._remove_remote(ev.uid):
@@ -455,31 +591,25 @@ class Client:
             self._uids.clear()
             self._set_state("failed", ev.reason)
 
-    def _match_codec(self, remote, packet):
-        """Decode a host's stream with the codec its first packet names (hosts
-        and listeners need not have chosen the same one)."""
-        pt = packet.payload_type
-        if pt == PT_RED and packet.payload:
-            pt = packet.payload[0] & 0x7F          # the first block's payload type
-        codec = {PT_OPUS: "opus", PT_L16: "pcm"}.get(pt)
-        if codec is None:
-            return
-        if codec != remote.codec:
-            remote.jb.decoder = make_decoder(codec, self.channels)
-            remote.codec = codec
-        remote.codec_known = True
-
-    def _add_remote(self, uid, ssrc):
+    def _add_remote(self, uid, ssrc, force=False):
         old = self._uids.get(uid)
-        if old == ssrc:
+        if old == ssrc and not force:
             return
         # The remote exists before its uid is published: another thread that sees
         # the uid (remote_users, mute_remote_audio_stream, ...) finds it.
-        self._remotes[ssrc] = _Remote(uid, ssrc, self.channels, self._min_delay_ms,
-                                      self._max_delay_ms, self.codec)
+        self._remotes[ssrc] = Receiver(
+            uid, ssrc, self.channels, self.sample_rate, self._min_delay_ms, self._max_delay_ms,
+            self.codec, decryptor=self._decryptor,
+            on_crypto_failure=lambda reason, uid=uid: self._crypto_failure(uid, reason))
         self._uids[uid] = ssrc
-        if old is not None:
+        if old is not None and old != ssrc:
             self._remotes.pop(old, None)
+
+    def _crypto_failure(self, uid, reason):
+        self._stats["frames_not_opened"] += 1
+        if (uid, reason) not in self._crypto_reported:
+            self._crypto_reported.add((uid, reason))
+            self._emit("on_encryption_error", uid, reason)
 
     def _remove_remote(self, uid):
         ssrc = self._uids.pop(uid, None)
@@ -490,48 +620,51 @@ class Client:
             self._spatial.remove_remote_position(uid)
         return True
 
-    async def _tick(self):
-        last_ping = last_report = 0.0
-        lossy = False
-        while True:
-            await asyncio.sleep(NACK_INTERVAL_S)
-            now = time.monotonic()
-            if self.channel is None:
-                continue
-            rtt = self._rtt if self._rtt is not None else 0.05
+    def _tick_step(self, now):
+        """Housekeeping every NACK_INTERVAL_S on the network thread: NACKs,
+        keep-alive, reconnection, receiver reports."""
+        if self.channel is None or self._session is None and self._initiator is None:
+            return
+        tick = self._tick_vars
+        rtt = self._rtt if self._rtt is not None else 0.05
+        for remote in list(self._remotes.values()):
+            seqs = remote.nacks(now, rtt)
+            for i in range(0, len(seqs), control.MAX_NACKS):
+                self._seal_and_send(Nack(remote.ssrc,
+                                         tuple(seqs[i:i + control.MAX_NACKS])).encode())
+        if now - tick["ping"] >= PING_INTERVAL_S:
+            tick["ping"] = now
+            self._seal_and_send(Ping(now).encode())
+        if self._last_heard is not None and now - self._last_heard > SERVER_SILENT_S:
+            self._set_state("reconnecting", "no answer from the server")
+            if now - tick["rejoin"] >= RECONNECT_RETRY_S:
+                tick["rejoin"] = now
+                self._reconnect()
+        interval = LOSSY_REPORT_INTERVAL_S if tick["lossy"] else REPORT_INTERVAL_S
+        if now - tick["report"] >= interval:
+            tick["report"] = now
+            blocks = []
             for remote in list(self._remotes.values()):
-                with remote.lock:
-                    seqs = remote.jb.nacks(now, rtt)
-                for i in range(0, len(seqs), control.MAX_NACKS):
-                    self._transport.sendto(Nack(remote.ssrc,
-                                                tuple(seqs[i:i + control.MAX_NACKS])).encode())
-            if now - last_ping >= PING_INTERVAL_S:
-                last_ping = now
-                self._transport.sendto(Ping(now).encode())
-                if self._last_heard is not None and now - self._last_heard > SERVER_SILENT_S:
-                    self._set_state("reconnecting", "no answer from the server")
-                    # The server may now see this client at another address (a NAT
-                    # that rebinds): join again, with the same uid, token and SSRC.
-                    self._transport.sendto(Join(REJOIN_REQUEST_ID, self.channel, self.uid,
-                                                self.role, self._token or "",
-                                                self.ssrc).encode())
-            interval = LOSSY_REPORT_INTERVAL_S if lossy else REPORT_INTERVAL_S
-            if now - last_report >= interval:
-                last_report = now
-                blocks = []
-                for remote in list(self._remotes.values()):
-                    with remote.lock:
-                        r = remote.jb.report()
-                    if r is not None:
-                        blocks.append(ReportBlock(remote.ssrc, min(1.0, r["fraction_lost"]),
-                                                  r["highest_seq"] % 2**32, r["jitter_ms"],
-                                                  burst=r["burst"],
-                                                  cumulative_lost=r["cumulative_lost"] % 2**32))
-                if blocks:
-                    # Nothing new to report keeps the pace: a lossy path stays lossy.
-                    lossy = any(b.fraction_lost > 0.0 for b in blocks)
-                    report = ReceiverReport(tuple(blocks[:control.MAX_REPORTS]))
-                    self._transport.sendto(report.encode())
+                r = remote.report()
+                if r is not None:
+                    blocks.append(clamped_report_block(
+                        remote.ssrc, r["fraction_lost"], r["highest_seq"], r["jitter_ms"],
+                        r["burst"], r["cumulative_lost"]))
+            if blocks:
+                # Nothing new to report keeps the pace: a lossy path stays lossy.
+                tick["lossy"] = any(b.fraction_lost > 0.0 for b in blocks)
+                self._seal_and_send(ReceiverReport(tuple(blocks[:control.MAX_REPORTS])).encode())
+
+    def _reconnect(self):
+        """A new handshake with the same uid, token and SSRC (the server may
+        have dropped us after a long silence); the old session goes on
+        meanwhile, in case the server comes back to it."""
+        if self._initiator is None:
+            join = Join(REJOIN_REQUEST_ID, self.channel, self.uid, self.role,
+                        self._token or "", self.ssrc)
+            self._initiator = session.Initiator(self._server_key, join.encode())
+            self._handshake_reply = None
+        self._send_initiation(self._initiator)
 
     # ----------------------------------------------------------- publishing
 
@@ -569,58 +702,18 @@ class Client:
                 x = np.ascontiguousarray(
                     self._to_wire.resample_chunk(np.ascontiguousarray(x.T)).T)
             self._pending = np.concatenate([self._pending, x], axis=1)
-            step = self._encoder.frame_samples
+            step = self._sender.frame_samples
             while self._pending.shape[1] >= step:
                 frame, self._pending = self._pending[:, :step], self._pending[:, step:]
                 self._send_frame(frame)
 
     def _send_frame(self, frame):
-        ts = self._ts
-        self._ts = (self._ts + frame.shape[1]) % 2**32
         if self.channel is None or self.role != "host" or self._muted:
-            self._history.clear()
+            self._sender.skip(frame.shape[1])
             return
-        if self.codec == "opus":
-            self._set_fec(self._uplink.fraction_lost)
-        payload = self._encoder.encode(frame)
-        depth = min(self._uplink.depth, len(self._history))
-        if depth:
-            blocks = [RedBlock(self._encoder.payload_type, t, p)
-                      for t, p in list(self._history)[-depth:]
-                      if 0 < (ts - t) % 2**32 <= 16383]
-            blocks.append(RedBlock(self._encoder.payload_type, ts, payload))
-            body, pt = encode_red_within(blocks, ts, MAX_RED_PAYLOAD), PT_RED
-        else:
-            body, pt = payload, self._encoder.payload_type
-        self._history.append((ts, payload))
-        packet = RtpPacket(payload_type=pt, sequence_number=self._seq, timestamp=ts,
-                           ssrc=self.ssrc, payload=body)
-        self._seq = (self._seq + 1) % 2**16
-        data = packet.serialize()
-        self._sent[packet.sequence_number] = data
-        if len(self._sent) > SENT_KEPT:
-            del self._sent[next(iter(self._sent))]
-        self._stats["packets_sent"] += 1
-        self._stats["bytes_sent"] += len(data)
-        self._stats["payload_bytes_sent"] += len(body)
-        self._stats["codec_bytes_sent"] += len(payload)
+        data = self._sender.packet(frame)
+        self._stats["bytes_sent"] += len(data) + session.TRANSPORT_OVERHEAD
         self._send(data)
-
-    def _set_fec(self, fraction_lost):
-        """Opus in-band FEC for a lossy uplink, at a light setting.
-
-        RED already carries whole copies of earlier frames; the in-band FEC
-        (a low-rate copy of the previous frame inside each packet) is for the
-        frames RED could not save.  Telling libopus the real loss would make
-        it spend up to half the bits on that copy (at 30 % loss, STOI of the
-        lossless decode falls from 0.993 to 0.958 at 32 kb/s), so it is told
-        5 % and the bitrate rises by 12.5 % to pay for it (STOI 0.991).
-        """
-        lossy = fraction_lost > 0.01
-        if lossy != self._fec_on:
-            self._fec_on = lossy
-            self._encoder.set_packet_loss_pct(FEC_LOSS_PCT if lossy else 0)
-            self._encoder.set_bitrate(int(self._bitrate * (1.125 if lossy else 1.0)))
 
     def mute_local_audio_stream(self, mute):
         """Stop (True) or resume (False) sending the local audio."""
@@ -732,14 +825,7 @@ class Client:
         return mix
 
     def _pull_remote(self, remote, n, now):
-        def source(k):
-            with remote.lock:
-                return remote.jb.pull(k, now)
-        if self.sample_rate == CLOCK_RATE:
-            return source(n)
-        if remote.resampler is None:
-            remote.resampler = _Resampled(self.channels, self.sample_rate)
-        return remote.resampler.read(n, source)
+        return remote.pull(n, now)
 
     def mute_remote_audio_stream(self, uid, mute):
         """Stop (True) or resume (False) playing user ``uid``."""
@@ -788,19 +874,22 @@ class Client:
     def stats(self):
         """A dict of counters and estimates (see the README's engine section)."""
         now = time.monotonic()
-        s = {k: self._stats[k] for k in ("packets_sent", "bytes_sent", "payload_bytes_sent",
-                                          "codec_bytes_sent", "malformed_received",
-                                          "packets_retransmitted")}
+        sent = self._sender.stats
+        s = {k: sent[k] for k in ("packets_sent", "payload_bytes_sent", "codec_bytes_sent",
+                                  "packets_retransmitted")}
+        s["bytes_sent"] = self._stats["bytes_sent"]
+        s["malformed_received"] = self._stats["malformed_received"]
+        s["unauthentic_received"] = self._stats["unauthentic_received"]
+        s["periodic_errors"] = self._stats["periodic_errors"]
         elapsed = (self._pushed_samples / self.sample_rate) if self._pushed_samples else 0.0
         s["send_bitrate"] = 8 * s["bytes_sent"] / elapsed if elapsed else 0.0
         s["codec_bitrate"] = 8 * s["codec_bytes_sent"] / elapsed if elapsed else 0.0
-        s["red_depth"] = self._uplink.depth
-        s["uplink_loss"] = self._uplink.fraction_lost
+        s["red_depth"] = self._sender.uplink.depth
+        s["uplink_loss"] = self._sender.uplink.fraction_lost
         s["rtt_ms"] = None if self._rtt is None else 1e3 * self._rtt
         users = {}
         for remote in list(self._remotes.values()):
-            with remote.lock:
-                u = remote.jb.summary(now)
+            u = remote.summary(now)
             rtt = self._rtt or 0.0
             u["end_to_end_delay_ms"] = (self.frame_ms + 1e3 * rtt / 2 + u["buffer_delay_ms"])
             users[remote.uid] = u
@@ -825,17 +914,3 @@ def _position(frame, gain, pan):
 def _check_range(name, value, lo, hi):
     if not (isinstance(value, (int, float)) and lo <= value <= hi):
         raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, client):
-        self.client = client
-
-    def datagram_received(self, data, addr):
-        try:
-            self.client._datagram(data)
-        except Exception:          # a bad datagram must not stop the client
-            self.client._stats["internal_errors"] += 1
-
-    def error_received(self, exc):
-        self.client._stats["socket_errors"] += 1

@@ -31,8 +31,10 @@ import threading
 
 import numpy as np
 
+from stagevox.dsp.errors import StagevoxError
 
-class CodecError(RuntimeError):
+
+class CodecError(StagevoxError, RuntimeError):
     """libopus refused something (invalid packet, bad frame size) or is missing."""
 
 

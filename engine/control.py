@@ -22,12 +22,14 @@ import struct
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from stagevox.dsp.errors import ProtocolError
 
-class ControlError(ValueError):
+
+class ControlError(ProtocolError):
     """A control message that cannot be decoded or encoded; the message names the problem."""
 
 
-VERSION = 2  #: the control protocol version this build speaks
+VERSION = 3  #: the control protocol version this build speaks
 MAGIC = b"SV"
 HEADER_SIZE = 6  #: magic, version, type, body length
 MAX_DATAGRAM = 1200  #: largest control message, bytes
@@ -42,7 +44,8 @@ MAX_NACKS = 128  #: sequence numbers in a Nack
 ROLES = ("host", "audience")
 REFUSAL_CODES = ("bad_request", "no_token", "malformed_token", "bad_signature", "expired_token",
                  "wrong_channel", "wrong_uid", "no_publish_privilege", "too_many_hosts",
-                 "not_joined", "rate_limited", "server_error")
+                 "not_joined", "rate_limited", "server_error", "too_many_channels",
+                 "channel_full", "server_busy")
 EVENT_KINDS = ("user_joined", "user_left", "user_offline", "role_changed", "token_will_expire",
                "removed")
 
@@ -448,6 +451,18 @@ class ReportBlock:
     cumulative_lost: int = 0
 
 
+def clamped_report_block(ssrc, fraction_lost, highest_seq, jitter_ms, burst=0.0,
+                         cumulative_lost=0):
+    """A ``ReportBlock`` whose values are clamped into their wire fields (a
+    sequence-number jump or a long silence must not make a report unsendable)."""
+    def clamp(v, lo, hi):
+        v = float(v)
+        return lo if not math.isfinite(v) else min(hi, max(lo, v))
+    return ReportBlock(int(ssrc) % 2**32, clamp(fraction_lost, 0.0, 1.0), int(highest_seq) % 2**32,
+                       clamp(jitter_ms, 0.0, _Millis.hi), clamp(burst, 0.0, _Tenths.hi),
+                       max(0, min(int(cumulative_lost), 2**32 - 1)))
+
+
 _REPORT_BLOCK = _Record(ReportBlock, [("ssrc", _U32), ("fraction_lost", _Fraction()),
                                       ("highest_seq", _U32), ("jitter_ms", _Millis()),
                                       ("burst", _Tenths()), ("cumulative_lost", _U32)])
@@ -473,15 +488,29 @@ class Nack(_Message, type_code=12):
 
 @dataclass(frozen=True)
 class Event(_Message, type_code=13):
-    """Server to client: something happened to user ``uid`` (``kind`` one of ``EVENT_KINDS``)."""
+    """Server to client: something happened to user ``uid`` (``kind`` one of ``EVENT_KINDS``).
 
+    ``seq`` numbers a member's events from 1; the member acknowledges them
+    (``Ack``) and the server repeats those not acknowledged, so an
+    announcement crosses a lossy path.
+    """
+
+    seq: int
     kind: str
     uid: int
     role: str
     ssrc: int
     reason: str
-    _CODECS: ClassVar[dict] = {"kind": _Choice(EVENT_KINDS), "uid": _U32, "role": _ROLE,
-                               "ssrc": _U32, "reason": _REASON}
+    _CODECS: ClassVar[dict] = {"seq": _U32, "kind": _Choice(EVENT_KINDS), "uid": _U32,
+                               "role": _ROLE, "ssrc": _U32, "reason": _REASON}
+
+
+@dataclass(frozen=True)
+class Ack(_Message, type_code=14):
+    """Client to server: every ``Event`` up to and including ``seq`` has arrived."""
+
+    seq: int
+    _CODECS: ClassVar[dict] = {"seq": _U32}
 
 
 # ----------------------------------------------------------------------------- framing

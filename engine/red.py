@@ -83,12 +83,14 @@ def encode_red(blocks: Sequence[RedBlock], timestamp: int) -> bytes:
     return b"".join(headers) + b"".join(bytes(b.payload) for b in blocks)
 
 
-def decode_red(payload: bytes, timestamp: int) -> list[RedBlock]:
+def decode_red(payload: bytes, timestamp: int, max_blocks: int | None = None) -> list[RedBlock]:
     """The blocks of the RED ``payload`` of a packet with RTP ``timestamp``.
 
     Returns them oldest first with the primary last, each with its absolute
     timestamp (modulo 2**32).  Raises ``PacketError`` for an empty payload, a
-    header cut short, or block lengths that run past the end.
+    header cut short, block lengths that run past the end, or more than
+    ``max_blocks`` blocks (primary included; ``None``: no limit), found before
+    any block is copied, so a hostile packet costs work linear in its size.
     """
     _check_int("timestamp", timestamp, 0, _TS_MOD - 1)
     data = bytes(payload)
@@ -113,6 +115,9 @@ def decode_red(payload: bytes, timestamp: int) -> list[RedBlock]:
         (word,) = _HEADER.unpack_from(data, pos)
         redundant.append(((word >> 24) & 0x7F, (word >> 10) & 0x3FFF, word & 0x3FF))
         pos += 4
+        if max_blocks is not None and len(redundant) >= max_blocks:
+            raise PacketError(f"RED payload has more than {max_blocks} blocks, "
+                              f"at most {max_blocks} allowed")
     total = sum(length for _, _, length in redundant)
     if pos + total > n:
         raise PacketError(
@@ -133,11 +138,19 @@ def _check_int(name, value, lo, hi):
 
 
 def encode_red_within(blocks: Sequence[RedBlock], timestamp: int, max_bytes: int) -> bytes:
-    """``encode_red``, leaving out the oldest redundant blocks until the payload
-    is at most ``max_bytes`` long (the primary block is always kept)."""
+    """``encode_red``, leaving out redundant blocks RED cannot carry (data
+    over ``MAX_BLOCK_LENGTH`` bytes, offsets over ``MAX_TS_OFFSET``) and then
+    the oldest ones until the payload is at most ``max_bytes`` long.  The
+    primary block is always kept.  Work is linear in the number of blocks."""
     blocks = list(blocks)
-    while True:
-        payload = encode_red(blocks, timestamp)
-        if len(payload) <= max_bytes or len(blocks) == 1:
-            return payload
-        blocks = blocks[1:]
+    if not blocks:
+        return encode_red(blocks, timestamp)
+    primary = blocks[-1]
+    older = [b for b in blocks[:-1] if len(b.payload) <= MAX_BLOCK_LENGTH
+             and 1 <= (timestamp - b.timestamp) % _TS_MOD <= MAX_TS_OFFSET]
+    size = 1 + len(primary.payload) + sum(4 + len(b.payload) for b in older)
+    first = 0
+    while size > max_bytes and first < len(older):
+        size -= 4 + len(older[first].payload)
+        first += 1
+    return encode_red(older[first:] + [primary], timestamp)

@@ -20,14 +20,17 @@ compare them as the shortest signed distance.  Nothing in this module does I/O.
 import struct
 from dataclasses import dataclass, field
 
+from stagevox.dsp.errors import ProtocolError
 
-class PacketError(ValueError):
+
+class PacketError(ProtocolError):
     """A packet that cannot be parsed or serialized; the message names the problem."""
 
 
 PT_L16 = 96  #: 16-bit big-endian PCM at 48 kHz (a debug codec)
 PT_OPUS = 111  #: Opus (RFC 7587), RTP clock 48000 Hz
 PT_RED = 100  #: redundant audio (RFC 2198)
+PT_SEALED_OPUS = 112  #: Opus frames sealed end to end (``e2ee``), RTP clock 48000 Hz
 CLOCK_RATE = 48000  #: RTP clock of every stagevox payload type, in Hz
 
 RTP_VERSION = 2

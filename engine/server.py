@@ -1,51 +1,56 @@
-"""The channel server: admission, roles, and forwarding hosts' packets (an SFU).
+"""The channel server: handshakes, admission, roles, and forwarding hosts'
+packets to the channel (an SFU), over one UDP socket.
 
-One asyncio loop owns one UDP socket.  Control messages (``control``) and RTP
-packets (``rtp``) share it; the first two bytes tell them apart.  Hosts'
-packets are forwarded to every other member of the channel without decoding.
+Threat model: anyone can send any datagram from any source address; a member
+may be malicious; a passive observer sees all traffic; tokens are secrets of
+the member that holds them.  So:
 
-Loss recovery on each leg, without decoding:
+- Before a client has proved that it receives at its address, the server
+  keeps no state for it and answers with nothing larger than what it got: the
+  first handshake message (always 1200 bytes) earns a 24-byte cookie; only
+  the second, carrying that cookie, costs a key exchange (``session``).
+- The handshake (Noise NK with the server's long-term key) gives each session
+  its own keys; the token travels encrypted inside it.  Every later datagram,
+  both ways, is sealed with ChaCha20-Poly1305 and checked against an
+  anti-replay window; one that fails costs one AEAD check and is counted.
+- A session joins its channel (and takes over a uid already there, whose old
+  session is told ``removed: replaced``) only with its first authenticated
+  datagram; a member's address changes only by authenticated datagrams.
+- Each member has a packet and byte budget; retransmissions to a member are
+  de-duplicated and paid from a credit earned by what was forwarded to it;
+  the RED depth is bounded; per-packet work is bounded (``forwarding``).
+- Announcements (user joined, left, offline, role changed, removed) are
+  numbered per member and repeated until acknowledged.
+- Every periodic task survives the exception of one step (``transport``).
 
-- the uplink (host to server): the host adds RED redundancy at the depth the
-  server's receiver reports call for; the server unpacks the RED blocks and
-  keeps every frame it gets in a short per-stream cache;
-- the downlink (server to each member): the server rebuilds each forwarded
-  packet with the RED depth that member's own reports call for, adds any
-  frame it has only just recovered from the uplink, and answers NACKs from the
-  cache.  Members at the same depth share one serialized packet, so fan-out
-  costs one ``sendto`` per member.
-
-Nothing a member sends can harm another: malformed packets, packets from
-non-members or audience members, packets claiming another member's SSRC and
-floods beyond the per-address rate limit are dropped and counted in
+Nothing a member sends can harm another; what is dropped is counted in
 ``Server.counters``.
 """
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import math
-import socket
+import secrets
 import threading
 import time
 
-from . import control
-from .control import (Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport, Refused,
-                      RenewToken, ReportBlock, RoleChanged, SetRole, TokenRenewed)
-from .feedback import MAX_RED_PAYLOAD, LossMeter, ReceiverRedundancy
-from .red import MAX_TS_OFFSET, RedBlock, decode_red, encode_red_within
-from .rtp import (CLOCK_RATE, PT_OPUS, PT_RED, PacketError, RtpPacket, SequenceUnwrapper,
-                  TimestampUnwrapper, seq_diff)
+from . import control, session
+from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
+                      Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
+                      clamped_report_block)
+from .feedback import ReceiverRedundancy
+from .forwarding import UplinkStream
+from .rtp import PacketError, RtpPacket, is_rtp
+from .session import SessionError
 from .token import TokenError, verify_token
+from .transport import LimitedLog, open_endpoint, run_periodic
 
 log = logging.getLogger(__name__)
 
-#: Seconds of frames kept per stream for redundancy and retransmission.
-CACHE_S = 1.0
-#: Kernel send and receive buffers of the server's socket, bytes: room for
-#: short stalls of the loop at full-stage rates.
-SOCKET_BUFFER = 1 << 20
+#: Largest datagram read; anything longer is dropped unparsed (room for a
+#: 20 ms stereo frame of the L16 debug codec, sealed).
+MAX_DATAGRAM = 4096
 #: Retransmission requests to hosts: interval and tries per missing packet.
 UPLINK_NACK_S = 0.01
 UPLINK_NACK_TRIES = 6
@@ -56,84 +61,82 @@ EXPIRY_WARNING_S = 30.0
 REPORT_INTERVAL_S = 0.5
 LOSSY_REPORT_INTERVAL_S = 0.1
 TICK_S = 0.05
+#: Events not acknowledged are sent again this often; a member's outbox holds
+#: at most MAX_OUTBOX events (the oldest go first).
+EVENT_RETRY_S = 0.1
+MAX_OUTBOX = 256
+#: Handshakes answered but not yet confirmed by the client: at most this many,
+#: for at most PENDING_S seconds.  A replaced session lingers RETIRED_S to
+#: deliver its "removed" event.
+MAX_PENDING = 4096
+PENDING_S = 10.0
+RETIRED_S = 5.0
+#: Key exchanges per second the server does at most (a flood of handshakes
+#: with valid cookies from many addresses cannot take the whole core).
+HANDSHAKE_RATE = 4000.0
+#: Retransmissions to a member are paid from a credit of RTX_SHARE bytes per
+#: byte forwarded to it, at most RTX_CREDIT_MAX; each sequence number is sent
+#: again at most RTX_MAX_PER_SEQ times and not twice within RTX_MIN_GAP_S.
+RTX_SHARE = 2.0
+RTX_CREDIT_MAX = 64 * 1024
+RTX_MAX_PER_SEQ = 4
+RTX_MIN_GAP_S = 0.02
 
 
-@dataclasses.dataclass
 class _Bucket:
-    """Token bucket: ``rate`` packets a second, bursts of ``burst``."""
+    """Token bucket: ``rate`` units a second, bursts of ``burst``."""
 
-    rate: float
-    burst: float
-    level: float = 0.0
-    stamp: float = 0.0
+    __slots__ = ("rate", "burst", "level", "stamp")
 
-    def allow(self, now):
+    def __init__(self, rate, burst, now):
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.stamp = now
+
+    def allow(self, now, cost=1.0):
         self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.level >= 1.0:
-            self.level -= 1.0
+        if self.level >= cost:
+            self.level -= cost
             return True
         return False
 
 
-class _Stream:
-    """One host's published stream, as the server sees it."""
-
-    def __init__(self, ssrc):
-        self.ssrc = ssrc
-        self.unwrap = SequenceUnwrapper()
-        self.loss = LossMeter()
-        self.frames = {}                 # ext ts -> payload
-        self.by_seq = {}                 # ext seq -> (ext ts, rtp timestamp)
-        self.unwrap_ts = TimestampUnwrapper()
-        self.step = 960                  # samples per frame, learned
-        self.payload_type = PT_OPUS      # of the media frames (inside RED too), learned
-        self.last_seq = None             # (ext seq, ext ts) of the newest packet
-        self.last_report = 0.0
-        self.lossy = False
-        self.last_arrival = None
-        self.missing = {}                # ext seq -> [ext ts, first missed, nacks, last nack]
-
-    def trim(self, newest_ext):
-        horizon = newest_ext - int(CACHE_S * 48000)
-        if len(self.frames) > 3 * CACHE_S * 50:
-            for ts in [t for t in self.frames if t < horizon]:
-                del self.frames[ts]
-            for seq in [s for s, (t, _) in self.by_seq.items() if t < horizon]:
-                del self.by_seq[seq]
-
-
-def _media_packet(payload_type, seq, timestamp, ssrc, payload, older, marker=False):
-    """The packet for one frame: RED carrying the ``older`` blocks before it
-    when there are any (the oldest left out if too long), else the bare frame."""
-    if older:
-        payload = encode_red_within(older + [RedBlock(payload_type, timestamp, payload)],
-                                    timestamp, MAX_RED_PAYLOAD)
-        payload_type = PT_RED
-    return RtpPacket(payload_type=payload_type, sequence_number=seq, timestamp=timestamp,
-                     ssrc=ssrc, marker=marker, payload=payload)
-
-
 class _Member:
-    def __init__(self, uid, channel, role, addr, ssrc, claims, now, rate):
-        self.uid = uid
-        self.channel = channel
-        self.role = role
-        self.addr = addr
-        self.ssrc = ssrc
+    """A session and, once confirmed, a member of its channel."""
+
+    def __init__(self, server, index, sess, join, claims, addr, now, hosts_told):
+        self.index = index
+        self.session = sess
+        self.uid = join.uid
+        self.channel_name = join.channel
+        self.channel = None                  # set when confirmed
+        self.role = join.role
+        self.ssrc = join.ssrc
         self.claims = claims
+        self.addr = addr
+        self.created = now
         self.last_seen = now
+        self.confirmed = False
+        self.retired_at = None
+        self.hosts_told = hosts_told         # {uid: ssrc} in the Joined reply
         self.warned = False
-        self.redundancy = ReceiverRedundancy()     # from this member's reports
-        self.bucket = _Bucket(rate, rate, level=rate, stamp=now)
+        self.redundancy = ReceiverRedundancy()
+        self.packets = _Bucket(server.rate_limit_pps, server.rate_limit_pps, now)
+        self.bytes = _Bucket(server.rate_limit_bps, server.rate_limit_bps, now)
+        self.rtx_credit = 0.0
+        self.rtx_log = {}                    # (ssrc, ext seq) -> [times sent, last sent]
+        self.outbox = collections.OrderedDict()   # event seq -> [Event, last sent]
+        self.next_event = 1
 
 
 class _Channel:
     def __init__(self, name):
         self.name = name
         self.members = {}                # uid -> _Member
-        self.groups = {}                 # sender uid -> {RED depth: [addresses]}
-        self.streams = {}                # ssrc -> _Stream
+        self.groups = {}                 # sender uid -> {RED depth: [members]}
+        self.streams = {}                # ssrc -> UplinkStream
 
     def hosts(self):
         return [m for m in self.members.values() if m.role == "host"]
@@ -142,37 +145,63 @@ class _Channel:
 class Server:
     """A channel server on one UDP port.
 
-    ``secret``: bytes or str, the token secret.  ``max_hosts``: hosts per
-    channel.  ``member_timeout_s``: a member silent this long is dropped and
-    reported offline.  ``rate_limit_pps``: packets per second accepted from
-    one address (bursts of the same size); the rest are dropped.
+    ``secret``: bytes or str, the token secret.  ``private_key``: the
+    server's long-term X25519 key (32 bytes), or ``key_file``: a file that
+    holds it (created on first use, mode 0600); neither: a new key for this
+    run.  Clients need ``public_key`` (``public_key_text`` in the CLI).
+
+    Limits, each refused with its own code: ``max_channels`` per server
+    (``too_many_channels``), ``max_members`` per channel (``channel_full``),
+    ``max_hosts`` per channel (``too_many_hosts``).  ``rate_limit_pps`` and
+    ``rate_limit_bps``: packets and bytes per second accepted from one member
+    (bursts of the same size).  ``member_timeout_s``: a member silent this
+    long is dropped and reported offline.
 
     Use ``start()``/``stop()`` (a background thread) or ``with Server(...) as
     s:``; ``run()`` serves in the calling thread until ``stop()``.
     """
 
-    def __init__(self, host="127.0.0.1", port=0, secret=None, *, max_hosts=17,
-                 member_timeout_s=10.0, rate_limit_pps=400):
+    def __init__(self, host="127.0.0.1", port=0, secret=None, *, private_key=None,
+                 key_file=None, max_hosts=17, max_members=10000, max_channels=10000,
+                 member_timeout_s=10.0, rate_limit_pps=400, rate_limit_bps=256_000):
         if secret is None or len(secret) == 0:
             raise ValueError("the server needs a non-empty secret (bytes or str) to check tokens")
         if not 1 <= max_hosts <= 128:
             raise ValueError(f"max_hosts must be in 1..128, got {max_hosts}")
+        for name, value in (("max_members", max_members), ("max_channels", max_channels)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
+        if not rate_limit_pps > 0 or not rate_limit_bps > 0:
+            raise ValueError("rate_limit_pps and rate_limit_bps must be > 0")
+        if private_key is not None and key_file is not None:
+            raise ValueError("give private_key or key_file, not both")
+        if key_file is not None:
+            private_key = session.load_or_create_key(key_file)
+        elif private_key is None:
+            private_key = session.generate_private_key()
+        self._responder = session.Responder(private_key)
+        self.public_key = self._responder.public_key
+        self.public_key_text = session.encode_key(self.public_key)
         self.host = host
         self.port = port
         self.secret = secret
         self.max_hosts = max_hosts
+        self.max_members = max_members
+        self.max_channels = max_channels
         self.member_timeout_s = member_timeout_s
         self.rate_limit_pps = rate_limit_pps
+        self.rate_limit_bps = rate_limit_bps
         self.counters = collections.Counter()
         self.address = None
-        self._members = {}               # addr -> _Member
+        self._sessions = {}              # local index -> _Member (pending, confirmed, retired)
+        self._pending = {}               # client ephemeral -> (member, initiation, response)
         self._channels = {}              # name -> _Channel
-        self._strangers = {}             # addr -> _Bucket, for non-members (bounded)
+        self._handshakes = _Bucket(HANDSHAKE_RATE, HANDSHAKE_RATE, time.monotonic())
+        self._log = LimitedLog(log)
         self._loop = None
-        self._transport = None
-        self._sock = None
+        self._endpoint = None
         self._thread = None
         self._ready = threading.Event()
         self._stopping = None
@@ -221,51 +250,50 @@ class Server:
     async def _main(self):
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
-                             socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-            sock.bind((self.host, self.port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        self._transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Protocol(self), sock=sock)
-        self.address = self._transport.get_extra_info("sockname")[:2]
+        self._endpoint = await open_endpoint(self.datagram_received, self.counters,
+                                             "server", self.host, self.port)
+        self.address = self._endpoint.sock.getsockname()[:2]
         self._ready.set()
-        ticker = asyncio.ensure_future(self._tick())
-        nacker = asyncio.ensure_future(self._nack_uplinks())
+        tasks = [asyncio.ensure_future(run_periodic(TICK_S, self._tick, self.counters,
+                                                    "server housekeeping")),
+                 asyncio.ensure_future(run_periodic(UPLINK_NACK_S, self._nack_uplinks,
+                                                    self.counters, "server uplink NACK"))]
         try:
             await self._stopping.wait()
         finally:
-            ticker.cancel()
-            nacker.cancel()
-            self._transport.close()
+            for t in tasks:
+                t.cancel()
+            self._endpoint.transport.close()
 
-    # ------------------------------------------------------------- helpers
+    # ------------------------------------------------------------- sending
 
-    def _send(self, data, addr):
-        # The socket's own sendto: asyncio's transport adds a few checks per
-        # packet, which fan-out to a thousand members pays a thousand times.
-        # When the kernel's buffer is full the transport queues the rest.
+    def _send_raw(self, data, addr):
+        self._endpoint.send(data, addr)
+
+    def _seal(self, member, inner):
         try:
-            self._sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            self._transport.sendto(data, addr)
-        except OSError:
+            self._endpoint.send(member.session.seal(inner), member.addr)
+        except SessionError:            # the session's counter is used up
             self.counters["send_errors"] += 1
 
-    def _send_msg(self, msg, addr):
-        self._send(msg.encode(), addr)
+    def _send_msg(self, member, msg):
+        self._seal(member, msg.encode())
 
-    def _broadcast(self, channel, msg, exclude=None):
-        data = msg.encode()
+    def _event(self, member, kind, uid, role, ssrc, reason=""):
+        """Queue an event for ``member`` and send it (repeated until acknowledged)."""
+        seq = member.next_event
+        member.next_event += 1
+        ev = Event(seq, kind, uid, role, ssrc, reason[:control.MAX_REASON_BYTES])
+        if len(member.outbox) >= MAX_OUTBOX:
+            member.outbox.popitem(last=False)
+            self.counters["events_dropped"] += 1
+        member.outbox[seq] = [ev, time.monotonic()]
+        self._send_msg(member, ev)
+
+    def _announce(self, channel, kind, uid, role, ssrc, reason="", exclude=None):
         for m in channel.members.values():
             if m.uid != exclude:
-                self._send(data, m.addr)
+                self._event(m, kind, uid, role, ssrc, reason)
 
     def members(self, channel):
         """``{uid: role}`` of a channel's members (a snapshot; empty when none)."""
@@ -275,194 +303,321 @@ class Server:
     # ------------------------------------------------------------- datagrams
 
     def datagram_received(self, data, addr):
-        now = time.monotonic()
-        member = self._members.get(addr)
-        if member is not None:
-            if not member.bucket.allow(now):
-                self.counters["dropped_rate_limited"] += 1
-                return
-            member.last_seen = now
-        elif not control.is_control(data):
-            # Only a stranger's control messages cost work (a join checks a token), so
-            # only they spend its budget: its media, e.g. a host's stream arriving from
-            # a new address after a NAT rebinding, must not crowd out its new Join.
-            self.counters["dropped_not_member"] += 1
+        if len(data) > MAX_DATAGRAM:
+            self.counters["dropped_oversize"] += 1
             return
+        kind = data[0] if data else None
+        if kind == session.KIND_TRANSPORT:
+            self._on_transport(data, addr)
+        elif kind == session.KIND_INITIATION:
+            self._on_initiation(data, addr)
         else:
-            bucket = self._strangers.get(addr)
-            if bucket is None:
-                if len(self._strangers) > 10000:
-                    self._strangers.clear()
-                bucket = self._strangers[addr] = _Bucket(20.0, 20.0, 20.0, now)
-            if not bucket.allow(now):
-                self.counters["dropped_rate_limited"] += 1
-                return
-        if control.is_control(data):
+            self.counters["dropped_unauthenticated"] += 1
+
+    def _on_initiation(self, data, addr):
+        now = time.monotonic()
+        pending = self._pending.get(bytes(data[8:40]))
+        if pending is not None and pending[1] == data and pending[0].addr == addr:
+            # The same initiation again (our response was lost): the same answer.
+            self.counters["handshake_resent"] += 1
+            self._send_raw(pending[2], addr)
+            return
+        try:
+            result = self._responder.receive_initiation(data, addr)
+        except SessionError:
+            self.counters["dropped_bad_handshake"] += 1
+            return
+        if result.payload is None:
+            self.counters["cookie_replies"] += 1
+            self._send_raw(result.cookie_reply, addr)
+            return
+        self.counters["handshakes"] += 1
+        try:
+            join = control.decode(result.payload)
+        except control.ControlError:
+            self.counters["dropped_bad_handshake"] += 1
+            return
+        if not isinstance(join, Join):
+            self.counters["dropped_bad_handshake"] += 1
+            return
+        index = self._new_index()
+        admitted = self._admit(join, now)
+        if isinstance(admitted, Refused):
+            response, _ = result.respond(index, admitted.encode())
+            self.counters["refused"] += 1
+            self.counters["refused_" + admitted.code] += 1
+            self._send_raw(response, addr)
+            return
+        channel = self._channels.get(join.channel)
+        hosts = {} if channel is None else {
+            m.uid: m.ssrc for m in channel.hosts() if m.uid != join.uid}
+        reply = Joined(join.request_id, join.uid, join.role, int(admitted.expires_at),
+                       tuple(hosts.items())[:control.MAX_HOSTS])
+        response, sess = result.respond(index, reply.encode())
+        member = _Member(self, index, sess, join, admitted, addr, now, hosts)
+        self._expire_pending(now)
+        if len(self._pending) >= MAX_PENDING:
+            oldest = next(iter(self._pending))
+            self._sessions.pop(self._pending.pop(oldest)[0].index, None)
+        self._sessions[index] = member
+        self._pending[result.ephemeral] = (member, bytes(data), response)
+        self._send_raw(response, addr)
+
+    def _may_exchange(self):
+        """Whether a key exchange fits the server's rate (asked only once the
+        cookie is valid, so a flood without cookies does not spend it)."""
+        if self._handshakes.allow(time.monotonic()):
+            return True
+        self.counters["dropped_handshake_rate"] += 1
+        return False
+
+    def _new_index(self):
+        while True:
+            index = secrets.randbits(32)
+            if index not in self._sessions:
+                return index
+
+    def _admit(self, join, now):
+        """The token's claims, or the ``Refused`` message for this join."""
+        def refuse(code, reason):
+            return Refused(join.request_id, code, reason)
+        try:
+            claims = verify_token(self.secret, join.token, join.channel, join.uid,
+                                  now=time.time())
+        except TokenError as exc:
+            return refuse(exc.code, str(exc))
+        if join.role == "host" and not claims.can_publish:
+            return refuse("no_publish_privilege",
+                          "the token does not allow publishing; join as audience "
+                          "or get a host token")
+        channel = self._channels.get(join.channel)
+        if channel is None:
+            if len(self._channels) >= self.max_channels:
+                return refuse("too_many_channels",
+                              f"the server already serves {self.max_channels} channels "
+                              f"(the most allowed)")
+            return claims
+        others = [m for m in channel.members.values() if m.uid != join.uid]
+        if len(others) >= self.max_members:
+            return refuse("channel_full", f"channel {join.channel!r} already has "
+                                          f"{self.max_members} members (the most allowed)")
+        if join.role == "host" and sum(m.role == "host" for m in others) >= self.max_hosts:
+            return refuse("too_many_hosts",
+                          f"channel {join.channel!r} already has {self.max_hosts} hosts "
+                          f"(the most allowed); join as audience")
+        if join.ssrc != 0 and any(m.ssrc == join.ssrc for m in others):
+            return refuse("bad_request",
+                          f"SSRC {join.ssrc} is already used in this channel; pick another")
+        return claims
+
+    def _on_transport(self, data, addr):
+        index = session.peek_receiver_index(data)
+        member = self._sessions.get(index)
+        if member is None:
+            self.counters["dropped_unknown_session"] += 1
+            return
+        try:
+            inner = member.session.open(data)
+        except SessionError as exc:
+            self.counters["dropped_replayed" if "replay" in str(exc) else
+                          "dropped_unauthentic"] += 1
+            return
+        now = time.monotonic()
+        if not (member.packets.allow(now) and member.bytes.allow(now, len(data))):
+            self.counters["dropped_rate_limited"] += 1
+            return
+        member.last_seen = now
+        if member.addr != addr:
+            # Authenticated: the member's NAT rebound or it roamed.
+            member.addr = addr
+            self.counters["address_changes"] += 1
+        if member.retired_at is not None:
+            if control.is_control(inner):
+                self._on_retired(member, inner)
+            else:
+                self.counters["dropped_retired"] += 1
+            return
+        if not member.confirmed and not self._confirm(member, now):
+            return
+        if control.is_control(inner):
             try:
-                msg = control.decode(data)
+                msg = control.decode(inner)
             except control.ControlError:
                 self.counters["dropped_malformed"] += 1
                 return
-            self._on_control(msg, addr, member, now)
-        elif member is None:
-            self.counters["dropped_not_member"] += 1
-        elif member.role != "host":
-            self.counters["dropped_audience"] += 1
+            self._on_control(member, msg, now)
+        elif is_rtp(inner):
+            self._on_rtp(member, inner, now)
         else:
-            try:
-                packet = RtpPacket.parse(data)
-            except PacketError:
-                self.counters["dropped_malformed"] += 1
-                return
-            if packet.ssrc != member.ssrc:
-                self.counters["dropped_wrong_ssrc"] += 1
-                return
-            self._on_media(member, packet, now)
+            self.counters["dropped_malformed"] += 1
 
-    # ------------------------------------------------------------- control
-
-    def _on_control(self, msg, addr, member, now):
-        handler = {Join: self._on_join, Leave: self._on_leave, SetRole: self._on_set_role,
-                   RenewToken: self._on_renew, Ping: self._on_ping,
-                   ReceiverReport: self._on_report, Nack: self._on_nack}.get(type(msg))
-        if handler is None:
-            self.counters["dropped_unexpected"] += 1
-            return
-        if member is None and handler != self._on_join:
-            if not isinstance(msg, (Ping, Leave)):
-                self._send_msg(Refused(getattr(msg, "request_id", 0), "not_joined",
-                                       "join the channel first"), addr)
-            self.counters["dropped_not_member"] += 1
-            return
-        handler(msg, addr, member, now) if handler == self._on_join else handler(msg, member, now)
-
-    def _refuse(self, addr, request_id, code, reason):
-        self.counters[f"refused_{code}"] += 1
-        self._send_msg(Refused(request_id, code, reason), addr)
-
-    def _on_join(self, msg, addr, member, now):
+    def _on_retired(self, member, inner):
         try:
-            claims = verify_token(self.secret, msg.token, msg.channel, msg.uid, now=time.time())
-        except TokenError as exc:
-            self._refuse(addr, msg.request_id, exc.code, str(exc))
+            msg = control.decode(inner)
+        except control.ControlError:
             return
-        if msg.role == "host" and not claims.can_publish:
-            self._refuse(addr, msg.request_id, "no_publish_privilege",
-                         "this token lets the user join as audience only")
-            return
-        channel = self._channels.get(msg.channel)
-        old = channel.members.get(msg.uid) if channel else None
-        if member is not None and (member.uid != msg.uid or member.channel is not channel):
-            # One address, one member: joining elsewhere leaves the old channel.
-            self._remove(member, "user_left", "joined another channel")
-            channel = self._channels.get(msg.channel)
-            old = channel.members.get(msg.uid) if channel else None
-        if msg.role == "host" and channel is not None:
-            hosts = [m for m in channel.hosts() if m.uid != msg.uid]
-            if len(hosts) >= self.max_hosts:
-                self._refuse(addr, msg.request_id, "too_many_hosts",
-                             f"channel {msg.channel!r} already has {self.max_hosts} hosts "
-                             f"(the most allowed); join as audience")
-                return
-        if channel is not None and msg.ssrc != 0 and any(
-                m.ssrc == msg.ssrc and m.uid != msg.uid for m in channel.members.values()):
-            self._refuse(addr, msg.request_id, "bad_request",
-                         f"SSRC {msg.ssrc} is already used in this channel; pick another")
-            return
+        if isinstance(msg, Ack):
+            self._on_ack(member, msg, 0.0)
+
+    # ------------------------------------------------------------- membership
+
+    def _confirm(self, member, now):
+        """The session's first authenticated datagram: it joins its channel."""
+        for key, (m, _, _) in list(self._pending.items()):
+            if m is member:
+                del self._pending[key]
+                break
+        channel = self._channels.get(member.channel_name)
         if channel is None:
-            channel = self._channels[msg.channel] = _Channel(msg.channel)
+            if len(self._channels) >= self.max_channels:
+                self._drop_session(member)
+                return False
+            channel = self._channels[member.channel_name] = _Channel(member.channel_name)
+        old = channel.members.get(member.uid)
+        if member.role == "host" and len([m for m in channel.hosts() if m is not old]) \
+                >= self.max_hosts:
+            member.role = "audience"         # the stage filled meanwhile
+            self._event(member, "role_changed", member.uid, "audience", member.ssrc,
+                        "too_many_hosts")
+        member.confirmed = True
+        member.channel = channel
         was_host = old is not None and old.role == "host"
         if old is not None:
-            # The same user again, maybe from a new address: it keeps its uid.
-            self._members.pop(old.addr, None)
-            if old.ssrc != msg.ssrc:
+            self._retire(old, "replaced")
+            if old.ssrc != member.ssrc:
                 channel.streams.pop(old.ssrc, None)
-        new = _Member(msg.uid, channel, msg.role, addr, msg.ssrc, claims, now,
-                      self.rate_limit_pps)
-        channel.members[msg.uid] = new
+        channel.members[member.uid] = member
         channel.groups.clear()
-        self._members[addr] = new
-        self._strangers.pop(addr, None)
-        if msg.role == "host":
-            channel.streams.setdefault(msg.ssrc, _Stream(msg.ssrc))
-        hosts = tuple((m.uid, m.ssrc) for m in channel.hosts() if m.uid != msg.uid)
-        self._send_msg(Joined(msg.request_id, msg.uid, msg.role, int(claims.expires_at), hosts),
-                       addr)
+        if member.role == "host":
+            channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         self.counters["joined"] += 1
-        if msg.role == "host" and not (was_host and old.ssrc == msg.ssrc):
-            self._broadcast(channel, Event("user_joined", msg.uid, "host", msg.ssrc, ""),
-                            exclude=msg.uid)
-        elif was_host and msg.role != "host":
-            self._broadcast(channel, Event("role_changed", msg.uid, msg.role, msg.ssrc, ""),
-                            exclude=msg.uid)
+        # Hosts that came or went between the Joined reply and now.
+        current = {m.uid: m for m in channel.hosts() if m is not member}
+        for uid, m in current.items():
+            if member.hosts_told.get(uid) != m.ssrc:
+                self._event(member, "user_joined", uid, "host", m.ssrc)
+        for uid, ssrc in member.hosts_told.items():
+            if uid not in current:
+                self._event(member, "user_offline", uid, "host", ssrc, "left")
+        member.hosts_told = None
+        if member.role == "host" and not (was_host and old.ssrc == member.ssrc):
+            self._announce(channel, "user_joined", member.uid, "host", member.ssrc,
+                           exclude=member.uid)
+        elif was_host and member.role != "host":
+            self._announce(channel, "role_changed", member.uid, member.role, member.ssrc,
+                           exclude=member.uid)
+        return True
 
-    def _on_leave(self, msg, member, now):
-        self._remove(member, "user_left", "left the channel")
+    def _retire(self, member, reason):
+        """Take ``member`` out of its channel; its session lingers RETIRED_S to
+        deliver the ``removed`` event."""
+        self._leave_channel(member, None, None)
+        member.retired_at = time.monotonic()
+        self._event(member, "removed", member.uid, member.role, member.ssrc, reason)
+        self.counters["replaced" if reason == "replaced" else "removed"] += 1
 
-    def _remove(self, member, kind, reason):
+    def _drop_session(self, member):
+        self._sessions.pop(member.index, None)
+
+    def _leave_channel(self, member, kind, reason):
+        """Take ``member`` out of its channel, announcing ``kind`` if it was a host."""
         channel = member.channel
-        self._members.pop(member.addr, None)
+        if channel is None:
+            return
         if channel.members.get(member.uid) is member:
             del channel.members[member.uid]
             channel.groups.clear()
             channel.streams.pop(member.ssrc, None)
-            if member.role == "host":
-                self._broadcast(channel, Event(kind, member.uid, member.role, member.ssrc, reason))
+            if member.role == "host" and kind is not None:
+                self._announce(channel, kind, member.uid, member.role, member.ssrc, reason)
         if not channel.members:
             self._channels.pop(channel.name, None)
+        member.channel = None
 
-    def _on_set_role(self, msg, member, now):
+    def _remove(self, member, kind, reason):
+        self._leave_channel(member, kind, reason)
+        self._drop_session(member)
+
+    # ------------------------------------------------------------- control
+
+    def _on_control(self, member, msg, now):
+        handler = {Leave: self._on_leave, SetRole: self._on_set_role,
+                   RenewToken: self._on_renew, Ping: self._on_ping,
+                   ReceiverReport: self._on_report, Nack: self._on_nack,
+                   Ack: self._on_ack}.get(type(msg))
+        if handler is None:
+            self.counters["dropped_unexpected"] += 1
+            return
+        handler(member, msg, now)
+
+    def _refuse(self, member, request_id, code, reason):
+        self.counters["refused"] += 1
+        self.counters["refused_" + code] += 1
+        self._send_msg(member, Refused(request_id, code, reason))
+
+    def _on_leave(self, member, msg, now):
+        self._remove(member, "user_left", "left the channel")
+
+    def _on_ack(self, member, msg, now):
+        while member.outbox:
+            seq = next(iter(member.outbox))
+            if seq > msg.seq:
+                break
+            del member.outbox[seq]
+
+    def _on_set_role(self, member, msg, now):
         claims = member.claims
         if msg.token:
             try:
                 claims = verify_token(self.secret, msg.token, member.channel.name, member.uid,
                                       now=time.time())
             except TokenError as exc:
-                self._refuse(member.addr, msg.request_id, exc.code, str(exc))
+                self._refuse(member, msg.request_id, exc.code, str(exc))
                 return
+        channel = member.channel
         if msg.role == "host":
             if not claims.can_publish:
-                self._refuse(member.addr, msg.request_id, "no_publish_privilege",
+                self._refuse(member, msg.request_id, "no_publish_privilege",
                              "the token does not allow publishing; renew it with a host token")
                 return
-            if member.role != "host" and len(member.channel.hosts()) >= self.max_hosts:
-                self._refuse(member.addr, msg.request_id, "too_many_hosts",
-                             f"channel {member.channel.name!r} already has {self.max_hosts} hosts")
+            if member.role != "host" and len(channel.hosts()) >= self.max_hosts:
+                self._refuse(member, msg.request_id, "too_many_hosts",
+                             f"channel {channel.name!r} already has {self.max_hosts} hosts")
                 return
         member.claims = claims
         member.warned = False
         changed = member.role != msg.role
         member.role = msg.role
-        channel = member.channel
         if msg.role == "host":
-            channel.streams.setdefault(member.ssrc, _Stream(member.ssrc))
+            channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         else:
             channel.streams.pop(member.ssrc, None)
-        self._send_msg(RoleChanged(msg.request_id, member.uid, msg.role), member.addr)
+        channel.groups.clear()
+        self._send_msg(member, RoleChanged(msg.request_id, member.uid, msg.role))
         if changed:
             kind = "user_joined" if msg.role == "host" else "role_changed"
-            self._broadcast(channel, Event(kind, member.uid, msg.role, member.ssrc, ""),
-                            exclude=member.uid)
+            self._announce(channel, kind, member.uid, msg.role, member.ssrc,
+                           exclude=member.uid)
 
-    def _on_renew(self, msg, member, now):
+    def _on_renew(self, member, msg, now):
         try:
             claims = verify_token(self.secret, msg.token, member.channel.name, member.uid,
                                   now=time.time())
         except TokenError as exc:
-            self._refuse(member.addr, msg.request_id, exc.code, str(exc))
+            self._refuse(member, msg.request_id, exc.code, str(exc))
             return
         if member.role == "host" and not claims.can_publish:
-            self._refuse(member.addr, msg.request_id, "no_publish_privilege",
+            self._refuse(member, msg.request_id, "no_publish_privilege",
                          "a host needs a token that allows publishing")
             return
         member.claims = claims
         member.warned = False
-        self._send_msg(TokenRenewed(msg.request_id, int(claims.expires_at)), member.addr)
+        self._send_msg(member, TokenRenewed(msg.request_id, int(claims.expires_at)))
 
-    def _on_ping(self, msg, member, now):
-        self._send_msg(Pong(msg.send_time), member.addr)
+    def _on_ping(self, member, msg, now):
+        self._send_msg(member, Pong(msg.send_time))
 
-    def _on_report(self, msg, member, now):
+    def _on_report(self, member, msg, now):
         before = member.redundancy.depth
         streams = member.channel.streams
         for block in msg.reports:
@@ -473,87 +628,69 @@ class Server:
         if member.redundancy.depth != before:
             member.channel.groups.clear()
 
-    def _on_nack(self, msg, member, now):
-        """Resend the frames a listener asks for.  Each answer is a RED packet
-        that also carries the older frames of the same request, so on a lossy
-        path the first answer to arrive fills the whole gap; on a very lossy
-        one each answer goes out in several copies."""
+    def _on_nack(self, member, msg, now):
+        """Resend the frames a member asks for, packed as RED (every frame
+        once, each packet carrying older requested frames besides its own), in
+        copies on a very lossy path; de-duplicated per sequence number and paid
+        from the member's retransmission credit."""
         stream = member.channel.streams.get(msg.ssrc)
-        if stream is None or stream.last_seq is None:
+        if stream is None:
+            self.counters["nack_misses"] += len(msg.sequence_numbers)
             return
-        newest_seq = stream.last_seq[0]
-        found = []                       # (ext ts, 16-bit seq, rtp timestamp)
-        for seq in msg.sequence_numbers:
-            ext = newest_seq + seq_diff(seq, newest_seq % 2**16)
-            entry = stream.by_seq.get(ext)
-            if entry is None or entry[0] not in stream.frames:
-                self.counters["nack_misses"] += 1
-                continue
-            found.append((entry[0], seq, entry[1]))
-        found.sort()
+        log_ = member.rtx_log
+
+        def skip(ext):
+            entry = log_.get((msg.ssrc, ext))
+            return entry is not None and (entry[0] >= RTX_MAX_PER_SEQ
+                                          or now - entry[1] < RTX_MIN_GAP_S)
+        packets, ext_seqs, misses = stream.retransmissions(set(msg.sequence_numbers), skip)
+        self.counters["nack_misses"] += misses
+        if not packets:
+            return
         loss = member.redundancy.fraction_lost
         copies = 1 + (loss >= 0.3) + (loss >= 0.5)
-        pt = stream.payload_type
-        for k, (ext_ts, seq, ts) in enumerate(found):
-            older = [RedBlock(pt, t, stream.frames[e]) for e, _, t in found[:k]
-                     if 0 < ext_ts - e <= MAX_TS_OFFSET]
-            data = _media_packet(pt, seq, ts, msg.ssrc, stream.frames[ext_ts], older).serialize()
+        for data, ext in zip(packets, ext_seqs):
+            cost = copies * (len(data) + session.TRANSPORT_OVERHEAD)
+            if cost > member.rtx_credit:
+                self.counters["rtx_over_budget"] += 1
+                break
+            member.rtx_credit -= cost
             for _ in range(copies):
-                self._send(data, member.addr)
+                self._seal(member, data)
             self.counters["retransmitted"] += copies
+            entry = log_.setdefault((msg.ssrc, ext), [0, now])
+            entry[0] += 1
+            entry[1] = now
+        if len(log_) > 4096:
+            for key in [k for k, e in log_.items() if now - e[1] > 2.0]:
+                del log_[key]
+            if len(log_) > 4096:
+                log_.clear()
 
     # ------------------------------------------------------------- media
 
-    def _on_media(self, member, packet, now):
+    def _on_rtp(self, member, inner, now):
+        if member.role != "host":
+            self.counters["dropped_audience"] += 1
+            return
+        try:
+            packet = RtpPacket.parse(inner)
+        except PacketError:
+            self.counters["dropped_malformed"] += 1
+            return
+        if packet.ssrc != member.ssrc:
+            self.counters["dropped_wrong_ssrc"] += 1
+            return
         channel = member.channel
         stream = channel.streams.get(member.ssrc)
         if stream is None:
-            stream = channel.streams[member.ssrc] = _Stream(member.ssrc)
-        if packet.payload_type == PT_RED:
-            try:
-                blocks = decode_red(packet.payload, packet.timestamp)
-            except PacketError:
-                self.counters["dropped_malformed"] += 1
-                return
-        else:
-            blocks = [RedBlock(packet.payload_type, packet.timestamp, packet.payload)]
-        stream.payload_type = blocks[-1].payload_type
-        ext_seq = stream.unwrap.unwrap(packet.sequence_number)
-        primary_ext = stream.unwrap_ts.unwrap(packet.timestamp)
-        if primary_ext in stream.frames:
-            self.counters["dropped_duplicate"] += 1
+            stream = channel.streams[member.ssrc] = UplinkStream(member.ssrc)
+        result = stream.add(packet, now)
+        if isinstance(result, str):
+            self.counters["dropped_" + result] += 1
             return
-        asked = stream.missing.pop(ext_seq, None)
-        if asked is None or asked[2] == 0:
-            # A retransmission we asked for is no sign of a healthy path.
-            stream.loss.add(ext_seq)
-        else:
-            self.counters["uplink_retransmissions"] += 1
-        stream.last_arrival = now
-        if stream.last_seq is not None:
-            last_seq, last_ts = stream.last_seq
-            if ext_seq - last_seq == 1 and 0 < primary_ext - last_ts <= 5760:
-                stream.step = primary_ext - last_ts
-            for seq in range(max(last_seq + 1, ext_seq - 32), ext_seq):
-                ts = primary_ext - (ext_seq - seq) * stream.step
-                if ts not in stream.frames and seq not in stream.missing:
-                    stream.missing[seq] = [ts, now, 0, -math.inf]
-        if stream.last_seq is None or ext_seq > stream.last_seq[0]:
-            stream.last_seq = (ext_seq, primary_ext)
-        stream.by_seq[ext_seq] = (primary_ext, packet.timestamp)
-        recovered = []
-        for block in blocks[:-1]:
-            ext = primary_ext - ((packet.timestamp - block.timestamp) % 2**32)
-            if ext not in stream.frames:
-                stream.frames[ext] = block.payload
-                recovered.append(ext)
-        stream.frames[primary_ext] = blocks[-1].payload
-        if recovered and stream.missing:
-            got = set(recovered)
-            for seq in [q for q, e in stream.missing.items() if e[0] in got]:
-                del stream.missing[seq]
+        primary_ext, recovered = result
         self.counters["recovered_uplink"] += len(recovered)
-        stream.trim(primary_ext)
         self._forward(channel, member, stream, packet, primary_ext, recovered)
 
     def _forward(self, channel, sender, stream, packet, primary_ext, recovered):
@@ -564,51 +701,92 @@ class Server:
             by_depth = {}
             for m in channel.members.values():
                 if m is not sender:
-                    by_depth.setdefault(m.redundancy.depth, []).append(m.addr)
+                    by_depth.setdefault(m.redundancy.depth, []).append(m)
             channel.groups[sender.uid] = by_depth
-        payload_type = stream.payload_type
-        for depth, addrs in by_depth.items():
-            wanted = set(recovered)
-            for k in range(1, depth + 1):
-                ext = primary_ext - k * stream.step
-                if ext in stream.frames:
-                    wanted.add(ext)
-            wanted = sorted(e for e in wanted if 0 < primary_ext - e <= MAX_TS_OFFSET)
-            older = [RedBlock(payload_type, (packet.timestamp - (primary_ext - e)) % 2**32,
-                              stream.frames[e]) for e in wanted]
-            data = _media_packet(payload_type, packet.sequence_number, packet.timestamp,
-                                 packet.ssrc, stream.frames[primary_ext], older,
-                                 packet.marker).serialize()
-            for addr in addrs:
-                self._send(data, addr)
-            self.counters["forwarded"] += len(addrs)
+        send = self._endpoint.send
+        for depth, members in by_depth.items():
+            data = stream.forward(packet, primary_ext, recovered, depth)
+            credit = RTX_SHARE * len(data)
+            for m in members:
+                try:
+                    send(m.session.seal(data), m.addr)
+                except SessionError:
+                    self.counters["send_errors"] += 1
+                    continue
+                if m.rtx_credit < RTX_CREDIT_MAX:
+                    m.rtx_credit = min(RTX_CREDIT_MAX, m.rtx_credit + credit)
+            self.counters["forwarded"] += len(members)
 
     # ------------------------------------------------------------- housekeeping
 
-    async def _tick(self):
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            wall = time.time()
-            for member in list(self._members.values()):
-                if now - member.last_seen > self.member_timeout_s:
-                    self.counters["timed_out"] += 1
-                    self._remove(member, "user_offline", "timeout")
-                    continue
-                left = member.claims.expires_at - wall
-                if left <= 0:
-                    self._send_msg(Event("removed", member.uid, member.role, member.ssrc,
-                                         "token expired"), member.addr)
-                    self.counters["expired"] += 1
-                    self._remove(member, "user_offline", "token expired")
-                elif left <= EXPIRY_WARNING_S and not member.warned:
-                    member.warned = True
-                    self._send_msg(Event("token_will_expire", member.uid, member.role,
-                                         member.ssrc, f"the token expires in {math.ceil(left)} s"),
-                                   member.addr)
-            self._report_uplinks(now)
+    def _tick(self, now):
+        wall = time.time()
+        for member in list(self._sessions.values()):
+            try:
+                self._tick_member(member, now, wall)
+            except Exception as exc:         # one member's trouble is not everyone's
+                self.counters["periodic_errors"] += 1
+                self._log.warning("tick", "server: housekeeping of uid %s failed: %r",
+                                  member.uid, exc)
+        self._expire_pending(now)
+        for channel in list(self._channels.values()):
+            for m in channel.hosts():
+                try:
+                    self._report_uplink(m, channel, now)
+                except Exception as exc:
+                    self.counters["periodic_errors"] += 1
+                    self._log.warning("report", "server: report to uid %s failed: %r",
+                                      m.uid, exc)
 
-    async def _nack_uplinks(self):
+    def _tick_member(self, member, now, wall):
+        if member.retired_at is not None:
+            if not member.outbox or now - member.retired_at > RETIRED_S:
+                self._drop_session(member)
+            else:
+                self._resend_events(member, now)
+            return
+        if not member.confirmed:
+            return                           # expired with the pending handshakes
+        if now - member.last_seen > self.member_timeout_s:
+            self.counters["timed_out"] += 1
+            self._remove(member, "user_offline", "timeout")
+            return
+        left = member.claims.expires_at - wall
+        if left <= 0:
+            self.counters["expired"] += 1
+            self._leave_channel(member, "user_offline", "token expired")
+            member.retired_at = now
+            self._event(member, "removed", member.uid, member.role, member.ssrc,
+                        "token expired")
+            return
+        if left <= EXPIRY_WARNING_S and not member.warned:
+            member.warned = True
+            self._event(member, "token_will_expire", member.uid, member.role, member.ssrc,
+                        f"the token expires in {math.ceil(left)} s")
+        self._resend_events(member, now)
+
+    def _resend_events(self, member, now):
+        sent = 0
+        for entry in member.outbox.values():
+            if now - entry[1] >= EVENT_RETRY_S:
+                entry[1] = now
+                self._send_msg(member, entry[0])
+                self.counters["events_resent"] += 1
+                sent += 1
+                if sent >= 32:
+                    break
+
+    def _expire_pending(self, now):
+        while self._pending:
+            key = next(iter(self._pending))
+            member = self._pending[key][0]
+            if now - member.created < PENDING_S and member.index in self._sessions:
+                break
+            del self._pending[key]
+            if not member.confirmed:
+                self._sessions.pop(member.index, None)
+
+    def _nack_uplinks(self, now):
         """Ask hosts to resend what their uplink lost, while it can still be used.
 
         A gap in a host's sequence numbers, or nothing from a host for more
@@ -617,72 +795,36 @@ class Server:
         answers from the packets it sent last.  RED usually recovers the
         frames when the next packet comes; a retransmission makes it sooner.
         """
-        while True:
-            await asyncio.sleep(UPLINK_NACK_S)
-            now = time.monotonic()
-            for channel in list(self._channels.values()):
-                for m in channel.hosts():
-                    stream = channel.streams.get(m.ssrc)
-                    if stream is None or stream.last_seq is None:
-                        continue
-                    self._nack_uplink(m, stream, now)
-
-    def _nack_uplink(self, member, stream, now):
-        last_seq, last_ts = stream.last_seq
-        silent = now - stream.last_arrival
-        overdue = int(silent * CLOCK_RATE / stream.step) - 1
-        if silent < 1.0:
-            for i in range(1, min(overdue, 16) + 1):
-                if last_seq + i not in stream.missing:
-                    stream.missing[last_seq + i] = [last_ts + i * stream.step, -math.inf, 0,
-                                                    -math.inf]
-        asked = []
-        for seq, entry in list(stream.missing.items()):
-            ts, first, tries, last = entry
-            if tries >= UPLINK_NACK_TRIES or ts in stream.frames:
-                del stream.missing[seq]
-                continue
-            if now - first < 0.003 or now - last < UPLINK_NACK_S:
-                continue
-            entry[2] += 1
-            entry[3] = now
-            asked.append(seq & 0xFFFF)
-        if asked:
-            self.counters["uplink_nacks"] += len(asked)
-            self._send_msg(Nack(member.ssrc, tuple(asked[:control.MAX_NACKS])), member.addr)
-
-    def _report_uplinks(self, now):
-        """Tell each host how its uplink fares: every half second, or every 0.1 s
-        while it is losing packets (so its redundancy rises quickly)."""
-        for channel in self._channels.values():
+        for channel in list(self._channels.values()):
             for m in channel.hosts():
                 stream = channel.streams.get(m.ssrc)
-                if stream is None:
+                if stream is None or stream.last_seq is None:
                     continue
-                interval = LOSSY_REPORT_INTERVAL_S if stream.lossy else REPORT_INTERVAL_S
-                if now - stream.last_report < interval:
-                    continue
-                stream.last_report = now
-                loss = stream.loss.report()
-                if loss is None:
-                    continue
-                stream.lossy = loss[0] > 0.0
-                block = ReportBlock(m.ssrc, loss[0], (stream.loss.highest or 0) % 2**32, 0.0,
-                                    burst=loss[1],
-                                    cumulative_lost=stream.loss.cumulative_lost % 2**32)
-                self._send_msg(ReceiverReport((block,)), m.addr)
+                last_seq, last_ts = stream.last_seq
+                stream.missing.overdue(last_seq, last_ts, stream.step,
+                                       min(stream.overdue_count(now), 16))
+                asked = stream.missing.due(now, UPLINK_NACK_S, UPLINK_NACK_TRIES,
+                                           wanted=lambda seq, ts: ts not in stream.frames)
+                if asked:
+                    self.counters["uplink_nacks"] += len(asked)
+                    self._send_msg(m, Nack(m.ssrc, tuple(s & 0xFFFF for s in
+                                                         asked[:control.MAX_NACKS])))
 
+    def _report_uplink(self, m, channel, now):
+        """Tell a host how its uplink fares: every half second, or every 0.1 s
+        while it is losing packets (so its redundancy rises quickly)."""
+        stream = channel.streams.get(m.ssrc)
+        if stream is None:
+            return
+        interval = LOSSY_REPORT_INTERVAL_S if stream.lossy else REPORT_INTERVAL_S
+        if now - stream.last_report < interval:
+            return
+        stream.last_report = now
+        loss = stream.loss.report()
+        if loss is None:
+            return
+        stream.lossy = loss[0] > 0.0
+        block = clamped_report_block(m.ssrc, loss[0], stream.loss.highest or 0, 0.0,
+                                     loss[1], stream.loss.cumulative_lost)
+        self._send_msg(m, ReceiverReport((block,)))
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server):
-        self.server = server
-
-    def datagram_received(self, data, addr):
-        try:
-            self.server.datagram_received(data, addr[:2])
-        except Exception:      # one bad datagram must never stop the server
-            self.server.counters["internal_errors"] += 1
-            log.exception("error handling a datagram from %s", addr)
-
-    def error_received(self, exc):
-        self.server.counters["socket_errors"] += 1

@@ -23,6 +23,8 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
+from stagevox.dsp.errors import ProtocolError
+
 PRIVILEGE_JOIN = 1
 PRIVILEGE_PUBLISH = 2
 TOKEN_VERSION = 1
@@ -39,7 +41,7 @@ _MAC_SIZE = hashlib.sha256().digest_size
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
-class TokenError(ValueError):
+class TokenError(ProtocolError):
     """A token that does not admit its bearer; ``code`` says why (one of ``ERROR_CODES``)."""
 
     def __init__(self, code, reason):

@@ -34,6 +34,7 @@ from pathlib import Path
 import tomli_w
 
 from stagevox.dsp import Chain, Graph, registry
+from stagevox.dsp.errors import ParameterError
 from stagevox.dsp.graph import INPUT, OUTPUT
 
 __all__ = ["PresetError", "SCHEMA", "describe", "load", "names", "save"]
@@ -47,7 +48,7 @@ _GRAPH_NODE_KEYS = ("name", "type", "nodes", "edges")
 _EDGE_KEYS = ("from", "to")
 
 
-class PresetError(ValueError):
+class PresetError(ParameterError):
     """A preset cannot be found, read, checked or written.
 
     The message names the file, the node (``nodes[i] 'name'``) or edge, and

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 from stagevox import engine
-from stagevox.engine import control
+from stagevox.engine import control, session
 
 SECRET = "engine-channel-test-secret"
 RATE = 48000
@@ -77,24 +77,127 @@ class Session:
         if handler is not None:
             c.register_event_handler(handler)
         c.join_channel(address or self.server.address, channel, uid,
-                       token(channel, uid, token_role or role), role, timeout=3.0)
+                       token(channel, uid, token_role or role), role, timeout=3.0,
+                       server_key=self.server.public_key)
         return c
 
     def raw_socket(self):
-        """A plain UDP socket on 127.0.0.1 (closed with the session)."""
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(0.2)
+        """A ``RawMember`` on 127.0.0.1 (closed with the session): a plain
+        socket until ``raw_join``, a hand-driven member after it."""
+        s = RawMember(self.server.public_key)
         self.sockets.append(s)
         return s
 
     def raw_join(self, sock, uid, role, ssrc, *, token_role=None, channel=None, timeout=3.0):
-        """Join with the control protocol alone on ``sock``; returns the server's
-        reply (``control.Joined`` or ``control.Refused``)."""
+        """Join on the ``RawMember`` ``sock`` with the handshake alone; returns
+        the server's reply (``control.Joined`` or ``control.Refused``)."""
         channel = channel or self.channel
         msg = control.Join(1, channel, uid, role, token(channel, uid, token_role or role), ssrc)
-        return request(sock, self.server.address, msg, timeout)
+        return sock.join(self.server.address, msg, timeout)
+
+
+class RawMember:
+    """A member driven by hand over a plain UDP socket, for tests that send
+    what no honest client would.
+
+    Before ``join`` it is a plain socket (``sendto`` sends the bytes as they
+    are).  ``join`` runs the handshake; after it, ``sendto`` seals the bytes
+    (an RTP packet or a control message) into the session, ``recv`` returns
+    the opened inner datagrams (anything else is skipped), and the first
+    sealed datagram confirms the session.  ``raw`` is the socket itself.
+    """
+
+    def __init__(self, server_key):
+        self.server_key = server_key
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.raw.bind(("127.0.0.1", 0))
+        self.raw.settimeout(0.2)
+        self.session = None
+        self.event_seq = 0
+
+    def getsockname(self):
+        return self.raw.getsockname()
+
+    def settimeout(self, t):
+        self.raw.settimeout(t)
+
+    def close(self):
+        self.raw.close()
+
+    def join(self, address, msg, timeout=3.0):
+        """The handshake carrying ``msg`` (a ``control.Join``); returns the reply,
+        and on ``Joined`` confirms the session with a Ping."""
+        initiator = session.Initiator(self.server_key, msg.encode())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.initiation = initiator.initiation()
+            self.raw.sendto(self.initiation, address)
+            resend = time.monotonic() + 0.1
+            while time.monotonic() < min(resend, deadline):
+                try:
+                    data = self.raw.recv(2048)
+                except TimeoutError:
+                    continue
+                kind = session.datagram_kind(data)
+                if kind == session.KIND_COOKIE and initiator.read_cookie(data):
+                    break
+                if kind != session.KIND_RESPONSE:
+                    continue
+                payload, sess = initiator.read_response(data)
+                reply = control.decode(payload)
+                if isinstance(reply, control.Joined):
+                    self.session = sess
+                    self._confirm(address, deadline)
+                return reply
+        raise TimeoutError(f"no handshake answer within {timeout} s")
+
+    def _confirm(self, address, deadline):
+        """Ping until the server answers on the new session: it has admitted us."""
+        while time.monotonic() < deadline:
+            self.sendto(control.Ping(0.0).encode(), address)
+            try:
+                self.recv()
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError("the server did not confirm the session")
+
+    def sendto(self, data, address):
+        if self.session is not None:
+            data = self.session.seal(data)
+        return self.raw.sendto(data, address)
+
+    def drain(self, seconds):
+        """Everything that arrives within ``seconds``: ``(datagrams, bytes)`` as
+        they came on the wire, and the opened inner datagrams."""
+        raw, inner = [], []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.raw.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data = self.raw.recv(65536)
+            except (TimeoutError, BlockingIOError):
+                break
+            raw.append(data)
+            if self.session is not None:
+                try:
+                    inner.append(self.session.open(data))
+                except session.SessionError:
+                    pass
+        self.raw.settimeout(0.2)
+        return raw, inner
+
+    def recv(self, size=2048):
+        """The next opened inner datagram (raises TimeoutError like a socket)."""
+        while True:
+            data = self.raw.recv(size)
+            if self.session is None:
+                return data
+            try:
+                return self.session.open(data)
+            except session.SessionError:
+                continue
 
 
 def request(sock, address, msg, timeout=3.0):

@@ -33,6 +33,7 @@ class Condition:
     host_path: Impairment | None = None
     listener_path: Impairment | None = None
     client_kw: dict = field(default_factory=dict)
+    e2ee_key: str | None = None      # end-to-end encryption on both, with this key
 
 
 @dataclass
@@ -88,10 +89,14 @@ def run_sessions(conditions, speech, lead_in_s=3.0, tail_s=0.6, judge=True):
                 host = engine.Client(**cond.client_kw)
                 listener = engine.Client(**cond.client_kw)
                 host.join_channel(addr["host"], channel, 1,
-                                  engine.make_token(SECRET, channel, 1, "host"), "host")
+                                  engine.make_token(SECRET, channel, 1, "host"), "host",
+                                  server_key=server.public_key)
                 listener.join_channel(addr["listener"], channel, 2,
                                       engine.make_token(SECRET, channel, 2, "audience"),
-                                      "audience")
+                                      "audience", server_key=server.public_key)
+                if cond.e2ee_key is not None:
+                    host.enable_encryption(cond.e2ee_key)
+                    listener.enable_encryption(cond.e2ee_key)
                 pairs.append((host, listener))
             for relay, imp in relays:
                 relay.set_impairment(upstream=imp, downstream=imp)

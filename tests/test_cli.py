@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stagevox import dsp, presets
-from stagevox.dsp import cli
+from stagevox import cli, dsp, presets
 
 BIN = Path(sys.executable).parent / "stagevox"
 
@@ -206,7 +205,7 @@ def test_usage_error_exits_2(capsys):
 
 
 def test_help_runs_as_a_module():
-    result = subprocess.run([sys.executable, "-m", "stagevox.dsp.cli", "--help"],
+    result = subprocess.run([sys.executable, "-m", "stagevox.cli", "--help"],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "COLUMNS": "100"})
     assert result.returncode == 0 and "process" in result.stdout

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagevox.engine import control
 from stagevox.engine.control import (
+    Ack,
     EVENT_KINDS,
     REFUSAL_CODES,
     ROLES,
@@ -34,10 +35,11 @@ from stagevox.engine.rtp import is_rtp
 
 #: The type byte of each message, as the protocol fixes it.
 TYPES = {Join: 1, Joined: 2, Refused: 3, Leave: 4, SetRole: 5, RoleChanged: 6, RenewToken: 7,
-         TokenRenewed: 8, Ping: 9, Pong: 10, ReceiverReport: 11, Nack: 12, Event: 13}
+         TokenRenewed: 8, Ping: 9, Pong: 10, ReceiverReport: 11, Nack: 12, Event: 13,
+         Ack: 14}
 
 
-def frame(type_code, body, version=2, length=None):
+def frame(type_code, body, version=3, length=None):
     """A datagram built from the framing spec: b"SV", version, type, u16 body length, body."""
     return b"SV" + bytes([version, type_code]) + struct.pack(
         "!H", len(body) if length is None else length) + body
@@ -56,7 +58,7 @@ def test_join_bytes_match_the_framing_spec():
     body = (struct.pack("!I", 7) + struct.pack("!H", 7) + b"room-\xc3\xa9"
             + struct.pack("!I", 42) + b"\x01" + struct.pack("!H", 2) + b"tk"
             + struct.pack("!I", 0xA1B2C3D4))
-    expected = b"SV\x02\x01" + struct.pack("!H", 26) + body
+    expected = b"SV\x03\x01" + struct.pack("!H", 26) + body
     assert len(body) == 26
     assert msg.encode() == expected
     assert decode(expected) == msg
@@ -73,13 +75,14 @@ def test_joined_and_refused_bytes():
 
 
 def test_small_messages_bytes():
-    assert Leave().encode() == b"SV\x02\x04\x00\x00"
+    assert Leave().encode() == b"SV\x03\x04\x00\x00"
     assert Ping(1.5).encode() == frame(9, struct.pack("!d", 1.5))
     assert Pong(-2.25).encode() == frame(10, struct.pack("!d", -2.25))
     assert Nack(ssrc=3, sequence_numbers=(65535, 0, 1)).encode() == frame(
         12, struct.pack("!IHHHH", 3, 3, 65535, 0, 1))
-    assert Event("removed", 5, "audience", 6, "kicked").encode() == frame(
-        13, struct.pack("!BIBI", 5, 5, 1, 6) + s16("kicked"))
+    assert Event(9, "removed", 5, "audience", 6, "kicked").encode() == frame(
+        13, struct.pack("!IBIBI", 9, 5, 5, 1, 6) + s16("kicked"))
+    assert Ack(2**32 - 1).encode() == frame(14, struct.pack("!I", 2**32 - 1))
     assert SetRole(4, "host").encode() == frame(5, struct.pack("!IB", 4, 0) + s16(""))
     assert RoleChanged(4, 8, "audience").encode() == frame(6, struct.pack("!IIB", 4, 8, 1))
     assert RenewToken(3, "abc").encode() == frame(7, struct.pack("!I", 3) + s16("abc"))
@@ -103,9 +106,9 @@ def test_report_block_quantisation():
 
 
 def test_type_codes_and_constants():
-    assert VERSION == 2
+    assert VERSION == 3
     assert ROLES == ("host", "audience")
-    assert len(REFUSAL_CODES) == 12 and len(EVENT_KINDS) == 6
+    assert len(REFUSAL_CODES) == 15 and len(EVENT_KINDS) == 6
     for cls, code in TYPES.items():
         assert cls.TYPE == code
 
@@ -156,8 +159,9 @@ messages = st.one_of(
     st.builds(ReceiverReport, reports=st.lists(report_blocks, max_size=62).map(tuple)),
     st.builds(Nack, ssrc=u32,
               sequence_numbers=st.lists(st.integers(0, 65535), max_size=128).map(tuple)),
-    st.builds(Event, kind=st.sampled_from(EVENT_KINDS), uid=u32, role=roles, ssrc=u32,
-              reason=utf8_text(256)),
+    st.builds(Event, seq=u32, kind=st.sampled_from(EVENT_KINDS), uid=u32, role=roles,
+              ssrc=u32, reason=utf8_text(256)),
+    st.builds(Ack, seq=u32),
 )
 
 
@@ -166,7 +170,7 @@ messages = st.one_of(
 def test_round_trip(msg):
     data = msg.encode()
     assert len(data) <= 1200
-    assert data[:4] == b"SV" + bytes([2, TYPES[type(msg)]])
+    assert data[:4] == b"SV" + bytes([VERSION, TYPES[type(msg)]])
     assert struct.unpack("!H", data[4:6])[0] == len(data) - 6
     assert decode(data) == msg
 
@@ -179,7 +183,8 @@ def test_round_trip(msg):
     ReceiverReport(tuple(ReportBlock(i, 1.0, 2**32 - 1, 4294967.295, 6553.5, 2**32 - 1)
                          for i in range(62))),
     Nack(0, tuple(range(128))),
-    Event("user_offline", 0, "host", 0, "r" * 256),
+    Event(2**32 - 1, "user_offline", 0, "host", 0, "r" * 256),
+    Ack(0),
 ])
 def test_round_trip_at_the_limits(msg):
     assert decode(msg.encode()) == msg
@@ -192,12 +197,12 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
 
 @pytest.mark.parametrize("data,message", [
     (b"", "control message too short: 0 bytes, need at least 6"),
-    (b"SV\x02", "control message too short: 3 bytes, need at least 6"),
+    (b"SV\x03", "control message too short: 3 bytes, need at least 6"),
     (b"XY\x01\x04\x00\x00", "bad control magic b'XY', expected b'SV'"),
-    (b"SV\x07\x04\x00\x00", "unsupported control version 7 (this build speaks 2)"),
-    (b"SV\x00\x04\x00\x00", "unsupported control version 0 (this build speaks 2)"),
-    (b"SV\x02\x2a\x00\x00", "unknown control message type 42 (known: 1..13)"),
-    (b"SV\x02\x00\x00\x00", "unknown control message type 0 (known: 1..13)"),
+    (b"SV\x07\x04\x00\x00", "unsupported control version 7 (this build speaks 3)"),
+    (b"SV\x02\x04\x00\x00", "unsupported control version 2 (this build speaks 3)"),
+    (b"SV\x03\x2a\x00\x00", "unknown control message type 42 (known: 1..14)"),
+    (b"SV\x03\x00\x00\x00", "unknown control message type 0 (known: 1..14)"),
     (frame(4, b"", length=3), "control message body truncated: header declares 3 bytes, 0 present"),
     (GOOD_JOIN[:-1],
      (f"control message body truncated: header declares {len(GOOD_JOIN) - 6} bytes, "
@@ -225,12 +230,12 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (frame(1, struct.pack("!IH", 7, 2) + b"\xc3\x28" + bytes(11)), "bad UTF-8 in Join channel"),
     (frame(6, struct.pack("!IIB", 1, 2, 2)),
      "unknown RoleChanged role code 2 (valid: 0..1, meaning 'host' or 'audience')"),
-    (frame(3, struct.pack("!IBH", 1, 12, 0)),
-     ("unknown Refused code code 12 (valid: 0..11, meaning one of 'bad_request', 'no_token', "
+    (frame(3, struct.pack("!IBH", 1, 15, 0)),
+     ("unknown Refused code code 15 (valid: 0..14, meaning one of 'bad_request', 'no_token', "
       "'malformed_token', 'bad_signature', 'expired_token', 'wrong_channel', 'wrong_uid', "
       "'no_publish_privilege', 'too_many_hosts', 'not_joined', 'rate_limited', "
-      "'server_error')")),
-    (frame(13, struct.pack("!BIBIH", 6, 1, 0, 1, 0)),
+      "'server_error', 'too_many_channels', 'channel_full', 'server_busy')")),
+    (frame(13, struct.pack("!IBIBIH", 1, 6, 1, 0, 1, 0)),
      ("unknown Event kind code 6 (valid: 0..5, meaning one of 'user_joined', 'user_left', "
       "'user_offline', 'role_changed', 'token_will_expire', 'removed')")),
     # List counts beyond the data and beyond the limits.
@@ -335,9 +340,9 @@ def test_mutated_messages(msg, data):
      ("Refused code must be one of 'bad_request', 'no_token', "
       "'malformed_token', 'bad_signature', 'expired_token', 'wrong_channel', 'wrong_uid', "
       "'no_publish_privilege', 'too_many_hosts', 'not_joined', 'rate_limited', 'server_error', "
-      "got 'nope'")),
+      "'too_many_channels', 'channel_full', 'server_busy', got 'nope'")),
     (Refused(0, "bad_request", "r" * 257), "Refused reason is 257 bytes of UTF-8, at most 256"),
-    (Event("joined", 0, "host", 0, ""),
+    (Event(1, "joined", 0, "host", 0, ""),
      ("Event kind must be one of 'user_joined', 'user_left', "
       "'user_offline', 'role_changed', 'token_will_expire', 'removed', got 'joined'")),
     (SetRole(0, "Host"), "SetRole role must be 'host' or 'audience', got 'Host'"),
@@ -376,3 +381,18 @@ def test_every_message_class_is_covered():
                if isinstance(obj, type) and issubclass(obj, control._Message)
                and obj is not control._Message}
     assert defined == set(TYPES)
+
+
+@pytest.mark.parametrize("args,expected", [
+    ((5, 0.25, 70000, 12.5, 3.0, 10), ReportBlock(5, 0.25, 70000, 12.5, 3.0, 10)),
+    # A sequence-number jump: a burst or a loss count beyond their fields, a
+    # negative count, a highest number past 32 bits, a fraction above 1.
+    ((2**32 + 5, 1.7, 2**40 + 3, 1e12, 1e9, -4), ReportBlock(5, 1.0, 3, 4294967.295, 6553.5, 0)),
+    ((1, -0.5, -1, -3.0, -2.0, 2**40), ReportBlock(1, 0.0, 2**32 - 1, 0.0, 0.0, 2**32 - 1)),
+    ((1, math.nan, 0, math.inf, math.nan, 0), ReportBlock(1, 0.0, 0, 0.0, 0.0, 0)),
+])
+def test_clamped_report_block_always_encodes(args, expected):
+    """Values written to the wire are clamped to their fields, never raised on."""
+    block = control.clamped_report_block(*args)
+    assert block == expected
+    assert decode(ReceiverReport((block,)).encode()).reports[0].ssrc == expected.ssrc

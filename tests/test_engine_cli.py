@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,9 +47,15 @@ def stagevox_bin():
     return str(path)
 
 
+#: The user config folder of the commands run here (the server keeps its key there).
+CONFIG_HOME = tempfile.mkdtemp(prefix="stagevox-cli-test-")
+
+
 def cli_env(**extra):
-    """The environment without any STAGEVOX_* variable, plus ``extra``."""
+    """The environment without any STAGEVOX_* variable, with its own config folder,
+    plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEVOX_")}
+    env["XDG_CONFIG_HOME"] = CONFIG_HOME
     env.update(extra)
     return env
 
@@ -132,11 +139,15 @@ def run(*argv, env, timeout=START_S):
 
 
 def start_server(procs, *extra):
-    """A ``stagevox server --port 0``; returns (Proc, port) once it printed its address."""
+    """A ``stagevox server --port 0``; returns (Proc, port) once it printed its
+    address; ``Proc.key`` is the public key it printed next."""
     server = procs("server", "--port", 0, *extra, env=cli_env(STAGEVOX_SECRET=SECRET))
     first = server.next_line("stdout", START_S)
     match = LISTENING.match(first or "")
     assert match, f"first line {first!r}; stderr: {''.join(server.text['stderr'])}"
+    second = server.next_line("stdout", START_S) or ""
+    assert second.startswith("server key "), second
+    server.key = second.split()[-1]
     return server, int(match.group(1))
 
 
@@ -158,14 +169,15 @@ def test_server_prints_its_address_first_and_stops_cleanly(procs, sig):
     # The printed port is the real one: a client joins through it.
     client = engine.Client()
     client.join_channel(("127.0.0.1", port), "room", 5,
-                        engine.make_token(SECRET, "room", 5, "audience"), "audience")
+                        engine.make_token(SECRET, "room", 5, "audience"), "audience",
+                        server_key=server.key)
     client.leave_channel()
     server.popen.send_signal(sig)
     status, out, err = server.finish(30)
     assert status == 0, err
     lines = out.splitlines()
-    assert len(lines) == 2, out
-    assert lines[1].startswith(f"stopped by {sig.name}") and "joined 1" in lines[1], out
+    assert len(lines) == 3, out
+    assert lines[2].startswith(f"stopped by {sig.name}") and "joined 1" in lines[2], out
     assert "Traceback" not in err
 
 
@@ -214,7 +226,7 @@ def test_token_with_a_bad_role_exits_with_the_choices():
     (("--uid", 1, "--expire-s", 0), "expire_s must be a positive number"),
 ])
 def test_token_with_bad_values_exits_with_the_reason(capsys, monkeypatch, argv, words):
-    from stagevox.dsp import cli
+    from stagevox import cli
     monkeypatch.setenv("STAGEVOX_SECRET", SECRET)
     status = cli.main(["token", "--channel", "room", "--role", "host", *map(str, argv)])
     out, err = capsys.readouterr()
@@ -223,7 +235,7 @@ def test_token_with_bad_values_exits_with_the_reason(capsys, monkeypatch, argv, 
 
 
 def test_token_without_secret(capsys, monkeypatch):
-    from stagevox.dsp import cli
+    from stagevox import cli
     monkeypatch.delenv("STAGEVOX_SECRET", raising=False)
     status = cli.main(["token", "--channel", "room", "--uid", "1", "--role", "host"])
     out, err = capsys.readouterr()
@@ -244,11 +256,13 @@ def test_server_listen_host_end_to_end(procs, tmp_path, speech_wav):
     server, port = start_server(procs)
     out = tmp_path / "heard.wav"
     with UdpRelay(("127.0.0.1", port), upstream=Impairment(loss=1.0), max_seconds=120) as gate:
-        listener = procs("listen", "--server", f"127.0.0.1:{port}", "--channel", "room",
+        listener = procs("listen", "--server", f"127.0.0.1:{port}", "--server-key", server.key,
+                         "--channel", "room",
                          "--uid", 2, "--output", out, "--duration", 4,
                          env=cli_env(STAGEVOX_TOKEN=engine.make_token(SECRET, "room", 2,
                                                                      "audience")))
-        host = procs("host", "--server", f"127.0.0.1:{gate.address[1]}", "--channel", "room",
+        host = procs("host", "--server", f"127.0.0.1:{gate.address[1]}", "--server-key",
+                     server.key, "--channel", "room",
                      "--uid", 1, "--token", engine.make_token(SECRET, "room", 1, "host"),
                      "--input", wav, env=cli_env())
         listener.wait_for("stderr", "joined channel", START_S)
@@ -301,7 +315,8 @@ def live_server():
 
 def client_args(server, uid, token):
     host, port = server.address
-    return ["--server", f"{host}:{port}", "--channel", "room", "--uid", uid, "--token", token]
+    return ["--server", f"{host}:{port}", "--server-key", server.public_key_text,
+            "--channel", "room", "--uid", uid, "--token", token]
 
 
 @pytest.mark.parametrize("token, reason", [

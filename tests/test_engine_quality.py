@@ -14,6 +14,7 @@ delay, the recovery counters and the bitrate the host sent.
 import pytest
 
 from live_session import Condition, run_sessions
+from stagevox.engine.session import TRANSPORT_OVERHEAD
 from udp_relay import Impairment
 
 SPEECH = slice(2 * 48000, 10 * 48000)
@@ -36,6 +37,10 @@ CASES = [
     ("host_70", Condition("host_70", host_path=loss(0.7)), 0.90, None),
     ("both_30", Condition("both_30", host_path=loss(0.3), listener_path=loss(0.3)), 0.95, None),
     ("bursty_jitter", Condition("bursty_jitter", listener_path=BURSTY), 0.95, 200.0),
+    # End-to-end encryption on: the server repairs (RED, NACK) frames it cannot open.
+    ("e2ee_no_loss", Condition("e2ee_no_loss", e2ee_key="a channel passphrase"), 0.98, 80.0),
+    ("e2ee_both_30", Condition("e2ee_both_30", host_path=loss(0.3), listener_path=loss(0.3),
+                               e2ee_key="a channel passphrase"), 0.95, None),
 ]
 
 
@@ -58,4 +63,11 @@ def test_speech_through_the_channel(speech, name, condition, min_stoi, max_delay
         assert hs["payload_bytes_sent"] == hs["codec_bytes_sent"]
         payload_bitrate = 8 * hs["payload_bytes_sent"] / (hs["packets_sent"] * 0.02)
         assert payload_bitrate <= 1.10 * 32000
+        # Sealed, each packet costs exactly the RTP header and the session's
+        # 29 bytes (13 of header, 16 of AEAD tag) more; the payload with its
+        # AEAD tag stays within 15 % of the codec's 32 kb/s.
+        n = hs["packets_sent"]
+        assert hs["bytes_sent"] == hs["payload_bytes_sent"] + n * (12 + TRANSPORT_OVERHEAD)
+        sealed_payload_bitrate = 8 * (hs["payload_bytes_sent"] + 16 * n) / (n * 0.02)
+        assert sealed_payload_bitrate <= 1.15 * 32000, sealed_payload_bitrate
         assert ls["concealed"] == 0

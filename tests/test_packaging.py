@@ -1,5 +1,8 @@
-"""The wheel: layout as designed (stagevox.dsp/engine/presets), data included, and it runs."""
+"""The wheel: layout as designed (stagevox.dsp/engine/presets/cli), data included, and it runs;
+and the layers: dsp imports nothing above it."""
 
+import ast
+import json
 import subprocess
 import sys
 import sysconfig
@@ -24,15 +27,18 @@ def test_wheel_holds_packages_presets_and_data(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("stagevox/dsp/__init__.py", "stagevox/dsp/kernels/__init__.py",
                      "stagevox/engine/__init__.py", "stagevox/presets/__init__.py",
+                     "stagevox/cli/__init__.py", "stagevox/cli/__main__.py",
                      "stagevox/dsp/data/speech.flac", "stagevox/dsp/data/README.md"):
         assert required in names
     tomls = {Path(n).name for n in names if n.startswith("stagevox/presets/")
              and n.endswith(".toml")}
     assert tomls == {p.name for p in (ROOT / "presets").glob("*.toml")} and tomls
     # The repository's top-level folders are mapped, not shipped as-is.
-    assert not any(n.startswith(("dsp/", "engine/", "presets/", "tests/", "bench/"))
+    assert not any(n.startswith(("dsp/", "engine/", "presets/", "cli/", "tests/", "bench/"))
                    for n in names)
     assert "stagevox/__init__.py" not in names  # stagevox is a namespace package
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "stagevox = stagevox.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_installed_wheel_runs_without_the_source_tree(wheel, tmp_path):
@@ -60,3 +66,62 @@ print(len(presets.names()), "presets ok")
                             cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "presets ok" in result.stdout
+
+
+# ------------------------------------------------------------------------- layers
+
+#: What dsp must never import: the layers above it.
+ABOVE_DSP = ("stagevox.engine", "stagevox.presets", "stagevox.cli")
+
+
+def test_importing_all_of_dsp_loads_nothing_above_it():
+    """Every module of stagevox.dsp, imported in a fresh interpreter, leaves
+    engine, presets and the command out of sys.modules."""
+    code = f"""
+import importlib, json, pkgutil, sys
+import stagevox.dsp
+names = [m.name for m in pkgutil.walk_packages(stagevox.dsp.__path__, "stagevox.dsp.")]
+for name in names:
+    importlib.import_module(name)
+above = sorted(m for m in sys.modules
+               if any(m == t or m.startswith(t + '.') for t in {ABOVE_DSP!r}))
+print(json.dumps({{"imported": names, "above": above}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    # The walk really went through dsp: its command module, its errors, its kernels.
+    assert {"stagevox.dsp.cli", "stagevox.dsp.errors", "stagevox.dsp.graph",
+            "stagevox.dsp.kernels", "stagevox.dsp.kernels.common"} <= set(report["imported"])
+    assert report["above"] == []
+
+
+def _imports(tree):
+    """``(module, level)`` for every import in an AST, wherever the statement is;
+    ``from a import b`` gives both ``a`` and ``a.b``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, 0) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            yield base, node.level
+            yield from (((f"{base}." if base else "") + alias.name, node.level)
+                        for alias in node.names)
+
+
+def _is_above_dsp(name):
+    return any(name == top or name.startswith(top + ".") for top in ABOVE_DSP)
+
+
+def test_dsp_source_has_no_import_from_above():
+    """Also imports inside functions (which the test above does not run):
+    no ``stagevox.engine``, ``stagevox.presets`` or ``stagevox.cli`` and no
+    relative import that climbs out of dsp, anywhere under dsp/."""
+    found = []
+    for path in sorted((ROOT / "dsp").rglob("*.py")):
+        depth = len(path.relative_to(ROOT / "dsp").parts)  # dsp/x.py: 1 (level 2 leaves dsp)
+        for name, level in _imports(ast.parse(path.read_text(), str(path))):
+            if (level == 0 and _is_above_dsp(name)) or level > depth:
+                found.append(f"{path.relative_to(ROOT)}: {'.' * level}{name}")
+    assert not found

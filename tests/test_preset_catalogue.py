@@ -22,8 +22,7 @@ import soxr
 from pyroomacoustics.experimental import measure_rt60
 from scipy.signal import butter, sosfilt, welch
 
-from stagevox import dsp, presets
-from stagevox.dsp import cli
+from stagevox import cli, dsp, presets
 from stagevox.dsp.pitch import C4_HZ, NOTES, SCALES
 
 SR = 48000

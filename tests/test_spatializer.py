@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from stagevox import dsp, presets
-from stagevox.dsp import Hrtf, Panner, Spatializer, cli
+from stagevox import cli, dsp, presets
+from stagevox.dsp import Hrtf, Panner, Spatializer
 from stagevox.dsp.kernels import spatial as kernels
 
 from spatial_helpers import (band_levels_db, high_band_re_tone_db, itd_ms, lagrange3, rms_db,
