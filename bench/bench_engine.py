@@ -3,13 +3,23 @@
 Runs ``engine.Server`` in its own process pinned to CPU 0 and simulated
 members in other processes pinned to CPU 1, all on 127.0.0.1, and prints what
 was sent, what arrived, where packets were lost and what the server's CPU
-paid for it:
+paid for it.  The members speak the engine's sealed protocol (engine v2):
+each joins through the handshake (``session.Initiator``: initiation, cookie
+reply, initiation with the cookie, response carrying ``Joined``, then a
+sealed Ping whose Pong shows the server admitted it), and after that every
+datagram both ways is sealed (ChaCha20-Poly1305, ``Session.seal`` /
+``Session.open``).  The server gets a fixed private key
+(SERVER_PRIVATE_KEY); its public key comes back through the pipe with its
+address.
 
 1. Fan-out: one host (50 packets/s of 20 ms Opus frames of the bundled
-   speech, encoded once) to N listeners, N in 100 ... 2000.  Each listener is
-   a UDP socket that joins as audience with its own uid and token, pings the
-   server once a second and counts the RTP packets it receives.  Target: at
-   1000 listeners under 0.5 % dropped, the server on one core.
+   speech, encoded once, each sealed) to N listeners, N in 100 ... 2000.
+   Each listener is a UDP socket that joins as audience with its own uid
+   and token, pings the server once a second (sealed) and opens every
+   datagram it receives, counting the RTP packets inside; a datagram that
+   does not open (tag, replay window) is counted as "not opened" and must
+   stay 0.  Target: at 1000 listeners under 0.5 % dropped, the server on
+   one core.
 2. Full stage: 17 hosts talking at once (50 packets/s each) to 100
    listeners; no listener may lose a packet.
 
@@ -21,14 +31,25 @@ sockets) and the change of the kernel's UDP RcvbufErrors / SndbufErrors
 (/proc/net/snmp, system wide, so other programs' traffic shows there too).
 Server CPU is user + system time of the server process (``os.times`` in it):
 per forwarded packet in microseconds, and as load = CPU seconds / wall
-seconds of the send window.  The keep-alive load is the same measured for a
-few seconds before the host starts, while only pings arrive; "net"
-subtracts it.  "Waited" is the share of the send window the server was
+seconds of the send window.  Beside it, "AEAD seal" is what sealing one
+forwarded packet costs alone (``Session.seal`` of the packets' mean size,
+timeit median in the server's process after the point) and its share of
+the server's CPU per forwarded packet.  The keep-alive load is the same
+measured for a few seconds before the host starts, while only pings arrive;
+"net" subtracts it.  "Waited" is the share of the send window the server was
 runnable but another program held its CPU (/proc schedstat): when it is
 large, drops measure the machine's contention as much as the server.  The
 delay is each packet's arrival time minus its host's send schedule (carried
 in the RTP timestamp), above the earliest packet: it grows when the server
 falls behind.
+
+The listener process opens every datagram (no sampling): at 1000 listeners
+(50,000 datagrams a second) that measured a load of about 0.6 of CPU 1,
+about 11 us a datagram of which the open is about 5, with no drops on the
+listeners' sockets, so the listener side keeps up at the target.  Near 1700
+listeners a server that delivered everything would fill CPU 1; above that
+the listeners' own drops show in the "listener sockets" column and the
+"listener side" line says whether they kept up.
 
 Usage::
 
@@ -66,7 +87,7 @@ import timeit
 from stagevox import dsp
 from stagevox.engine import OpusEncoder, Server, make_token
 from stagevox.engine import control, session
-from stagevox.engine.control import Ack, Event, Join, Ping, Pong, Refused
+from stagevox.engine.control import Ack, Event, Join, Ping, Refused
 from stagevox.engine.rtp import PT_OPUS, RtpPacket
 from stagevox.engine.session import SessionError
 
@@ -211,20 +232,31 @@ def server_main(conn, secret, private_key, cpu, profile):
                            counters_of(server), len(server._sessions)))
             elif isinstance(cmd, tuple) and cmd[0] == "costs":
                 conn.send(("costs", crypto_costs(cmd[1], cmd[2], private_key)))
+            elif isinstance(cmd, tuple) and cmd[0] == "join steps":
+                conn.send(("join steps", join_steps(cmd[1], secret, private_key)))
             elif cmd in ("profile on", "profile off"):
                 conn.send(("profile", switch_profiler(server, profiler, cmd == "profile on")))
+            elif cmd == "profile rows":
+                conn.send(("rows", profile_rows(profiler)))
+                if profiler is not None:
+                    profiler.clear()
             elif cmd == "stop":
                 break
         server.stop()
         thread.join(10.0)
-        rows = []
-        if profiler is not None:
-            stats = pstats.Stats(profiler, stream=io.StringIO()).stats
-            rows = [(pstats.func_std_string(func), nc, tt, ct)
-                    for func, (_, nc, tt, ct, _) in stats.items()]
-        conn.send(("stopped", counters_of(server), rows))
+        conn.send(("stopped", counters_of(server), profile_rows(profiler)))
     except Exception as exc:       # report, never hang the parent
         conn.send(("error", repr(exc)))
+
+
+def profile_rows(profiler):
+    """``(function, calls, own seconds, cumulative seconds)`` of every function
+    ``profiler`` (switched off, or None) has seen."""
+    if profiler is None:
+        return []
+    stats = pstats.Stats(profiler, stream=io.StringIO()).stats
+    return [(pstats.func_std_string(func), nc, tt, ct)
+            for func, (_, nc, tt, ct, _) in stats.items()]
 
 
 def switch_profiler(server, profiler, on):
@@ -317,6 +349,59 @@ def crypto_costs(names, size, private_key):
     return {name: timed_us(*tasks[name]) for name in names}
 
 
+class _Collect:
+    """Stands in for a server's endpoint: keeps what it sends."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, data, addr=None):
+        self.sent.append(data)
+
+
+#: The datagrams of one join as the server sees them, in order.
+JOIN_STEPS = ("initiation -> cookie reply", "initiation with cookie -> response",
+              "sealed Ping -> admitted, Pong", "sealed Leave")
+
+
+def join_steps(count, secret, private_key):
+    """Microseconds (medians over ``count`` joins) the server's own code
+    takes for each of JOIN_STEPS, without sockets or event loop: a Server that
+    is not started, whose endpoint only collects what it sends, is handed each
+    datagram of a join in turn (``datagram_received``); the client's side runs
+    between the timed calls.  Returns ``{step: microseconds}``."""
+    server = Server("127.0.0.1", 0, secret, private_key=private_key)
+    out = server._endpoint = _Collect()           # the benchmark reaches into the server
+    addr = ("127.0.0.1", 40000)
+    times = {step: [] for step in JOIN_STEPS}
+    clock = time.perf_counter
+    leave = control.Leave().encode()
+    took = []
+
+    def feed(data):
+        t = clock()
+        server.datagram_received(data, addr)
+        took.append(clock() - t)
+
+    for k in range(count):
+        uid = 100000 + k
+        channel = f"steps-{k // 1000}"
+        join = Join(k + 1, channel, uid, "audience", make_token(secret, channel, uid, "audience"),
+                    0)
+        joining = Joining(server.public_key, join)
+        took.clear()
+        feed(joining.next())
+        feed(joining.take(out.sent.pop()))
+        feed(joining.take(out.sent.pop()))
+        joining.take(out.sent.pop())
+        if not joining.admitted:
+            raise RuntimeError("join steps: the Ping got no Pong")
+        feed(joining.session.seal(leave))
+        for step, seconds in zip(JOIN_STEPS, took):
+            times[step].append(seconds)
+    return {step: statistics.median(v) * 1e6 for step, v in times.items()}
+
+
 @dataclasses.dataclass
 class Snapshot:
     """The server process at one moment: monotonic time, user and system CPU
@@ -355,6 +440,11 @@ class ServerProcess:
                                                                          "server process")
         return Snapshot(when, user, system, waited, counters, sessions)
 
+    def join_steps(self, count):
+        """``join_steps(count)`` measured in the server's process."""
+        self.conn.send(("join steps", count))
+        return wait_reply(self.conn, 300.0, "server process")[1]
+
     def costs(self, names, size):
         """``crypto_costs(names, size)`` measured in the server's process (on its
         CPU, beside the idle server): ``{name: microseconds per call}``."""
@@ -366,6 +456,11 @@ class ServerProcess:
         self.conn.send("profile on" if on else "profile off")
         if not wait_reply(self.conn, 10.0, "server process")[1]:
             raise RuntimeError("the server's profiler could not be switched")
+
+    def profile_rows(self):
+        """The profile rows since the last call (the profiler must be off)."""
+        self.conn.send("profile rows")
+        return wait_reply(self.conn, 30.0, "server process")[1]
 
     def stop(self):
         """Stop the server; returns ``(counters, profile rows)``, the rows
@@ -1032,7 +1127,8 @@ def arguments(argv):
     """The command line: bench_core's common options (``--repeats``,
     ``--seconds``, ``--quick``) and this benchmark's own."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=1, help="accepted, not used (one long run a point)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="accepted, not used (one long run a point)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of packets a point")
     p.add_argument("--quick", action="store_true", help="100 and 1000 listeners, 4 s a point")
     p.add_argument("--listeners", type=str, default=None, help="fan-out points, N,N,...")

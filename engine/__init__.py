@@ -53,6 +53,7 @@ from .token import TokenClaims, TokenError, make_token, verify_token
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
-    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims", "TokenError",
+    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
+    "TokenError",
     "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

@@ -258,18 +258,27 @@ class Client:
         initiator = session.Initiator(self._server_key, join.encode())
         fut = Future()
         self._call(self._begin_handshake, initiator, fut)
+        try:
+            return self._await(fut, timeout, HANDSHAKE_RETRY_S,
+                               lambda: self._call(self._handshake_retry, initiator))
+        except TimeoutError:
+            self._call(self._end_handshake, initiator)
+            raise
+
+    def _await(self, fut, timeout, interval, resend):
+        """The reply ``fut`` gets, calling ``resend()`` every ``interval`` seconds
+        meanwhile.  Raises ``TimeoutError`` after ``timeout`` seconds and
+        ``RefusedError`` for a ``Refused`` reply."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                reply = fut.result(timeout=min(HANDSHAKE_RETRY_S,
-                                               max(0.0, deadline - time.monotonic())))
+                reply = fut.result(timeout=min(interval, max(0.0, deadline - time.monotonic())))
                 break
             except FutureTimeout:
                 if time.monotonic() >= deadline:
-                    self._call(self._end_handshake, initiator)
                     raise TimeoutError(f"no answer from the server at {self.server_address} "
                                        f"within {timeout} s") from None
-                self._call(self._handshake_retry, initiator)
+                resend()
         if isinstance(reply, Refused):
             raise RefusedError(reply.code, reply.reason)
         return reply
@@ -279,7 +288,8 @@ class Client:
         if self.channel is None:
             self._stop_network()
             return
-        self._send_msg(Leave())
+        for _ in range(3):                # a lossy path may lose one; the rest are ignored
+            self._send_msg(Leave())
         self.channel = None
         self.role = None
         self._remotes.clear()
@@ -340,23 +350,11 @@ class Client:
         fut = Future()
         self._requests[rid] = fut
         data = msg.encode()
-        deadline = time.monotonic() + timeout
+        self._send(data)
         try:
-            while True:
-                self._send(data)
-                try:
-                    reply = fut.result(timeout=min(REQUEST_RETRY_S,
-                                                   max(0.0, deadline - time.monotonic())))
-                    break
-                except FutureTimeout:
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError(f"no answer from the server at "
-                                           f"{self.server_address} within {timeout} s") from None
+            return self._await(fut, timeout, REQUEST_RETRY_S, lambda: self._send(data))
         finally:
             self._requests.pop(rid, None)
-        if isinstance(reply, Refused):
-            raise RefusedError(reply.code, reply.reason)
-        return reply
 
     # ----------------------------------------------------------- network
 

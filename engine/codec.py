@@ -33,13 +33,15 @@ import numpy as np
 
 from stagevox.dsp.errors import StagevoxError
 
+from .rtp import CLOCK_RATE
+
 
 class CodecError(StagevoxError, RuntimeError):
     """libopus refused something (invalid packet, bad frame size) or is missing."""
 
 
-#: The RTP clock and sampling rate of every codec here (RFC 7587), in Hz.
-SAMPLE_RATE = 48000
+#: The sampling rate of every codec here: the RTP clock (RFC 7587), in Hz.
+SAMPLE_RATE = CLOCK_RATE
 #: Frame durations an encoder can be built with, in ms.
 FRAME_MS_CHOICES = (10, 20)
 #: Concealment and FEC lengths are multiples of 2.5 ms (samples at 48 kHz) ...

@@ -1,6 +1,7 @@
 """stagevox control messages: join, leave, roles, tokens, keep-alive and feedback.
 
-They share the UDP socket with RTP.  Every message is one datagram of at most
+They share the UDP socket with RTP and, like it, travel sealed inside the
+session's datagrams (``session``); what is sealed is one message of at most
 1200 bytes, big-endian throughout::
 
     b"SV"      magic (2 bytes; its top bits 01 never look like RTP version 2)

@@ -14,7 +14,7 @@ from .feedback import MAX_DEPTH, MAX_RED_PAYLOAD, LossMeter
 from .nack import MissingPackets
 from .red import MAX_TS_OFFSET, RedBlock, decode_red, encode_red_within
 from .rtp import (CLOCK_RATE, PT_OPUS, PT_RED, RtpPacket, SequenceUnwrapper,
-                  TimestampUnwrapper, seq_diff)
+                  TimestampUnwrapper, seq_diff, ts_add, ts_diff)
 
 #: Seconds of frames kept per stream for redundancy and retransmission.
 CACHE_S = 1.0
@@ -89,7 +89,7 @@ class UplinkStream:
         self.by_seq[ext_seq] = (primary_ext, packet.timestamp)
         recovered = []
         for block in blocks[:-1]:
-            ext = primary_ext - ((packet.timestamp - block.timestamp) % 2**32)
+            ext = primary_ext - ts_diff(packet.timestamp, block.timestamp)
             if ext not in self.frames:
                 self._keep(ext, block.payload)
                 recovered.append(ext)
@@ -125,7 +125,7 @@ class UplinkStream:
             ext = primary_ext - k * self.step
             if ext in self.frames:
                 wanted.add(ext)
-        older = [RedBlock(self.payload_type, (packet.timestamp - (primary_ext - e)) % 2**32,
+        older = [RedBlock(self.payload_type, ts_add(packet.timestamp, e - primary_ext),
                           self.frames[e])
                  for e in sorted(wanted) if 0 < primary_ext - e <= MAX_TS_OFFSET]
         return media_packet(self.payload_type, packet.sequence_number, packet.timestamp,

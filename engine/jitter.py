@@ -43,6 +43,7 @@ import numpy as np
 
 from . import stretch
 from .feedback import LossMeter
+from .nack import MissingPackets
 from .red import decode_red
 from .rtp import (CLOCK_RATE, PT_RED, PacketError, SequenceUnwrapper, TimestampUnwrapper,
                   seq_diff)
@@ -146,7 +147,7 @@ class JitterBuffer:
         self._highest_seq = None
         self._first_seq = None
         self._held = None                     # (packet, arrival) after a jump, RFC 3550 A.1
-        self._missing = {}                    # ext seq -> [ext ts, first seen missing, nacks sent, last nack]
+        self._missing = MissingPackets(max_gap=64)
         self._nacked = set()
 
     # ------------------------------------------------------------- arrivals
@@ -181,7 +182,7 @@ class JitterBuffer:
         else:
             self.stats["packets_received"] += 1
             self._count_primary(ext_seq, primary_ts, now)
-        self._missing.pop(ext_seq, None)
+        self._missing.arrived(ext_seq)
         if self._start_ts is None and not rtx:
             self._start_ts = primary_ts
         for i, (ts, payload) in enumerate(items):
@@ -239,10 +240,7 @@ class JitterBuffer:
         if self._first_seq is None:
             self._first_seq = ext_seq
         if self._highest_seq is not None and ext_seq > self._highest_seq + 1:
-            step = self._frame_step()
-            for s in range(max(self._highest_seq + 1, ext_seq - 64), ext_seq):
-                if s not in self._missing:
-                    self._missing[s] = [ext_ts - (ext_seq - s) * step, now, 0, -math.inf]
+            self._missing.gap(self._highest_seq, ext_seq, ext_ts, self._frame_step(), now)
         if self._highest_seq is None or ext_seq > self._highest_seq:
             self._highest_seq = ext_seq
             self._highest_ts = ext_ts
@@ -272,9 +270,8 @@ class JitterBuffer:
         if self._first_arrival is None:
             self._first_arrival = now
         # A frame that came by RED or FEC no longer needs a retransmission.
-        for seq, entry in list(self._missing.items()):
-            if entry[0] == ext:
-                del self._missing[seq]
+        if len(self._missing):
+            self._missing.forget_frames((ext,))
 
     # ------------------------------------------------------------- playout
 
@@ -499,8 +496,7 @@ class JitterBuffer:
             self.stats["late"] += 1
         while self._played and next(iter(self._played)) < horizon:
             del self._played[next(iter(self._played))]
-        for seq in [s for s, e in self._missing.items() if e[0] < horizon]:
-            del self._missing[seq]
+        self._missing.forget_before(horizon)
 
     def _reset_stream(self):
         self._frames = {}
@@ -540,26 +536,18 @@ class JitterBuffer:
             due_ts = self._ideal_position(now)
             step = self._frame_step()
             overdue = int((now - self._last_arrival) * self.sample_rate / step) - 1
-            for i in range(1, min(overdue, 32) + 1):
-                seq = self._highest_seq + i
-                if seq not in self._missing:
-                    self._missing[seq] = [self._highest_ts + i * step, -math.inf, 0, -math.inf]
+            self._missing.overdue(self._highest_seq, self._highest_ts, step, min(overdue, 32))
         margin = (rtt_s + 0.005) * self.sample_rate
-        out = []
-        for seq, entry in self._missing.items():
-            ts, first, tries, last = entry
-            if tries >= max_tries or now - first < 0.003 or now - last < max(rtt_s, 0.01):
-                continue
+
+        def wanted(seq, ts):
             # Too late for its playout time, unless the buffer will wait for
             # it: it plays concealment in place of a frame that has nothing
             # newer behind it (see _decode_next), so the answer is still played.
             waited_for = ts >= self._play_ts and ts > self._newest_ts
-            if due_ts is not None and ts - due_ts < margin and not waited_for:
-                continue
-            entry[2] += 1
-            entry[3] = now
-            self._nacked.add(seq)
-            out.append(seq & 0xFFFF)
+            return due_ts is None or ts - due_ts >= margin or waited_for
+        asked = self._missing.due(now, max(rtt_s, 0.01), max_tries, wanted=wanted)
+        self._nacked.update(asked)
+        out = [seq & 0xFFFF for seq in asked]
         self.stats["nacks_sent"] += len(out)
         if len(self._nacked) > 4096:
             low = (self._highest_seq or 0) - 2048

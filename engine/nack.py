@@ -64,9 +64,9 @@ class MissingPackets:
         for seq in [s for s, e in self.entries.items() if e[0] in got]:
             del self.entries[seq]
 
-    def forget_below(self, ext_seq):
-        """Drop the entries older than ``ext_seq``."""
-        for seq in [s for s in self.entries if s < ext_seq]:
+    def forget_before(self, ext_ts):
+        """Drop the entries whose frames lie before ``ext_ts`` (past playout)."""
+        for seq in [s for s, e in self.entries.items() if e[0] < ext_ts]:
             del self.entries[seq]
 
     def clear(self):

@@ -17,14 +17,15 @@ _CODEC_OF = {PT_OPUS: "opus", PT_L16: "pcm", PT_SEALED_OPUS: "opus"}
 
 class _SealedDecoder:
     """A decoder for frames sealed end to end: unseals each with ``decryptor``
-    (``e2ee.FrameDecryptor``; None when this client has no key) and decodes
-    it.  A frame that cannot be unsealed raises, so the jitter buffer
+    (``e2ee.FrameDecryptor``; None when this client has no key), bound to the
+    stream's ``ssrc``, and decodes it.  A frame that cannot be unsealed raises, so the jitter buffer
     conceals it (silence from a decoder that never played): never noise.
     ``on_failure(reason)`` hears of it ("no_key" or "decryption_failed")."""
 
-    def __init__(self, decoder, decryptor, on_failure):
+    def __init__(self, decoder, decryptor, on_failure, ssrc=0):
         self.inner = decoder
         self.decryptor = decryptor
+        self.metadata = ssrc.to_bytes(4, "big")
         self.on_failure = on_failure
         self.channels = decoder.channels
         self.has_fec = getattr(decoder, "has_fec", False)
@@ -34,7 +35,7 @@ class _SealedDecoder:
             self.on_failure("no_key")
             raise ValueError("a sealed frame and no key to open it")
         try:
-            return self.decryptor.decrypt(payload)
+            return self.decryptor.decrypt(payload, metadata=self.metadata)
         except ValueError:
             self.on_failure("decryption_failed")
             raise
@@ -130,7 +131,7 @@ class Receiver:
             return
         decoder = make_decoder(codec, self.channels)
         if pt == PT_SEALED_OPUS:
-            decoder = _SealedDecoder(decoder, self.decryptor, self.on_crypto_failure)
+            decoder = _SealedDecoder(decoder, self.decryptor, self.on_crypto_failure, self.ssrc)
         elif self.decryptor is not None:
             decoder = _RefusingDecoder(decoder, None, self.on_crypto_failure)
         self.jb.decoder = decoder

@@ -10,7 +10,7 @@ import random
 from .codec import make_encoder
 from .feedback import MAX_DEPTH, MAX_RED_PAYLOAD, RedundancyControl
 from .red import MAX_TS_OFFSET, RedBlock, encode_red_within
-from .rtp import PT_RED, PT_SEALED_OPUS, RtpPacket, ts_add
+from .rtp import PT_RED, PT_SEALED_OPUS, RtpPacket, seq_add, ts_add, ts_diff
 
 #: Loss percentage the Opus encoder is told when the uplink is lossy (see set_fec).
 FEC_LOSS_PCT = 5
@@ -40,6 +40,9 @@ class Sender:
         self.uplink = RedundancyControl()       # RED depth from the server's reports
         self.stats = collections.Counter()
         self.encryptor = None                   # an e2ee.FrameEncryptor, when on
+        # Sealed frames are bound to the stream: a member holding the channel
+        # key cannot pass its frames off as another host's.
+        self._ssrc_bytes = ssrc.to_bytes(4, "big")
         self._seq = random.randrange(2**16)
         self._ts = random.randrange(2**32)
         self._history = collections.deque(maxlen=MAX_DEPTH)
@@ -70,12 +73,12 @@ class Sender:
         pt = self.encoder.payload_type
         codec_bytes = len(payload)
         if self.encryptor is not None:
-            payload = self.encryptor.encrypt(payload)
+            payload = self.encryptor.encrypt(payload, metadata=self._ssrc_bytes)
             pt = PT_SEALED_OPUS
         depth = min(self.uplink.depth, len(self._history))
         if depth:
             blocks = [RedBlock(p_t, t, p) for p_t, t, p in list(self._history)[-depth:]
-                      if 0 < (ts - t) % 2**32 <= MAX_TS_OFFSET]
+                      if 0 < ts_diff(ts, t) <= MAX_TS_OFFSET]
             blocks.append(RedBlock(pt, ts, payload))
             body, body_pt = encode_red_within(blocks, ts, MAX_RED_PAYLOAD), PT_RED
         else:
@@ -83,7 +86,7 @@ class Sender:
         self._history.append((pt, ts, payload))
         packet = RtpPacket(payload_type=body_pt, sequence_number=self._seq, timestamp=ts,
                            ssrc=self.ssrc, payload=body)
-        self._seq = (self._seq + 1) % 2**16
+        self._seq = seq_add(self._seq, 1)
         data = packet.serialize()
         self._sent[packet.sequence_number] = [data, 0]
         if len(self._sent) > SENT_KEPT:

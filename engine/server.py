@@ -323,7 +323,7 @@ class Server:
             self._send_raw(pending[2], addr)
             return
         try:
-            result = self._responder.receive_initiation(data, addr)
+            result = self._responder.receive_initiation(data, addr, self._may_exchange)
         except SessionError:
             self.counters["dropped_bad_handshake"] += 1
             return

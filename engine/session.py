@@ -709,8 +709,12 @@ class Responder:
         self.cookie_jar = CookieJar() if cookie_jar is None else cookie_jar
         self._mac1_key = _mac1_key(self.public_key)
 
-    def receive_initiation(self, data: bytes, addr) -> InitiationResult:
+    def receive_initiation(self, data: bytes, addr, may_exchange=None) -> InitiationResult:
         """Check an initiation that came from ``addr`` ((host, port)) and read it.
+
+        ``may_exchange()``, when given, is asked once the cookie is valid and
+        before the key exchange: False refuses the exchange (``SessionError``),
+        so a server can cap its key exchanges per second.
 
         The checks go cheapest first: length, kind, version, reserved bytes,
         mac1 (one HMAC), then mac2 against the cookie for ``addr``.  Without
@@ -737,6 +741,8 @@ class Responder:
             reply = _HEADER.pack(KIND_COOKIE, PROTOCOL_VERSION, 0, client_index) \
                 + self.cookie_jar.make(addr)
             return InitiationResult(client_index, cookie_reply=reply)
+        if may_exchange is not None and not may_exchange():
+            raise SessionError("key exchange refused: the server is over its handshake rate")
         prologue = PROLOGUE + data[:HANDSHAKE_HEADER]
         state, remote_e, plaintext = _nk_responder_read(
             self._private, self.public_key, prologue, data[HANDSHAKE_HEADER:-2 * MAC_SIZE])

@@ -221,7 +221,8 @@ class Recorder:
     """Event handler that records every ``on_...`` call as ``(name, args)``."""
 
     NAMES = ("on_user_joined", "on_user_offline", "on_client_role_changed",
-             "on_connection_state_changed", "on_token_privilege_will_expire")
+             "on_connection_state_changed", "on_token_privilege_will_expire",
+             "on_encryption_error")
 
     def __init__(self):
         self.events = []

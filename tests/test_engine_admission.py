@@ -81,7 +81,8 @@ def test_join_refused(name, tok, role, codes):
         c = s.client()
         c.register_event_handler(rec)
         with pytest.raises(engine.RefusedError) as info:
-            c.join_channel(s.server.address, "room", 5, tok, role, timeout=3.0, server_key=s.server.public_key)
+            c.join_channel(s.server.address, "room", 5, tok, role, timeout=3.0,
+                           server_key=s.server.public_key)
         assert info.value.code in codes, f"{name}: refused with {info.value.code!r}"
         assert info.value.code in str(info.value)
         assert wait_until(lambda: s.server.counters[f"refused_{info.value.code}"] >= 1)
@@ -104,7 +105,8 @@ def test_any_changed_token_character_is_refused(data):
     with Session() as s:
         c = s.client()
         with pytest.raises(engine.RefusedError) as info:
-            c.join_channel(s.server.address, "room", 5, forged, "host", timeout=3.0, server_key=s.server.public_key)
+            c.join_channel(s.server.address, "room", 5, forged, "host", timeout=3.0,
+                           server_key=s.server.public_key)
         assert info.value.code in TOKEN_CODES
         assert s.server.members("room") == {}
 
@@ -245,7 +247,8 @@ def test_server_context_manager_binds_a_real_port_and_releases_it():
         assert host == "127.0.0.1" and 0 < port < 65536
         c = engine.Client()
         try:
-            c.join_channel(server.address, "room", 1, token("room", 1), "host", timeout=3.0, server_key=server.public_key)
+            c.join_channel(server.address, "room", 1, token("room", 1), "host", timeout=3.0,
+                           server_key=server.public_key)
             assert server.members("room") == {1: "host"}
         finally:
             c.leave_channel()
@@ -262,10 +265,12 @@ def test_two_servers_on_different_ports_serve_separately():
         assert a.address[1] != b.address[1]
         ca, cb = engine.Client(), engine.Client()
         try:
-            ca.join_channel(a.address, "room", 1, token("room", 1), "host", timeout=3.0, server_key=a.public_key)
+            ca.join_channel(a.address, "room", 1, token("room", 1), "host", timeout=3.0,
+                            server_key=a.public_key)
             # Each server checks its own secret.
             with pytest.raises(engine.RefusedError) as info:
-                cb.join_channel(b.address, "room", 1, token("room", 1), "host", timeout=3.0, server_key=b.public_key)
+                cb.join_channel(b.address, "room", 1, token("room", 1), "host", timeout=3.0,
+                                server_key=b.public_key)
             assert info.value.code == "bad_signature"
             cb.join_channel(b.address, "room", 1,
                             engine.make_token("another-secret", "room", 1, "host"), "host",
@@ -313,7 +318,9 @@ def test_join_channel_rejects_bad_arguments():
     with Session() as s:
         c = s.client()
         with pytest.raises(ValueError, match="role must be one of"):
-            c.join_channel(s.server.address, "room", 1, token("room", 1), "speaker", server_key=s.server.public_key)
+            c.join_channel(s.server.address, "room", 1, token("room", 1), "speaker",
+                           server_key=s.server.public_key)
         with pytest.raises(ValueError, match="uid"):
-            c.join_channel(s.server.address, "room", 0, token("room", 0), "host", server_key=s.server.public_key)
+            c.join_channel(s.server.address, "room", 0, token("room", 0), "host",
+                           server_key=s.server.public_key)
         assert c.state == "disconnected"

@@ -13,8 +13,6 @@ import collections
 import hashlib
 import hmac
 import logging
-import math
-import os
 import random
 import socket
 import struct
@@ -22,6 +20,7 @@ import threading
 import time
 
 import pytest
+from conftest import require
 from engine_helpers import (Recorder, Session, band_amplitude, db, stream, token, tone,
                             wait_until)
 from stagevox.engine import control, forwarding, server as server_module, session
@@ -44,8 +43,9 @@ def _can_spoof():
         return False
 
 
-needs_raw = pytest.mark.skipif(not _can_spoof() and os.environ.get("CI") != "true",
-                               reason="forging source addresses needs a raw socket (root)")
+@pytest.fixture
+def raw_socket_allowed():
+    require(_can_spoof(), "a raw socket to forge source addresses (run as root)")
 
 
 def spoof(payload, src, dst):
@@ -112,8 +112,7 @@ def _pong_after(member, address, timeout=5.0):
 
 # -- forged sources -----------------------------------------------------------------------
 
-@needs_raw
-def test_forged_datagrams_from_a_victims_address_bring_it_almost_nothing():
+def test_forged_datagrams_from_a_victims_address_bring_it_almost_nothing(raw_socket_allowed):
     """Engine v1: one NACK of 128 sequence numbers (268 B) forged from a third
     party's address made the server send it about 160 kB, a report of 100 %
     loss about 490 kB.  Now nothing unauthenticated gets an answer but a
@@ -152,8 +151,7 @@ def test_forged_datagrams_from_a_victims_address_bring_it_almost_nothing():
     assert counters["handshakes"] == 3      # the three real members, nobody else
 
 
-@needs_raw
-def test_forged_datagrams_from_a_hosts_address_change_nothing():
+def test_forged_datagrams_from_a_hosts_address_change_nothing(raw_socket_allowed):
     """Engine v1 took the source address as identity: a datagram forged from a
     host's address could inject audio under its stream, demote it to audience
     or make it leave.  Now they are dropped unread."""

@@ -122,7 +122,8 @@ def test_token_expiry_warning_renewal_and_removal():
         expirer.register_event_handler(rec_expire)
         short = token("room", 3, expire_s=3)
         expires_at = engine.verify_token(SECRET, short, "room", 3).expires_at
-        expirer.join_channel(s.server.address, "room", 3, short, "host", timeout=3.0, server_key=s.server.public_key)
+        expirer.join_channel(s.server.address, "room", 3, short, "host", timeout=3.0,
+                             server_key=s.server.public_key)
         listener = s.join(2, "audience", handler=rec_listener)
         assert rec_renew.wait_for("on_token_privilege_will_expire", timeout=1.0) is not None
         assert rec_expire.wait_for("on_token_privilege_will_expire", timeout=1.0) is not None
@@ -411,10 +412,18 @@ def test_junk_flood_leaves_the_session_intact(speech):
         junk = _Junk(s, host.ssrc)
         assert wait_until(lambda: 90 in listener.remote_users())
         frames = {}
+        joins = []
+
+        def newcomer():
+            t0 = time.monotonic()
+            s.join(4, "audience")
+            joins.append((time.monotonic() - t0, junk.thread.is_alive()))
 
         def on_frame(i):
             if i == start:
                 junk.start()
+            elif i == start + 50:            # half a second into the junk
+                threading.Thread(target=newcomer, daemon=True).start()
             elif i > start and "done" not in frames and not junk.thread.is_alive():
                 frames["done"] = i
             # Go on 0.3 s after the junk, so the speech heard during it is all out.
@@ -424,6 +433,7 @@ def test_junk_flood_leaves_the_session_intact(speech):
                      on_frame=on_frame)[listener][0]
         junk.join()
         counters = dict(s.server.counters)
+        assert wait_until(lambda: joins, timeout=5.0)
         # Still serving: a newcomer joins and is told of both hosts.
         late = s.join(3, "audience")
         assert late.remote_users() == [1, 90]
@@ -439,6 +449,10 @@ def test_junk_flood_leaves_the_session_intact(speech):
           f"counters {counters}; listener {ls['users'][1]}")
     assert junk.sent >= N_JUNK
     assert score >= 0.95
+    # A member who joined while the junk came was in within 100 ms.
+    (join_s, during), = joins
+    print(f"join during the junk: {1e3 * join_s:.1f} ms")
+    assert during and join_s < 0.1
     # Only the host's own packets reached the listener (forged copies would add to them).
     assert ls["users"][1]["received"] <= hs["packets_sent"]
     assert ls["users"][90]["received"] == 0
