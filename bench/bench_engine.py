@@ -44,12 +44,13 @@ in the RTP timestamp), above the earliest packet: it grows when the server
 falls behind.
 
 The listener process opens every datagram (no sampling): at 1000 listeners
-(50,000 datagrams a second) that measured a load of about 0.6 of CPU 1,
-about 11 us a datagram of which the open is about 5, with no drops on the
-listeners' sockets, so the listener side keeps up at the target.  Near 1700
-listeners a server that delivered everything would fill CPU 1; above that
-the listeners' own drops show in the "listener sockets" column and the
-"listener side" line says whether they kept up.
+(50,000 datagrams a second) that measured a load of 0.6 to 0.86 of CPU 1
+(12 to 17 us a datagram, of which the open is about 5), with no drops on
+the listeners' sockets, so the listener side keeps up at the target.
+Somewhere between 1200 and 1700 listeners a server that delivered
+everything would fill CPU 1; there the listeners' own drops show in the
+"listener sockets" column and the "listener side" line says whether they
+kept up.
 
 Usage::
 
@@ -117,7 +118,7 @@ LISTENER_UID = 10000
 DELAY_BINS = 10000                    # 1 ms bins of the listeners' delay histogram
 DELAY_SLACK_S = 0.5                   # room below the first packet's delay
 IDLE_FUNCTION = "method 'poll' of 'select.epoll' objects"     # the event loop's wait
-COST_REPEATS = 9                      # timeit runs of a cryptographic step (median)
+COST_REPEATS = 31                     # timeit runs of a cryptographic step (median)
 
 
 # ------------------------------------------------------------------ helpers
@@ -310,8 +311,10 @@ def bad_mac1_initiation(rng):
 
 def timed_us(function, number):
     """Microseconds one call of ``function`` takes: the median of COST_REPEATS
-    timeit runs of ``number`` calls."""
-    runs = timeit.repeat(function, number=number, repeat=COST_REPEATS)
+    timeit runs of ``number`` calls (about a millisecond each), timed by this
+    thread's CPU clock, so the server's own thread, which shares the CPU and
+    the GIL in the server's process, does not count."""
+    runs = timeit.repeat(function, number=number, repeat=COST_REPEATS, timer=time.thread_time)
     return statistics.median(runs) / number * 1e6
 
 
@@ -340,11 +343,11 @@ def crypto_costs(names, size, private_key):
     wrong = genuine[:-16] + rng.randbytes(16)
     bad = bad_mac1_initiation(rng)
     tasks = {
-        "seal": (lambda: sess.seal(inner), 5000),
-        "bad_tag": (lambda: rejected(sess.open, forged), 5000),
-        "bad_mac1": (lambda: rejected(responder.receive_initiation, bad, addr), 2000),
-        "no_cookie": (lambda: responder.receive_initiation(genuine, addr), 2000),
-        "wrong_cookie": (lambda: responder.receive_initiation(wrong, addr), 2000),
+        "seal": (lambda: sess.seal(inner), 400),
+        "bad_tag": (lambda: rejected(sess.open, forged), 200),
+        "bad_mac1": (lambda: rejected(responder.receive_initiation, bad, addr), 100),
+        "no_cookie": (lambda: responder.receive_initiation(genuine, addr), 50),
+        "wrong_cookie": (lambda: responder.receive_initiation(wrong, addr), 30),
     }
     return {name: timed_us(*tasks[name]) for name in names}
 
@@ -503,6 +506,7 @@ class Joining:
         return self.session.seal(Ping(time.time()).encode())
 
     def take(self, data):
+        """Read ``data`` from the server; returns what to send in answer, or None."""
         kind = data[0] if data else None
         if self.session is None:
             try:
@@ -1035,7 +1039,8 @@ def print_fan_out(rows):
     r = rows[-1]
     print(f"   AEAD seal: Session.seal of one forwarded packet ({r['inner_size']} B of RTP, "
           f"+{session.TRANSPORT_OVERHEAD} B sealed), timeit median of {COST_REPEATS} runs in "
-          "the server's process; share = of the server's CPU per forwarded packet ('all')")
+          "the server's process (thread CPU time); share = of the server's CPU per forwarded "
+          "packet ('all')")
 
 
 def one_core_listeners(r):
@@ -1102,6 +1107,9 @@ def print_profile_rows(profile, count, unit, top=16):
     count = max(count, 1)
     print(f"   {'own s':>7}  {'share':>6}  {unit:>8}  {'cum s':>7}  {'calls':>8}  function")
     for name, calls, own, cum in rows[:top]:
+        if name.startswith("{method ") and " of '" in name:      # keep the method's name
+            head, _, owner = name.partition(" of '")
+            name = f"{head} of '{owner.rsplit('.', 1)[-1]}"
         if len(name) > 70:
             name = "..." + name[-67:]
         print(f"   {own:>7.3f}  {100 * own / total:>5.1f}%  {own / count * 1e6:>8.3f}  "

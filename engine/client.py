@@ -59,8 +59,9 @@ PING_INTERVAL_S = 1.0
 REPORT_INTERVAL_S = 0.5
 LOSSY_REPORT_INTERVAL_S = 0.1
 NACK_INTERVAL_S = 0.01
-#: Handshake messages are sent again this often until the server answers (a
-#: join crosses a path that loses 70 % each way within a few seconds).
+#: Handshake messages are sent again, two copies at a time, this often until
+#: the server answers (a join crosses a path that loses 70 % each way within
+#: a few seconds).
 HANDSHAKE_RETRY_S = 0.1
 #: Requests (role, token) are sent again this often until answered.
 REQUEST_RETRY_S = 0.25
@@ -436,10 +437,13 @@ class Client:
             self._endpoint.send(initiator.initiation())
 
     def _handshake_retry(self, initiator):
-        if self._initiator is initiator:
-            self._send_initiation(initiator)
-        elif self._confirming is not None:
-            self._seal_and_send(Ping(time.monotonic()).encode())
+        # No answer yet: the path may be lossy, so from now on two copies go
+        # each time (the server answers a repeated initiation from its cache).
+        for _ in range(2):
+            if self._initiator is initiator:
+                self._send_initiation(initiator)
+            elif self._confirming is not None:
+                self._seal_and_send(Ping(time.monotonic()).encode())
 
     def _end_handshake(self, initiator):
         if self._initiator is initiator:

@@ -288,6 +288,7 @@ _REASON = _Str(MAX_REASON_BYTES)
 # ----------------------------------------------------------------------------- messages
 
 _BY_TYPE = {}
+_LAYOUTS = {}
 
 
 class _Message:
@@ -301,11 +302,21 @@ class _Message:
         cls.TYPE = type_code
         _BY_TYPE[type_code] = cls
 
+    @classmethod
+    def _layout(cls):
+        """``[(field name, codec, "Message field"), ...]``, worked out once per class
+        (messages go by the thousand a second)."""
+        layout = _LAYOUTS.get(cls)
+        if layout is None:
+            layout = _LAYOUTS[cls] = [(f.name, cls._CODECS[f.name], f"{cls.__name__} {f.name}")
+                                      for f in fields(cls)]
+        return layout
+
     def encode(self) -> bytes:
         """The message's datagram.  ``ControlError`` names any field out of its range."""
         name = type(self).__name__
-        body = b"".join(self._CODECS[f.name].pack(f"{name} {f.name}", getattr(self, f.name))
-                        for f in fields(self))
+        body = b"".join(codec.pack(where, getattr(self, field))
+                        for field, codec, where in self._layout())
         total = HEADER_SIZE + len(body)
         if total > MAX_DATAGRAM:
             raise ControlError(f"{name} encodes to {total} bytes, at most {MAX_DATAGRAM}")
@@ -314,12 +325,12 @@ class _Message:
     @classmethod
     def _decode_body(cls, body):
         name = cls.__name__
-        codecs = [(f.name, cls._CODECS[f.name]) for f in fields(cls)]
-        need = sum(c.size for _, c in codecs)
+        layout = cls._layout()
+        need = sum(c.size for _, c, _ in layout)
         if len(body) < need:
             raise ControlError(f"{name} body is {len(body)} bytes, need at least {need}")
         reader = _Reader(body, name)
-        values = {n: c.unpack(reader, f"{name} {n}") for n, c in codecs}
+        values = {n: c.unpack(reader, where) for n, c, where in layout}
         if reader.left():
             raise ControlError(
                 f"{name} body has {reader.left()} unexpected bytes after its last field")

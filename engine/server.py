@@ -119,6 +119,7 @@ class _Member:
         self.created = now
         self.last_seen = now
         self.confirmed = False
+        self.ephemeral = None                # the client's handshake key, until confirmed
         self.retired_at = None
         self.hosts_told = hosts_told         # {uid: ssrc} in the Joined reply
         self.warned = False
@@ -355,6 +356,7 @@ class Server:
                        tuple(hosts.items())[:control.MAX_HOSTS])
         response, sess = result.respond(index, reply.encode())
         member = _Member(self, index, sess, join, admitted, addr, now, hosts)
+        member.ephemeral = result.ephemeral
         self._expire_pending(now)
         if len(self._pending) >= MAX_PENDING:
             oldest = next(iter(self._pending))
@@ -463,10 +465,7 @@ class Server:
 
     def _confirm(self, member, now):
         """The session's first authenticated datagram: it joins its channel."""
-        for key, (m, _, _) in list(self._pending.items()):
-            if m is member:
-                del self._pending[key]
-                break
+        self._pending.pop(member.ephemeral, None)
         channel = self._channels.get(member.channel_name)
         if channel is None:
             if len(self._channels) >= self.max_channels:
@@ -649,6 +648,7 @@ class Server:
             return
         loss = member.redundancy.fraction_lost
         copies = 1 + (loss >= 0.3) + (loss >= 0.5)
+        member.rtx_credit = min(member.rtx_credit, RTX_CREDIT_MAX)
         for data, ext in zip(packets, ext_seqs):
             cost = copies * (len(data) + session.TRANSPORT_OVERHEAD)
             if cost > member.rtx_credit:
@@ -713,8 +713,7 @@ class Server:
                 except SessionError:
                     self.counters["send_errors"] += 1
                     continue
-                if m.rtx_credit < RTX_CREDIT_MAX:
-                    m.rtx_credit = min(RTX_CREDIT_MAX, m.rtx_credit + credit)
+                m.rtx_credit += credit          # capped where it is spent
             self.counters["forwarded"] += len(members)
 
     # ------------------------------------------------------------- housekeeping

@@ -34,11 +34,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
+import itertools
 import math
 import os
 import re
 import secrets
+import socket
 import struct
 import tempfile
 import time
@@ -46,8 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stagevox.dsp.errors import ParameterError, ProtocolError
 
@@ -230,15 +233,19 @@ def _private_key_object(private):
 # ---------------------------------------------------------------- Noise
 
 def _hmac(key, data):
-    return hmac.new(key, data, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: a handshake makes about a dozen.
+    return hmac.digest(key, data, "sha256")
 
 
 def _hkdf2(chaining_key, input_key_material):
-    """The Noise spec's HKDF (section 4.3) with two outputs, on HMAC-SHA256."""
-    temp_key = _hmac(chaining_key, input_key_material)
-    output1 = _hmac(temp_key, b"\x01")
-    output2 = _hmac(temp_key, output1 + b"\x02")
-    return output1, output2
+    """The Noise spec's HKDF (section 4.3) with two outputs: RFC 5869 HKDF-SHA256
+    with the chaining key as salt and no info, cut in two."""
+    out = HKDF(algorithm=hashes.SHA256(), length=64, salt=chaining_key,
+               info=b"").derive(input_key_material)
+    return out[:32], out[32:]
+
+
+_NONCE = struct.Struct("<4xQ")     # 32 zero bits, then the 64-bit counter, little-endian
 
 
 def _nonce(counter):
@@ -461,14 +468,15 @@ def _address_bytes(addr):
         raise ParameterError(f"address must be a (host, port) tuple, got {addr!r}") from None
     if not isinstance(host, str):
         raise ParameterError(f"address host must be a str, got {type(host).__name__}")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ParameterError(f"address host must be an IPv4 or IPv6 address, "
-                             f"got {host!r}") from None
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise ParameterError(f"address port must be an integer in 0..65535, got {port!r}")
-    return ip.packed + port.to_bytes(2, "big")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        packed = socket.inet_pton(family, host.partition("%")[0])
+    except OSError:
+        raise ParameterError(f"address host must be an IPv4 or IPv6 address, "
+                             f"got {host!r}") from None
+    return packed + port.to_bytes(2, "big")
 
 
 class CookieJar:
@@ -498,8 +506,7 @@ class CookieJar:
 
         Raises ``ParameterError`` for an address that is not an IP address and port.
         """
-        self._rotate()
-        return _hmac(self._current, _address_bytes(addr))[:COOKIE_SIZE]
+        return next(self._candidates(addr))
 
     def check(self, addr, cookie: bytes) -> bool:
         """True if ``cookie`` was made for ``addr`` under the current or the previous secret.
@@ -514,13 +521,13 @@ class CookieJar:
         return found
 
     def _candidates(self, addr):
-        """The cookies ``addr`` may hold now: the current secret's, then the previous one's."""
+        """The cookies ``addr`` may hold now, made as they are asked for: the
+        current secret's, then the previous one's."""
         self._rotate()
         address = _address_bytes(addr)
-        cookies = [_hmac(self._current, address)[:COOKIE_SIZE]]
+        yield _hmac(self._current, address)[:COOKIE_SIZE]
         if self._previous is not None:
-            cookies.append(_hmac(self._previous, address)[:COOKIE_SIZE])
-        return cookies
+            yield _hmac(self._previous, address)[:COOKIE_SIZE]
 
     def _rotate(self):
         elapsed = self._clock() - self._since
@@ -602,7 +609,6 @@ class Session:
         self.remote_index = _check_index(remote_index, "remote index")
         self._window = ReplayWindow(window_size)
         self._send_counter = 0
-        self.sealed = 0
         self.opened = 0
 
     def seal(self, inner: bytes) -> bytes:
@@ -616,10 +622,13 @@ class Session:
             raise SessionError(f"session has sealed {counter} datagrams, the limit; "
                                "a new handshake is needed")
         header = _TRANSPORT.pack(KIND_TRANSPORT, self.remote_index, counter)
-        datagram = header + self._send.encrypt(_nonce(counter), inner, header)
         self._send_counter = counter + 1
-        self.sealed += 1
-        return datagram
+        return header + self._send.encrypt(_NONCE.pack(counter), inner, header)
+
+    @property
+    def sealed(self) -> int:
+        """Datagrams sealed so far."""
+        return self._send_counter
 
     def open(self, datagram: bytes) -> bytes:
         """The inner bytes of a transport datagram from the peer.
@@ -647,7 +656,7 @@ class Session:
                                f"window {self._window.size})")
         datagram = bytes(datagram)
         try:
-            inner = self._receive.decrypt(_nonce(counter), datagram[TRANSPORT_HEADER:],
+            inner = self._receive.decrypt(_NONCE.pack(counter), datagram[TRANSPORT_HEADER:],
                                           datagram[:TRANSPORT_HEADER])
         except InvalidTag:
             raise SessionError(f"transport datagram {counter} does not authenticate") from None
@@ -733,13 +742,14 @@ class Responder:
         if not hmac.compare_digest(mac1, data[-2 * MAC_SIZE:-MAC_SIZE]):
             raise SessionError("initiation mac1 does not match this server's public key")
         mac2 = data[-MAC_SIZE:]
-        valid = False
-        if mac2 != bytes(MAC_SIZE):
-            for cookie in self.cookie_jar._candidates(addr):
-                valid |= hmac.compare_digest(_hmac(cookie, data[:-MAC_SIZE])[:MAC_SIZE], mac2)
+        cookies = self.cookie_jar._candidates(addr)
+        current = next(cookies)
+        # Which secret a cookie was made under is no secret: stop at the first match.
+        valid = mac2 != bytes(MAC_SIZE) and any(
+            hmac.compare_digest(_hmac(cookie, data[:-MAC_SIZE])[:MAC_SIZE], mac2)
+            for cookie in itertools.chain((current,), cookies))
         if not valid:
-            reply = _HEADER.pack(KIND_COOKIE, PROTOCOL_VERSION, 0, client_index) \
-                + self.cookie_jar.make(addr)
+            reply = _HEADER.pack(KIND_COOKIE, PROTOCOL_VERSION, 0, client_index) + current
             return InitiationResult(client_index, cookie_reply=reply)
         if may_exchange is not None and not may_exchange():
             raise SessionError("key exchange refused: the server is over its handshake rate")

@@ -96,7 +96,7 @@ def make_token(secret: bytes | str, channel: str, uid: int, role: str = "host",
     if not 0 <= expires_at < 1 << 64:
         raise ValueError(f"token expiry {expires_at} (now + expire_s) is outside 0..2**64-1")
     payload = _FIXED.pack(TOKEN_VERSION, uid, _ROLE_PRIVILEGES[role], expires_at) + raw_channel
-    mac = hmac.new(key, payload, hashlib.sha256).digest()
+    mac = hmac.digest(key, payload, "sha256")
     return PREFIX + _b64encode(payload) + "." + _b64encode(mac)
 
 
@@ -134,7 +134,7 @@ def verify_token(secret: bytes | str, token: str, channel: str, uid: int,
     if version != TOKEN_VERSION:
         raise TokenError("malformed_token",
                          f"unsupported token version {version} (this build reads {TOKEN_VERSION})")
-    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    expected = hmac.digest(key, payload, "sha256")
     if not hmac.compare_digest(mac, expected):
         raise TokenError("bad_signature", "token signature does not match; "
                          "it was not issued with this server's secret or was altered")
