@@ -120,7 +120,7 @@ def _server_key(args):
                            f"variable {SERVER_KEY_ENV} ('stagevox server' prints it at start, "
                            f"on the line 'server key ...')")
     try:
-        return session.decode_key(key)
+        return session.parse_public_key(key)
     except session.SessionError as exc:
         raise CommandError(f"--server-key: {exc}") from None
 
@@ -288,7 +288,8 @@ def cmd_server(args):
         if not args.key_file:
             key_file.parent.mkdir(parents=True, exist_ok=True)
         server = Server(args.host, args.port, secret, key_file=key_file,
-                        max_hosts=args.max_hosts, member_timeout_s=args.member_timeout)
+                        max_hosts=args.max_hosts, max_members=args.max_members,
+                        max_channels=args.max_channels, member_timeout_s=args.member_timeout)
     except session.SessionError as exc:
         raise CommandError(f"--key-file: {exc}", status=2) from None
     except OSError as exc:
@@ -590,6 +591,10 @@ def add_commands(sub):
                    help="UDP port (0 picks a free one and prints it)")
     p.add_argument("--max-hosts", type=int, default=17, metavar="N",
                    help="hosts allowed per channel, 1..128 (default 17)")
+    p.add_argument("--max-members", type=int, default=10000, metavar="N",
+                   help="members allowed per channel (default 10000)")
+    p.add_argument("--max-channels", type=int, default=10000, metavar="N",
+                   help="channels this server serves at once (default 10000)")
     p.add_argument("--member-timeout", type=float, default=10.0, metavar="S",
                    help="drop a member silent this many seconds (default 10)")
     p.add_argument("--key-file", metavar="FILE",

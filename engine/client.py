@@ -228,7 +228,8 @@ class Client:
         if server_key is None:
             raise ValueError("join_channel needs server_key, the server's public key "
                              "(printed by 'stagevox server' at start; Server.public_key_text)")
-        key = session.decode_key(server_key) if isinstance(server_key, str) else bytes(server_key)
+        key = (session.parse_public_key(server_key) if isinstance(server_key, str)
+               else bytes(server_key))
         if len(key) != 32:
             raise ValueError(f"server_key must be 32 bytes, got {len(key)}")
         if self.channel is not None:

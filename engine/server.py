@@ -61,6 +61,8 @@ EXPIRY_WARNING_S = 30.0
 REPORT_INTERVAL_S = 0.5
 LOSSY_REPORT_INTERVAL_S = 0.1
 TICK_S = 0.05
+#: Timeouts, token expiry and retired sessions are looked at every SCAN_S.
+SCAN_S = 0.25
 #: Events not acknowledged are sent again this often; a member's outbox holds
 #: at most MAX_OUTBOX events (the oldest go first).
 EVENT_RETRY_S = 0.1
@@ -138,9 +140,18 @@ class _Channel:
         self.members = {}                # uid -> _Member
         self.groups = {}                 # sender uid -> {RED depth: [members]}
         self.streams = {}                # ssrc -> UplinkStream
+        self._hosts = None
+
+    def changed(self):
+        """Members, roles or RED depths changed: forget what was worked out from them."""
+        self.groups.clear()
+        self._hosts = None
 
     def hosts(self):
-        return [m for m in self.members.values() if m.role == "host"]
+        """The channel's hosts (a list kept until the channel changes)."""
+        if self._hosts is None:
+            self._hosts = [m for m in self.members.values() if m.role == "host"]
+        return self._hosts
 
 
 class Server:
@@ -184,7 +195,7 @@ class Server:
             private_key = session.generate_private_key()
         self._responder = session.Responder(private_key)
         self.public_key = self._responder.public_key
-        self.public_key_text = session.encode_key(self.public_key)
+        self.public_key_text = session.public_key_text(self.public_key)
         self.host = host
         self.port = port
         self.secret = secret
@@ -198,6 +209,8 @@ class Server:
         self.address = None
         self._sessions = {}              # local index -> _Member (pending, confirmed, retired)
         self._pending = {}               # client ephemeral -> (member, initiation, response)
+        self._outboxes = set()           # members with events not acknowledged yet
+        self._last_scan = 0.0
         self._channels = {}              # name -> _Channel
         self._handshakes = _Bucket(HANDSHAKE_RATE, HANDSHAKE_RATE, time.monotonic())
         self._log = LimitedLog(log)
@@ -289,6 +302,7 @@ class Server:
             member.outbox.popitem(last=False)
             self.counters["events_dropped"] += 1
         member.outbox[seq] = [ev, time.monotonic()]
+        self._outboxes.add(member)
         self._send_msg(member, ev)
 
     def _announce(self, channel, kind, uid, role, ssrc, reason="", exclude=None):
@@ -486,7 +500,7 @@ class Server:
             if old.ssrc != member.ssrc:
                 channel.streams.pop(old.ssrc, None)
         channel.members[member.uid] = member
-        channel.groups.clear()
+        channel.changed()
         if member.role == "host":
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         self.counters["joined"] += 1
@@ -517,6 +531,7 @@ class Server:
 
     def _drop_session(self, member):
         self._sessions.pop(member.index, None)
+        self._outboxes.discard(member)
 
     def _leave_channel(self, member, kind, reason):
         """Take ``member`` out of its channel, announcing ``kind`` if it was a host."""
@@ -525,7 +540,7 @@ class Server:
             return
         if channel.members.get(member.uid) is member:
             del channel.members[member.uid]
-            channel.groups.clear()
+            channel.changed()
             channel.streams.pop(member.ssrc, None)
             if member.role == "host" and kind is not None:
                 self._announce(channel, kind, member.uid, member.role, member.ssrc, reason)
@@ -591,7 +606,7 @@ class Server:
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         else:
             channel.streams.pop(member.ssrc, None)
-        channel.groups.clear()
+        channel.changed()
         self._send_msg(member, RoleChanged(msg.request_id, member.uid, msg.role))
         if changed:
             kind = "user_joined" if msg.role == "host" else "role_changed"
@@ -625,7 +640,7 @@ class Server:
             member.redundancy.add(now, block.ssrc, block.fraction_lost, block.burst,
                                   block.highest_seq, block.cumulative_lost)
         if member.redundancy.depth != before:
-            member.channel.groups.clear()
+            member.channel.changed()
 
     def _on_nack(self, member, msg, now):
         """Resend the frames a member asks for, packed as RED (every frame
@@ -719,30 +734,33 @@ class Server:
     # ------------------------------------------------------------- housekeeping
 
     def _tick(self, now):
-        wall = time.time()
-        for member in list(self._sessions.values()):
-            try:
-                self._tick_member(member, now, wall)
-            except Exception as exc:         # one member's trouble is not everyone's
-                self.counters["periodic_errors"] += 1
-                self._log.warning("tick", "server: housekeeping of uid %s failed: %r",
-                                  member.uid, exc)
-        self._expire_pending(now)
+        """Every TICK_S: events not yet acknowledged, uplink reports; every
+        SCAN_S also timeouts, token expiry and retired sessions."""
+        for member in list(self._outboxes):
+            self._guarded("events", member, self._resend_events, member, now)
+        if now - self._last_scan >= SCAN_S:
+            self._last_scan = now
+            wall = time.time()
+            for member in list(self._sessions.values()):
+                self._guarded("tick", member, self._tick_member, member, now, wall)
+            self._expire_pending(now)
         for channel in list(self._channels.values()):
             for m in channel.hosts():
-                try:
-                    self._report_uplink(m, channel, now)
-                except Exception as exc:
-                    self.counters["periodic_errors"] += 1
-                    self._log.warning("report", "server: report to uid %s failed: %r",
-                                      m.uid, exc)
+                self._guarded("report", m, self._report_uplink, m, channel, now)
+
+    def _guarded(self, what, member, step, *args):
+        """One member's housekeeping step; its exception is counted and logged
+        (one line now and then), and the others' steps go on."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self.counters["periodic_errors"] += 1
+            self._log.warning(what, "server: %s of uid %s failed: %r", what, member.uid, exc)
 
     def _tick_member(self, member, now, wall):
         if member.retired_at is not None:
             if not member.outbox or now - member.retired_at > RETIRED_S:
                 self._drop_session(member)
-            else:
-                self._resend_events(member, now)
             return
         if not member.confirmed:
             return                           # expired with the pending handshakes
@@ -762,9 +780,11 @@ class Server:
             member.warned = True
             self._event(member, "token_will_expire", member.uid, member.role, member.ssrc,
                         f"the token expires in {math.ceil(left)} s")
-        self._resend_events(member, now)
 
     def _resend_events(self, member, now):
+        if not member.outbox or member.index not in self._sessions:
+            self._outboxes.discard(member)
+            return
         sent = 0
         for entry in member.outbox.values():
             if now - entry[1] >= EVENT_RETRY_S:

@@ -159,6 +159,24 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
+#: The text form of a server's public key starts with this, so it never starts
+#: with "-" (a command line would read it as an option) and says what it is.
+PUBLIC_KEY_PREFIX = "svk1."
+
+
+def public_key_text(public: bytes) -> str:
+    """A server's public key as text: ``PUBLIC_KEY_PREFIX`` + ``encode_key``."""
+    return PUBLIC_KEY_PREFIX + encode_key(public)
+
+
+def parse_public_key(text: str) -> bytes:
+    """The 32 bytes of a public key given as ``public_key_text`` wrote it (the
+    prefix may be left out).  Raises ``SessionError`` saying what is wrong."""
+    if isinstance(text, str) and text.startswith(PUBLIC_KEY_PREFIX):
+        text = text[len(PUBLIC_KEY_PREFIX):]
+    return decode_key(text)
+
+
 def load_or_create_key(path) -> bytes:
     """The server's private key (32 raw bytes) from the text file ``path``, made if missing.
 

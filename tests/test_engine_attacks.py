@@ -580,9 +580,9 @@ def test_joins_through_70_percent_loss_each_way():
                     results.append((ok, time.monotonic() - t0))
                 c.leave_channel()
 
-            for batch in range(5):
-                threads = [threading.Thread(target=join, args=(100 + 20 * batch + k,))
-                           for k in range(20)]
+            for batch in range(2):
+                threads = [threading.Thread(target=join, args=(100 + 50 * batch + k,))
+                           for k in range(50)]
                 for t in threads:
                     t.start()
                 for t in threads:

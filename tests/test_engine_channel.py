@@ -197,7 +197,7 @@ def test_nat_rebinding_keeps_the_uid_and_the_audio():
             rec_listener = Recorder()
             listener = s.join(2, "audience", handler=rec_listener)
             (client_addr,) = relay.clients
-            x = tone(440, 5.5, amplitude=0.2)
+            x = tone(440, 2.5, amplitude=0.2)
             marks = {}
 
             def on_frame(i):
@@ -205,7 +205,7 @@ def test_nat_rebinding_keeps_the_uid_and_the_audio():
                     marks["before"] = relay.clients[client_addr]
                     marks["after"] = relay.rebind(client_addr)
 
-            got = stream({host: x}, [listener], 5.5, on_frame=on_frame)[listener][0]
+            got = stream({host: x}, [listener], 2.5, on_frame=on_frame)[listener][0]
         finally:
             relay.stop()
         assert marks["after"] != marks["before"]
@@ -221,7 +221,7 @@ def test_nat_rebinding_keeps_the_uid_and_the_audio():
         # Heard before the rebinding, and right after it (frame 50 is 0.5 s).
         sec = 48000
         assert abs(db(amplitude(got[int(0.2 * sec):int(0.5 * sec)], 440) / 0.2)) < 1.0
-        assert abs(db(band_amplitude(got[int(0.8 * sec):int(2.0 * sec)], 440) / 0.2)) < 1.0
+        assert abs(db(band_amplitude(got[int(0.8 * sec):int(1.5 * sec)], 440) / 0.2)) < 1.0
         tail = got[-sec:]
         assert abs(db(amplitude(tail, 440) / 0.2)) < 1.0
         assert purity(tail, 440) >= CLEAN_TONE
@@ -229,7 +229,7 @@ def test_nat_rebinding_keeps_the_uid_and_the_audio():
 
 # -- robustness: a flood of junk beside a live session -----------------------------------
 
-N_JUNK = 100_000
+N_JUNK = 60_000
 #: The junk thread waits for the server to catch up whenever it has sent this
 #: much since the last time (bytes, counting 1 kB of kernel overhead a datagram):
 #: well inside the server socket's default receive buffer (208 kB on Linux).
@@ -398,7 +398,7 @@ class _Junk:
 
 
 def test_junk_flood_leaves_the_session_intact(speech):
-    """100,000 junk datagrams while a host talks to a listener: the speech the
+    """60,000 junk datagrams while a host talks to a listener: the speech the
     listener hears while the junk comes keeps STOI >= 0.95, nothing of the junk
     reaches the listener, the server still admits a new member afterwards, and
     its counters show every kind of drop."""

@@ -197,6 +197,59 @@ def test_server_with_bad_max_hosts_exits_with_the_range():
     assert "1..128" in err
 
 
+def test_server_keeps_its_key_pair_in_the_key_file(procs, tmp_path):
+    """The first start creates the key file (mode 0600), the next one uses it:
+    the same public key is printed, so clients keep their --server-key."""
+    key_file = tmp_path / "keys" / "server.key"
+    key_file.parent.mkdir()
+    keys = []
+    for _ in range(2):
+        server, _ = start_server(procs, "--key-file", key_file)
+        keys.append(server.key)
+        server.popen.send_signal(signal.SIGINT)
+        assert server.finish(30)[0] == 0
+    assert keys[0] == keys[1]
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert engine.session.public_key(engine.session.load_or_create_key(key_file)) == \
+        engine.session.parse_public_key(keys[0])
+
+
+def test_server_with_a_bad_key_file_exits_and_leaves_it_alone(tmp_path):
+    key_file = tmp_path / "server.key"
+    key_file.write_text("not a key\n")
+    status, out, err = run("server", "--port", 0, "--key-file", key_file,
+                           env=cli_env(STAGEVOX_SECRET=SECRET))
+    assert status == 2 and out == ""
+    assert str(key_file) in err and "Traceback" not in err
+    assert key_file.read_text() == "not a key\n"
+
+
+def test_client_without_server_key_says_where_to_get_it(live_server, speech_wav):
+    wav, _ = speech_wav
+    host, port = live_server.address
+    status, _, err = run("host", "--server", f"{host}:{port}", "--channel", "room", "--uid", 1,
+                         "--token", engine.make_token(SECRET, "room", 1, "host"),
+                         "--input", wav, env=cli_env())
+    assert status == 1
+    assert "--server-key" in err and "STAGEVOX_SERVER_KEY" in err and "server key" in err
+    assert sum(live_server.counters.values()) == 0
+
+
+def test_client_with_another_servers_key_times_out_with_a_hint(live_server, speech_wav):
+    """A wrong key fails mac1 at the server, which answers nothing."""
+    wav, _ = speech_wav
+    host, port = live_server.address
+    other = engine.Server(secret=SECRET).public_key_text
+    status, _, err = run("host", "--server", f"{host}:{port}", "--server-key", other,
+                         "--channel", "room", "--uid", 1, "--join-timeout", 1,
+                         "--token", engine.make_token(SECRET, "room", 1, "host"),
+                         "--input", wav, env=cli_env())
+    assert status == 1
+    assert "within 1 s" in err and "--server-key" in err
+    assert live_server.counters["dropped_bad_handshake"] >= 1
+    assert live_server.members("room") == {}
+
+
 # -------------------------------------------------------------------- token
 
 @pytest.mark.parametrize("role", ["host", "audience"])

@@ -792,3 +792,15 @@ def test_noise_protocol_name_is_used_unhashed():
     short = sm._SymmetricState(b"abc")
     assert short.h == b"abc" + bytes(29)
 
+
+
+def test_public_key_text_never_reads_as_an_option():
+    """Keys whose base64 starts with "-" still print safely for a command line."""
+    for _ in range(200):
+        public = public_key(generate_private_key())
+        text = sm.public_key_text(public)
+        assert text.startswith("svk1.") and not text.startswith("-")
+        assert sm.parse_public_key(text) == public
+        assert sm.parse_public_key(encode_key(public)) == public
+    with pytest.raises(SessionError, match="characters"):
+        sm.parse_public_key("svk1.short")
