@@ -386,7 +386,7 @@ class Client:
                 await self._closing.wait()
             finally:
                 ticker.cancel()
-                self._endpoint.transport.close()
+                self._endpoint.close()
         asyncio.run(main())
 
     def _stop_network(self):

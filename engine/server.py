@@ -277,7 +277,7 @@ class Server:
         finally:
             for t in tasks:
                 t.cancel()
-            self._endpoint.transport.close()
+            self._endpoint.close()
 
     # ------------------------------------------------------------- sending
 

@@ -38,7 +38,6 @@ CASES = [
     ("both_30", Condition("both_30", host_path=loss(0.3), listener_path=loss(0.3)), 0.95, None),
     ("bursty_jitter", Condition("bursty_jitter", listener_path=BURSTY), 0.95, 200.0),
     # End-to-end encryption on: the server repairs (RED, NACK) frames it cannot open.
-    ("e2ee_no_loss", Condition("e2ee_no_loss", e2ee_key="a channel passphrase"), 0.98, 80.0),
     ("e2ee_both_30", Condition("e2ee_both_30", host_path=loss(0.3), listener_path=loss(0.3),
                                e2ee_key="a channel passphrase"), 0.95, None),
 ]
