@@ -94,17 +94,22 @@ class DatagramEndpoint:
         kernel's buffer is full it waits in a queue of at most SEND_QUEUE."""
         if self._queue:
             self._enqueue(data, addr)
-            return
+        elif not self._send_now(data, addr):
+            self._enqueue(data, addr)
+            self._loop.add_writer(self.sock.fileno(), self._write_ready)
+
+    def _send_now(self, data, addr):
+        """Hand one datagram to the kernel: False when its buffer is full."""
         try:
             if addr is None:
                 self.sock.send(data)
             else:
                 self.sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
-            self._enqueue(data, addr)
-            self._loop.add_writer(self.sock.fileno(), self._write_ready)
+            return False
         except OSError:
             self.counters["send_errors"] += 1
+        return True
 
     def _enqueue(self, data, addr):
         if len(self._queue) >= SEND_QUEUE:
@@ -114,16 +119,8 @@ class DatagramEndpoint:
 
     def _write_ready(self):
         while self._queue:
-            data, addr = self._queue[0]
-            try:
-                if addr is None:
-                    self.sock.send(data)
-                else:
-                    self.sock.sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
+            if not self._send_now(*self._queue[0]):
                 return
-            except OSError:
-                self.counters["send_errors"] += 1
             self._queue.popleft()
         self._loop.remove_writer(self.sock.fileno())
 

@@ -604,3 +604,61 @@ def test_joins_through_70_percent_loss_each_way():
           f"median {times[len(times) // 2]:.2f} s, slowest {times[-1]:.2f} s")
     assert len(results) == 100
     assert len(ok) >= 99
+
+
+def test_the_endpoint_queues_what_the_kernel_cannot_take_and_bounds_it():
+    """While the kernel takes nothing (its send buffer full) datagrams wait in a
+    queue of at most SEND_QUEUE, the rest dropped and counted; when there is
+    room again they go out, in order."""
+    from stagevox.engine import transport
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
+    receiver.settimeout(0.5)
+    counters = collections.Counter()
+
+    class FullBuffer:
+        """The endpoint's socket, refusing sends while ``full``."""
+
+        def __init__(self, sock):
+            self.sock = sock
+            self.full = True
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+        def sendto(self, data, addr):
+            if self.full:
+                raise BlockingIOError
+            return self.sock.sendto(data, addr)
+
+    async def main():
+        ep = await transport.open_endpoint(lambda d, a: None, counters, "test", "127.0.0.1", 0)
+        real = ep.sock
+        ep.sock = FullBuffer(real)
+        total = transport.SEND_QUEUE + 500
+        for k in range(total):
+            ep.send(k.to_bytes(4, "big") + bytes(100), receiver.getsockname())
+        queued = len(ep._queue)
+        ep.sock.full = False
+        for _ in range(2000):
+            if not ep._queue:
+                break
+            await asyncio.sleep(0.001)
+        left = len(ep._queue)
+        ep.sock = real
+        ep.close()
+        return total, queued, left
+
+    total, queued, left = asyncio.run(main())
+    got = []
+    while True:
+        try:
+            got.append(int.from_bytes(receiver.recv(2048)[:4], "big"))
+        except TimeoutError:
+            break
+    receiver.close()
+    assert queued == transport.SEND_QUEUE and left == 0
+    assert counters["send_queue_full"] == total - transport.SEND_QUEUE
+    assert got == list(range(transport.SEND_QUEUE))
