@@ -140,6 +140,7 @@ class _Channel:
         self.members = {}                # uid -> _Member
         self.groups = {}                 # sender uid -> {RED depth: [members]}
         self.streams = {}                # ssrc -> UplinkStream
+        self.ssrcs = {}                  # ssrc -> uid of the members
         self._hosts = None
 
     def changed(self):
@@ -413,15 +414,18 @@ class Server:
                               f"the server already serves {self.max_channels} channels "
                               f"(the most allowed)")
             return claims
-        others = [m for m in channel.members.values() if m.uid != join.uid]
-        if len(others) >= self.max_members:
+        # Counted without walking the members: a join costs the same in a
+        # channel of ten as of ten thousand.
+        old = channel.members.get(join.uid)
+        if len(channel.members) - (old is not None) >= self.max_members:
             return refuse("channel_full", f"channel {join.channel!r} already has "
                                           f"{self.max_members} members (the most allowed)")
-        if join.role == "host" and sum(m.role == "host" for m in others) >= self.max_hosts:
+        hosts = channel.hosts()
+        if join.role == "host" and len(hosts) - (old in hosts) >= self.max_hosts:
             return refuse("too_many_hosts",
                           f"channel {join.channel!r} already has {self.max_hosts} hosts "
                           f"(the most allowed); join as audience")
-        if join.ssrc != 0 and any(m.ssrc == join.ssrc for m in others):
+        if join.ssrc != 0 and channel.ssrcs.get(join.ssrc, join.uid) != join.uid:
             return refuse("bad_request",
                           f"SSRC {join.ssrc} is already used in this channel; pick another")
         return claims
@@ -499,7 +503,10 @@ class Server:
             self._retire(old, "replaced")
             if old.ssrc != member.ssrc:
                 channel.streams.pop(old.ssrc, None)
+            # The old session may have been the channel's last member.
+            self._channels[channel.name] = channel
         channel.members[member.uid] = member
+        channel.ssrcs[member.ssrc] = member.uid
         channel.changed()
         if member.role == "host":
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
@@ -540,6 +547,8 @@ class Server:
             return
         if channel.members.get(member.uid) is member:
             del channel.members[member.uid]
+            if channel.ssrcs.get(member.ssrc) == member.uid:
+                del channel.ssrcs[member.ssrc]
             channel.changed()
             channel.streams.pop(member.ssrc, None)
             if member.role == "host" and kind is not None:

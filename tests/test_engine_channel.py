@@ -641,3 +641,19 @@ def test_red_depth_follows_reports_on_the_channel_s_own_streams_only():
         last = report_then_frame(host_ssrc, 0.5)
     assert last.payload_type == PT_RED
     assert len(decode_red(last.payload, last.timestamp)) > 1
+
+
+def test_the_same_uid_joining_again_alone_in_its_channel_stays_served():
+    """The only member of a channel joins again from another socket: the old
+    session is replaced and the channel goes on with the new one."""
+    with Session() as s:
+        rec = Recorder()
+        old = s.join(1, "host", handler=rec)
+        new = s.join(1, "host")
+        assert rec.wait_for("on_connection_state_changed", ("failed", "replaced"))
+        assert s.server.members("room") == {1: "host"}
+        listener = s.join(2, "audience")
+        assert listener.remote_users() == [1]
+        got = stream({new: tone(440, 0.8, amplitude=0.2)}, [listener], 0.8)[listener][0]
+        assert old.state == "failed"
+    assert abs(db(band_amplitude(window(got, 0.4, 0.8), 440) / 0.2)) < 1.0
