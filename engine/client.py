@@ -714,9 +714,7 @@ class Client:
         if self.channel is None or self.role != "host" or self._muted:
             self._sender.skip(frame.shape[1])
             return
-        data = self._sender.packet(frame)
-        self._stats["bytes_sent"] += len(data) + session.TRANSPORT_OVERHEAD
-        self._send(data)
+        self._send(self._sender.packet(frame))
 
     def mute_local_audio_stream(self, mute):
         """Stop (True) or resume (False) sending the local audio."""
@@ -880,7 +878,8 @@ class Client:
         sent = self._sender.stats
         s = {k: sent[k] for k in ("packets_sent", "payload_bytes_sent", "codec_bytes_sent",
                                   "packets_retransmitted")}
-        s["bytes_sent"] = self._stats["bytes_sent"]
+        # Each packet goes out sealed: the session's overhead on top of the RTP bytes.
+        s["bytes_sent"] = sent["rtp_bytes_sent"] + sent["packets_sent"] * session.TRANSPORT_OVERHEAD
         s["malformed_received"] = self._stats["malformed_received"]
         s["unauthentic_received"] = self._stats["unauthentic_received"]
         s["periodic_errors"] = self._stats["periodic_errors"]

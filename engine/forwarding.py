@@ -48,6 +48,7 @@ class UplinkStream:
         self.lossy = False
         self.last_arrival = None
         self.missing = MissingPackets(max_gap=32)
+        self._since_trim = 0             # packets since the cache was last trimmed
 
     def add(self, packet, now):
         """Take one packet of the host's.  Returns ``(primary_ext, recovered)``
@@ -104,9 +105,12 @@ class UplinkStream:
         self.frame_bytes += len(payload)
 
     def _trim(self):
+        # By time every 16 packets; at once when over a limit in entries or bytes.
+        self._since_trim += 1
         horizon = self.newest_ts - CACHE_S * CLOCK_RATE
         if (len(self.frames) > MAX_CACHE_FRAMES or self.frame_bytes > MAX_CACHE_BYTES
-                or len(self.frames) % 16 == 0):
+                or self._since_trim >= 16):
+            self._since_trim = 0
             for ts in sorted(self.frames):
                 if (ts >= horizon and len(self.frames) <= MAX_CACHE_FRAMES
                         and self.frame_bytes <= MAX_CACHE_BYTES):

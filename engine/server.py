@@ -500,6 +500,7 @@ class Server:
         member.channel = channel
         was_host = old is not None and old.role == "host"
         if old is not None:
+            self.counters["replaced"] += 1
             self._retire(old, "replaced")
             if old.ssrc != member.ssrc:
                 channel.streams.pop(old.ssrc, None)
@@ -528,13 +529,13 @@ class Server:
                            exclude=member.uid)
         return True
 
-    def _retire(self, member, reason):
-        """Take ``member`` out of its channel; its session lingers RETIRED_S to
-        deliver the ``removed`` event."""
-        self._leave_channel(member, None, None)
+    def _retire(self, member, reason, announce=None):
+        """Take ``member`` out of its channel (announcing ``announce`` to the
+        others if it was a host); its session lingers RETIRED_S to deliver the
+        ``removed`` event with ``reason``."""
+        self._leave_channel(member, announce, reason)
         member.retired_at = time.monotonic()
         self._event(member, "removed", member.uid, member.role, member.ssrc, reason)
-        self.counters["replaced" if reason == "replaced" else "removed"] += 1
 
     def _drop_session(self, member):
         self._sessions.pop(member.index, None)
@@ -780,10 +781,7 @@ class Server:
         left = member.claims.expires_at - wall
         if left <= 0:
             self.counters["expired"] += 1
-            self._leave_channel(member, "user_offline", "token expired")
-            member.retired_at = now
-            self._event(member, "removed", member.uid, member.role, member.ssrc,
-                        "token expired")
+            self._retire(member, "token expired", announce="user_offline")
             return
         if left <= EXPIRY_WARNING_S and not member.warned:
             member.warned = True

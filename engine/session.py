@@ -268,7 +268,7 @@ _NONCE = struct.Struct("<4xQ")     # 32 zero bits, then the 64-bit counter, litt
 
 def _nonce(counter):
     """ChaChaPoly's 96-bit nonce: 32 zero bits, then the counter as 64-bit little-endian."""
-    return b"\x00\x00\x00\x00" + counter.to_bytes(8, "little")
+    return _NONCE.pack(counter)
 
 
 def _dh(private, public):
