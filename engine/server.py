@@ -182,7 +182,10 @@ class Server:
     long is dropped and reported offline.
 
     Use ``start()``/``stop()`` (a background thread) or ``with Server(...) as
-    s:``; ``run()`` serves in the calling thread until ``stop()``.
+    s:``; ``run()`` serves in the calling thread until ``stop()``.  ``host``
+    and ``port`` (0: a free one) are where it listens; ``address`` is the
+    bound address once started.  Raises ``ValueError`` for a missing secret,
+    a limit out of range, or both ``private_key`` and ``key_file``.
     """
 
     def __init__(self, host="127.0.0.1", port=0, secret=None, *, private_key=None,
@@ -239,7 +242,12 @@ class Server:
     # ------------------------------------------------------------- lifecycle
 
     def start(self, timeout=5.0):
-        """Serve in a background thread; returns once the socket is bound."""
+        """Serve in a background thread; returns once the socket is bound.
+
+        Waits at most ``timeout`` seconds.  Raises ``RuntimeError`` when
+        already started or not ready in time, ``OSError`` when the address
+        cannot be bound.
+        """
         if self._thread is not None:
             raise RuntimeError("server already started")
         self._thread = threading.Thread(target=self.run, name="stagevox-server", daemon=True)
@@ -261,7 +269,10 @@ class Server:
                 raise
 
     def stop(self, timeout=5.0):
-        """Stop serving and close the socket (idempotent)."""
+        """Stop serving and close the socket (idempotent).
+
+        Waits up to ``timeout`` seconds for the server's thread to end.
+        """
         if self._loop is not None and self._stopping is not None:
             try:
                 self._loop.call_soon_threadsafe(self._stopping.set)
@@ -326,13 +337,20 @@ class Server:
                 self._event(m, kind, uid, role, ssrc, reason)
 
     def members(self, channel):
-        """``{uid: role}`` of a channel's members (a snapshot; empty when none)."""
+        """``{uid: role}`` of the members of ``channel`` (a name).
+
+        A snapshot; empty when there is no such channel.
+        """
         ch = self._channels.get(channel)
         return {} if ch is None else {uid: m.role for uid, m in ch.members.items()}
 
     # ------------------------------------------------------------- datagrams
 
     def datagram_received(self, data, addr):
+        """Handle one datagram ``data`` (bytes) from ``addr`` ``(host, port)``.
+
+        Runs on the server's loop; whatever is wrong with it is counted, never raised.
+        """
         if len(data) > MAX_DATAGRAM:
             self.counters["dropped_oversize"] += 1
             return

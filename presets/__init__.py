@@ -66,7 +66,9 @@ def names():
 
 
 def describe(name_or_path):
-    """The one-line ``description`` of a preset (a bundled name or a file path).
+    """The one-line ``description`` of a preset.
+
+    ``name_or_path``: a bundled name or a file path.
 
     Raises ``PresetError`` for an unknown name, an unreadable file, bad TOML or
     bad top-level keys.
@@ -92,7 +94,8 @@ def save(graph, path, *, name=None, description=""):
 
     ``graph`` is a ``dsp.Graph`` (``Chain`` and ``Mix`` are saved as plain
     graphs, nested graphs as ``type = "graph"`` nodes) or a single processor
-    (saved as a one-node chain).  ``name`` defaults to the file stem.  Node
+    (saved as a one-node chain).  ``name`` defaults to the file stem;
+    ``description`` is a one-line text that ``describe`` returns.  Node
     types, parameters and edges are written so that ``load`` rebuilds the same
     processing; edge observers and streaming state are not saved.  Raises
     ``PresetError`` for a processor whose class is not in ``dsp.registry``.
