@@ -5,6 +5,8 @@ processes on 127.0.0.1; its outputs must be the local path's, sample for
 sample (the same code runs on the same machine, so the tolerance is zero).
 """
 
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -184,7 +186,7 @@ def test_scheduler_without_workers(monkeypatch):
 
 
 def test_without_distributed_installed(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "distributed", None)
+    monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(batch.ClusterError, match=r"pip install 'stagevox\[distributed\]'"):
         batch.connect("tcp://127.0.0.1:8786")
 
