@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 from . import fileio
+from .audio import check_sample_rate
 from .errors import ParameterError, StagevoxError
 
 __all__ = ["ClusterError", "FileResult", "connect", "output_paths", "process_files",
@@ -179,20 +180,41 @@ def output_paths(inputs, outdir):
     return targets
 
 
-def process_files(inputs, outdir, fx=None, **options):
+def process_files(inputs, outdir, fx=None, *, preset=None, effects=(), preset_loader=None,
+                  block_size=fileio.DEFAULT_BLOCK_SIZE, sample_rate=None, overwrite=False,
+                  client=None, jobs=None, progress=None, on_result=None):
     """Run audio files through ``fx`` (or a preset and effects) into folder
     ``outdir``, each under its own name, in parallel.
 
     ``outdir`` is created if needed.  The files are processed on this
     machine's cores, or on a Dask cluster when ``client`` (a
-    ``distributed.Client``) is given; ``options`` are those of
+    ``distributed.Client``) is given; the other options are those of
     ``process_pairs``.  Returns a list of ``FileResult`` in the order of
-    ``inputs``.  Raises ``ParameterError`` for bad options or two inputs
-    with the same name; a file that fails is reported in its result.
+    ``inputs``.  Raises ``ParameterError`` for a bad option, preset or
+    effect, or two inputs with the same name, before anything is written; a
+    file that fails is reported in its result and the others are written.
     """
+    fx = _processing(fx, preset, effects, preset_loader, block_size, sample_rate, jobs)
     targets = output_paths(inputs, outdir)
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    return process_pairs(list(zip(inputs, targets)), fx, **options)
+    return process_pairs(list(zip(inputs, targets)), fx, block_size=block_size,
+                         sample_rate=sample_rate, overwrite=overwrite, client=client,
+                         jobs=jobs, progress=progress, on_result=on_result)
+
+
+def _processing(fx, preset, effects, preset_loader, block_size, sample_rate, jobs):
+    """Check the options of a batch; the processor to run (or None)."""
+    if fx is not None and (preset or effects):
+        raise ParameterError("give either fx or preset/effects, not both")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ParameterError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    fileio.check_block_size(block_size)
+    if sample_rate is not None:
+        check_sample_rate(sample_rate)
+    if fx is None:
+        from .cli import build_fx  # the same recipe as the command line's options
+        fx = build_fx(preset, effects, preset_loader)
+    return fx
 
 
 def process_pairs(pairs, fx=None, *, preset=None, effects=(), preset_loader=None,
@@ -205,8 +227,9 @@ def process_pairs(pairs, fx=None, *, preset=None, effects=(), preset_loader=None
     as on the command line, built here with ``preset_loader`` (e.g.
     ``stagevox.presets.load``); with none of them the files are only
     converted.  The processor is copied to each task by pickling, so every
-    file starts from a fresh state and the workers need no preset files.  ``block_size`` (frames), ``sample_rate`` (Hz) and
-    ``overwrite`` are those of ``process_file``.
+    file starts from a fresh state and the workers need no preset files.
+    ``block_size`` (frames), ``sample_rate`` (Hz) and ``overwrite`` are
+    those of ``process_file``.
 
     ``client``: a ``distributed.Client`` to run the files on its cluster
     (the workers must see the same paths); without it a pool of ``jobs``
@@ -220,21 +243,10 @@ def process_pairs(pairs, fx=None, *, preset=None, effects=(), preset_loader=None
     is touched; a file that fails is reported in its result and the others
     are still written.
     """
-    if fx is not None and (preset or effects):
-        raise ParameterError("give either fx or preset/effects, not both")
-    if fx is None:
-        from .cli import build_fx  # the same recipe as the command line's options
-        fx = build_fx(preset, effects, preset_loader)
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ParameterError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    fileio.check_block_size(block_size)
-    if sample_rate is not None:
-        from .audio import check_sample_rate
-        check_sample_rate(sample_rate)
-
+    fx = _processing(fx, preset, effects, preset_loader, block_size, sample_rate, jobs)
     pairs = [(str(src), str(dst)) for src, dst in pairs]
     # Workers of a cluster do not share our working folder.
-    sent = [(os.path.abspath(s), os.path.abspath(d)) for s, d in pairs] if client else pairs
+    sent = [(os.path.abspath(s), os.path.abspath(d)) for s, d in pairs] if client is not None else pairs
     todo = [_Job(s, d, fx, block_size, sample_rate, overwrite) for s, d in sent]
     results = [None] * len(todo)
     if not todo:

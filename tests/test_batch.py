@@ -197,9 +197,11 @@ def test_bad_options_fail_before_any_file(tmp_path, capsys):
     with pytest.raises(ValueError, match="would both be written"):
         dsp.process_files(["x/a.wav", "y/a.wav"], tmp_path / "out")
     with pytest.raises(ValueError, match="block_size"):
-        dsp.process_files(["a.wav"], tmp_path, block_size=0)
+        dsp.process_files(["a.wav"], tmp_path / "out", block_size=0)
     with pytest.raises(ValueError, match="jobs"):
-        dsp.process_files(["a.wav"], tmp_path, jobs=0)
+        dsp.process_files(["a.wav"], tmp_path / "out", jobs=0)
+    with pytest.raises(ValueError, match="unknown effect .no_such_effect"):
+        dsp.process_files(["a.wav"], tmp_path / "out", effects=["no_such_effect"])
     status = cli.main(["process", "a.wav", "b.wav", str(tmp_path), "--jobs", "2",
                        "--scheduler", "tcp://127.0.0.1:8786"])
     assert status == 1 and "--jobs is for local runs" in capsys.readouterr().err
