@@ -45,8 +45,9 @@ class ClusterError(StagevoxError):
 
 @dataclasses.dataclass
 class FileResult:
-    """The outcome of one file of a batch: its ``report`` (a
-    ``fileio.FileReport``) when it was written, else the ``error`` message."""
+    """The outcome of one file of a batch, input ``src`` to output ``dst``:
+    its ``report`` (a ``fileio.FileReport``) when it was written, else the
+    ``error`` message."""
 
     src: str
     dst: str
@@ -186,13 +187,32 @@ def process_files(inputs, outdir, fx=None, *, preset=None, effects=(), preset_lo
     """Run audio files through ``fx`` (or a preset and effects) into folder
     ``outdir``, each under its own name, in parallel.
 
-    ``outdir`` is created if needed.  The files are processed on this
-    machine's cores, or on a Dask cluster when ``client`` (a
-    ``distributed.Client``) is given; the other options are those of
-    ``process_pairs``.  Returns a list of ``FileResult`` in the order of
-    ``inputs``.  Raises ``ParameterError`` for a bad option, preset or
-    effect, or two inputs with the same name, before anything is written; a
-    file that fails is reported in its result and the others are written.
+    ``inputs``: paths of audio files (any format soundfile reads).
+    ``outdir``: the output folder, created if needed; each output keeps its
+    input's name, so its suffix chooses the format.
+    ``fx``: a processor; or ``preset`` (a name or .toml file) and
+    ``effects`` (``"name:key=value,..."`` strings, run after the preset) as
+    on the command line, built here with ``preset_loader`` (e.g.
+    ``stagevox.presets.load``; dsp does not import presets).  With none of
+    them the files are only converted.  The processor is copied to each
+    task by pickling, so every file starts from a fresh state and the
+    workers need no preset files.
+    ``block_size`` (frames >= 1), ``sample_rate`` (Hz, 8000-48000, default:
+    each file's own) and ``overwrite`` (replace existing outputs) are those
+    of ``process_file``.
+    ``client``: a ``distributed.Client`` (see ``batch.connect``) to run the
+    files on its Dask cluster; its workers must read the inputs and write
+    the outputs at the same paths (a shared filesystem).  Without it a pool
+    of ``jobs`` local processes runs them (default: one per core).
+    ``progress``: a tqdm bar over files on stderr (default: only when stderr
+    is a terminal).  ``on_result(FileResult)`` is called as each file
+    finishes (print with ``tqdm.write`` so the bar stays whole).
+
+    Returns a list of ``FileResult`` in the order of ``inputs``.  Raises
+    ``ParameterError`` (a ``ValueError``) for a bad option, preset or
+    effect, or two inputs with the same name, before anything is written.
+    A file that fails is reported in its result and the others are written,
+    each through a temporary file, so no output is ever half-written.
     """
     fx = _processing(fx, preset, effects, preset_loader, block_size, sample_rate, jobs)
     targets = output_paths(inputs, outdir)
@@ -221,27 +241,14 @@ def process_pairs(pairs, fx=None, *, preset=None, effects=(), preset_loader=None
                   block_size=fileio.DEFAULT_BLOCK_SIZE, sample_rate=None, overwrite=False,
                   client=None, jobs=None, progress=None, on_result=None):
     """Run each ``(input, output)`` file pair of ``pairs`` through the same
-    processing, in parallel, as ``fileio.process_file`` does for one file.
+    processing, in parallel: ``process_files`` with explicit output paths
+    (whose folders must exist) instead of one folder.
 
-    The processing is ``fx`` (a processor), or ``preset`` and ``effects``
-    as on the command line, built here with ``preset_loader`` (e.g.
-    ``stagevox.presets.load``); with none of them the files are only
-    converted.  The processor is copied to each task by pickling, so every
-    file starts from a fresh state and the workers need no preset files.
-    ``block_size`` (frames), ``sample_rate`` (Hz) and ``overwrite`` are
-    those of ``process_file``.
-
-    ``client``: a ``distributed.Client`` to run the files on its cluster
-    (the workers must see the same paths); without it a pool of ``jobs``
-    local processes (default: one per core).  ``progress``: show a tqdm bar
-    over files on stderr (default: only when stderr is a terminal).
-    ``on_result(FileResult)`` is called as each file finishes (print with
-    ``tqdm.write`` so the bar stays whole).
-
-    Returns a list of ``FileResult`` in the order of ``pairs``.  Raises
-    ``ParameterError`` for a bad option, preset or effect, before any file
-    is touched; a file that fails is reported in its result and the others
-    are still written.
+    ``fx``, ``preset``, ``effects``, ``preset_loader``, ``block_size``,
+    ``sample_rate``, ``overwrite``, ``client``, ``jobs``, ``progress`` and
+    ``on_result`` are those of ``process_files``.  Returns a list of
+    ``FileResult`` in the order of ``pairs``; raises ``ParameterError`` for
+    a bad option, preset or effect before any file is touched.
     """
     fx = _processing(fx, preset, effects, preset_loader, block_size, sample_rate, jobs)
     pairs = [(str(src), str(dst)) for src, dst in pairs]
