@@ -65,6 +65,8 @@ MAX_ROOM_SIZE = 100.0
 #: ``wet_normalization``), and the largest normalization gain.
 WET_ENERGY = 0.85
 MAX_WET_NORMALIZATION = 4.0
+#: Shortest all-pass ring (samples); see ``Reverb._prepare``.
+DIFFUSER_RING = 4096
 
 
 def _is_prime(k):
@@ -230,8 +232,11 @@ class Reverb(Processor):
         longest_pre = round(MAX_PRE_DELAY_MS * 1e-3 * fs)
         self._pre = np.zeros((2, _pow2_above(longest_pre + MAX_CHUNK)), np.float32)
         self._diff_delays = diffuser_delays(fs)
-        self._diff = np.zeros((2, 4, _pow2_above(self._diff_delays.max() + MAX_CHUNK)),
-                              np.float32)
+        # The all-pass rings are short, and each wrap-around of one of their
+        # nine read and write positions ends a chunk; at DIFFUSER_RING
+        # samples or more they wrap about once per 10 ms frame at 48 kHz.
+        diff_ring = max(DIFFUSER_RING, _pow2_above(self._diff_delays.max() + MAX_CHUNK))
+        self._diff = np.zeros((2, 4, diff_ring), np.float32)
         self._filt = np.zeros((LINES, 2))
         self._p = damping_pole(fs)
         delays = line_delays(self.room_size, fs)
