@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from .audio import db_to_gain
+from .audio import db_to_gain, raise_non_finite
 from .kernels.reverb import (COEF_LEFT, FADE_LEN, GROUP, LINE_WANT, LINES, MAX_CHUNK, MONO,
                              MONO_TO_STEREO, PRE_WANT, STEREO, fdn_reverb)
 from .processor import Float, Processor, make_ramp, ramp_to
@@ -191,6 +191,7 @@ class Reverb(Processor):
     width = Float(1.0, 0.0, 1.0, doc="stereo spread of the wet path, 0 mono to 1 widest")
 
     channel_independent = False
+    checks_finite = True  # the kernel scans its input first
 
     # -- layout and targets ----------------------------------------------------
     def _setup(self, sample_rate, num_channels):
@@ -272,9 +273,11 @@ class Reverb(Processor):
 
     def _process(self, block):
         out = np.empty((self._out_channels, block.shape[1]), dtype=np.float32)
-        fdn_reverb(block, out, self._layout, self._lines, self._pre, self._diff,
-                   self._diff_delays, DIFFUSER_GAIN, self._filt, self._coef, self._p,
-                   self._delays, self._pre_delay, self._counters, self._ramps)
+        bad = fdn_reverb(block, out, self._layout, self._lines, self._pre, self._diff,
+                         self._diff_delays, DIFFUSER_GAIN, self._filt, self._coef, self._p,
+                         self._delays, self._pre_delay, self._counters, self._ramps)
+        if bad >= 0:
+            raise_non_finite(block, bad)
         return out
 
     def tail_at(self, sample_rate):
