@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from .audio import db_to_gain
+from .audio import db_to_gain, raise_non_finite
 from .kernels.reverb import (COEF_LEFT, FADE_LEN, GROUP, LINE_WANT, LINES, MAX_CHUNK, MONO,
                              MONO_TO_STEREO, PRE_WANT, STEREO, fdn_reverb)
 from .processor import Float, Processor, make_ramp, ramp_to
@@ -65,6 +65,8 @@ MAX_ROOM_SIZE = 100.0
 #: ``wet_normalization``), and the largest normalization gain.
 WET_ENERGY = 0.85
 MAX_WET_NORMALIZATION = 4.0
+#: Shortest all-pass ring (samples); see ``Reverb._prepare``.
+DIFFUSER_RING = 4096
 
 
 def _is_prime(k):
@@ -189,6 +191,7 @@ class Reverb(Processor):
     width = Float(1.0, 0.0, 1.0, doc="stereo spread of the wet path, 0 mono to 1 widest")
 
     channel_independent = False
+    checks_finite = True  # the kernel scans its input first
 
     # -- layout and targets ----------------------------------------------------
     def _setup(self, sample_rate, num_channels):
@@ -230,8 +233,11 @@ class Reverb(Processor):
         longest_pre = round(MAX_PRE_DELAY_MS * 1e-3 * fs)
         self._pre = np.zeros((2, _pow2_above(longest_pre + MAX_CHUNK)), np.float32)
         self._diff_delays = diffuser_delays(fs)
-        self._diff = np.zeros((2, 4, _pow2_above(self._diff_delays.max() + MAX_CHUNK)),
-                              np.float32)
+        # The all-pass rings are short, and each wrap-around of one of their
+        # nine read and write positions ends a chunk; at DIFFUSER_RING
+        # samples or more they wrap about once per 10 ms frame at 48 kHz.
+        diff_ring = max(DIFFUSER_RING, _pow2_above(self._diff_delays.max() + MAX_CHUNK))
+        self._diff = np.zeros((2, 4, diff_ring), np.float32)
         self._filt = np.zeros((LINES, 2))
         self._p = damping_pole(fs)
         delays = line_delays(self.room_size, fs)
@@ -267,9 +273,11 @@ class Reverb(Processor):
 
     def _process(self, block):
         out = np.empty((self._out_channels, block.shape[1]), dtype=np.float32)
-        fdn_reverb(block, out, self._layout, self._lines, self._pre, self._diff,
-                   self._diff_delays, DIFFUSER_GAIN, self._filt, self._coef, self._p,
-                   self._delays, self._pre_delay, self._counters, self._ramps)
+        bad = fdn_reverb(block, out, self._layout, self._lines, self._pre, self._diff,
+                         self._diff_delays, DIFFUSER_GAIN, self._filt, self._coef, self._p,
+                         self._delays, self._pre_delay, self._counters, self._ramps)
+        if bad >= 0:
+            raise_non_finite(block, bad)
         return out
 
     def tail_at(self, sample_rate):

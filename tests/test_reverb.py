@@ -301,6 +301,31 @@ def test_block_size_invariance_through_parameter_changes(layout, rng):
         np.testing.assert_allclose(run(sizes), whole, rtol=0, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+def test_all_pass_ring_length_does_not_change_the_output(layout, monkeypatch, rng):
+    """The all-pass rings are longer than they need to be (fewer chunks per
+    block); with the shortest rings that work, and so many more wrap-arounds
+    and chunk ends, the output is the same to the last bit."""
+    fs = 48000
+    x = (0.3 * rng.standard_normal((2, fs))).astype(np.float32)
+    if layout == "mono":
+        x = x[0].copy()
+
+    def run():
+        fx = Reverb(rt60_s=1.0, damping=0.3)
+        first = fx.process(x[..., :fs // 4], fs)
+        fx.set_params(room_size=80.0, wet_delay_ms=120.0)
+        return np.concatenate([first] + [fx.process(b, fs) for b in
+                                         _cut(x[..., fs // 4:], [480] * 60)], axis=-1)
+
+    long_rings = run()
+    monkeypatch.setattr(rv, "DIFFUSER_RING", 1)
+    fx = Reverb()
+    fx.process(x[..., :1], fs)
+    assert fx._diff.shape[2] == 512  # the short rings are in use (7.31 ms + a chunk)
+    np.testing.assert_array_equal(run(), long_rings)
+
 def click_index(y, fs, f0, a, b):
     """Largest second difference of ``y`` at samples ``a:b`` over that of a
     sine of frequency ``f0`` with the local amplitude (the Hilbert envelope's

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 
 from . import JIT_OPTIONS, kernel
-from .common import ramp_next
+from .common import first_non_finite, ramp_next
 
 #: State values below this magnitude are set to exactly zero.
 TINY = 1e-20
@@ -260,7 +260,7 @@ def _mix8(v, o, m, src, dst, out):
         d7[t] = flush32(q * h - u)
 
 
-@kernel("void(float32[:, ::1], float32[:, ::1], int64, float32[:, ::1], float32[:, ::1],"
+@kernel("int64(float32[:, ::1], float32[:, ::1], int64, float32[:, ::1], float32[:, ::1],"
         " float32[:, :, ::1], int64[:, ::1], float64, float64[:, ::1], float64[:, ::1],"
         " float64, int64[:, ::1], int64[::1], int64[::1], float64[:, ::1])")
 def fdn_reverb(x, y, layout, lines, pre, diff, diff_delays, diff_gain, filt, coef, p,
@@ -272,11 +272,17 @@ def fdn_reverb(x, y, layout, lines, pre, diff, diff_delays, diff_gain, filt, coe
     delays; ``diff_gain``: their gain.  ``p``: the pole of the loop filters.
     Every ring must be at least MAX_CHUNK longer than its longest delay.
 
+    Returns -1, or the flat index of the first NaN or Inf in ``x``, in
+    which case nothing is written and no state changes.
+
     The block is worked through in chunks (see ``_chunk``) within which every
     stage is one loop over the chunk.  Chunks end where a ramp or a
     cross-fade ends, so the result does not depend on how the input is cut
     into blocks.
     """
+    bad = first_non_finite(x)
+    if bad >= 0:
+        return bad
     n = x.shape[1]
     f4 = np.float32
     cmax = max(1, min(n, MAX_CHUNK))
@@ -380,3 +386,4 @@ def fdn_reverb(x, y, layout, lines, pre, diff, diff_delays, diff_gain, filt, coe
         pos += m
         i += m
     counters[POS] = pos
+    return -1

@@ -201,18 +201,26 @@ def _fir_pair(buf, start, ha, hb, ya, yb, m):
         ya[j] = 0.0
         yb[j] = 0.0
     k = 0
-    while k + 4 <= taps:
-        seg = buf[start - k - 3:start - k + m]
+    while k + 8 <= taps:
+        seg = buf[start - k - 7:start - k + m]
         a0, a1, a2, a3 = ha[k], ha[k + 1], ha[k + 2], ha[k + 3]
+        a4, a5, a6, a7 = ha[k + 4], ha[k + 5], ha[k + 6], ha[k + 7]
         b0, b1, b2, b3 = hb[k], hb[k + 1], hb[k + 2], hb[k + 3]
+        b4, b5, b6, b7 = hb[k + 4], hb[k + 5], hb[k + 6], hb[k + 7]
         for j in range(m):
-            x0 = seg[j + 3]
-            x1 = seg[j + 2]
-            x2 = seg[j + 1]
-            x3 = seg[j]
-            ya[j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
-            yb[j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
-        k += 4
+            x0 = seg[j + 7]
+            x1 = seg[j + 6]
+            x2 = seg[j + 5]
+            x3 = seg[j + 4]
+            x4 = seg[j + 3]
+            x5 = seg[j + 2]
+            x6 = seg[j + 1]
+            x7 = seg[j]
+            ya[j] += ((a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3)
+                      + (a4 * x4 + a5 * x5 + a6 * x6 + a7 * x7))
+            yb[j] += ((b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3)
+                      + (b4 * x4 + b5 * x5 + b6 * x6 + b7 * x7))
+        k += 8
     while k < taps:
         seg = buf[start - k:start - k + m]
         a = ha[k]
