@@ -474,11 +474,6 @@ class Tuner:
             raise self._error
         return self.output
 
-    def figure(self):
-        """A matplotlib ``Figure`` of the latest rendering (for a static copy)."""
-        return render_figure(self.audio, self.wait(), self.sample_rate,
-                             f"preset {self.preset}: before (grey) and after (blue)")
-
     # -- saving ------------------------------------------------------------------
     def save(self, name, description=None):
         """Save the tuned graph as preset ``name`` in the user preset folder.
