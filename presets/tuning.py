@@ -42,7 +42,8 @@ from stagevox.dsp.processor import Bool, Choice, Float, FloatList, Int
 
 from . import PresetError, describe, load, names, save
 
-__all__ = ["SaveCheck", "Tuner", "control_for", "parameters", "render", "render_figure"]
+__all__ = ["SaveCheck", "Tuner", "control_for", "parameters", "render", "render_figure",
+           "update_figure"]
 
 #: Number of slider steps across a parameter's range.
 SLIDER_STEPS = 200
@@ -98,30 +99,53 @@ def render_figure(before, after, sample_rate, title):
     ``before``/``after``: 1-D or ``(channels, samples)`` audio at
     ``sample_rate`` Hz; ``title`` heads the figure.  Left: the envelope of
     the waveform against time; right: the long-term spectrum (Welch, 4096
-    points, channels averaged) in dB against frequency.
+    points, channels averaged) in dB against frequency.  ``update_figure``
+    replaces the "after" curves.
     """
     fig = Figure(figsize=(10, 3.4))  # a fixed layout draws twice as fast as "constrained"
     FigureCanvasAgg(fig)
     wave, spec = fig.subplots(1, 2)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.8, wspace=0.25)
-    for audio, label, colour in ((before, "before", "0.6"), (after, "after", "C0")):
-        mono = np.atleast_2d(np.asarray(audio, np.float64)).mean(axis=0)
-        bins = max(1, mono.size // 2000)
-        frames = mono[: mono.size // bins * bins].reshape(-1, bins)
-        t = (np.arange(frames.shape[0]) + 0.5) * bins / sample_rate
-        wave.fill_between(t, frames.min(axis=1), frames.max(axis=1), color=colour,
-                          alpha=0.7, lw=0, label=label)
-        f, p = signal.welch(np.atleast_2d(np.asarray(audio, np.float64)), sample_rate,
-                            nperseg=min(4096, mono.size), detrend=False)
-        spec.semilogx(f[1:], _level_db(p.mean(axis=0)[1:]), color=colour, label=label)
+    _draw(fig, before, sample_rate, "before", "0.6")
     wave.set(title="waveform", xlabel="time (s)", ylabel="amplitude (full scale)", ylim=(-1, 1))
     spec.set(title="long-term spectrum", xlabel="frequency (Hz)",
              ylabel="power spectral density (dB/Hz)", xlim=(20, sample_rate / 2))
     for ax in (wave, spec):
         ax.grid(alpha=0.3)
+    return update_figure(fig, after, sample_rate, title)
+
+
+def update_figure(fig, after, sample_rate, title):
+    """Replace the "after" curves of a ``render_figure`` figure and its title.
+
+    Redrawing a figure whose axes exist already is several times faster than
+    drawing a new one (the ticks and their labels are kept).  Returns ``fig``.
+    """
+    wave, spec = fig.axes
+    for artist in [*wave.collections, *spec.lines]:
+        if artist.get_label() == "after":
+            artist.remove()
+    _draw(fig, after, sample_rate, "after", "C0")
+    for ax in (wave, spec):
         ax.legend(loc="lower right")
     fig.suptitle(title)
     return fig
+
+
+def _draw(fig, audio, sample_rate, label, colour):
+    """Waveform envelope and long-term spectrum of ``audio`` on ``fig``'s two axes."""
+    wave, spec = fig.axes
+    channels = np.atleast_2d(np.asarray(audio, np.float64))
+    mono = channels.mean(axis=0)
+    bins = max(1, mono.size // 2000)
+    frames = mono[: mono.size // bins * bins].reshape(-1, bins)
+    t = (np.arange(frames.shape[0]) + 0.5) * bins / sample_rate
+    wave.fill_between(t, frames.min(axis=1), frames.max(axis=1), color=colour, alpha=0.7,
+                      lw=0, label=label)
+    f, p = signal.welch(channels, sample_rate, nperseg=min(4096, mono.size), detrend=False)
+    spec.semilogx(f[1:], _level_db(p.mean(axis=0)[1:]), color=colour, label=label)
+    spec.relim()
+    spec.autoscale_view(scalex=False)
 
 
 def _png(fig):
@@ -342,6 +366,8 @@ class Tuner:
         self._generation = 0
         self._done = threading.Event()
         self._error = None
+        self._figure = None
+        self._figure_lock = threading.Lock()
 
         self.preset_menu = widgets.Dropdown(options=names(), description="preset")
         self.controls_box = widgets.VBox()
@@ -445,8 +471,7 @@ class Tuner:
             return  # a newer change is on its way
         try:
             out = render(graph, self.audio, self.sample_rate)
-            png = _png(render_figure(self.audio, out, self.sample_rate,
-                                     f"preset {preset}: before (grey) and after (blue)"))
+            png = self._draw(out, f"preset {preset}: before (grey) and after (blue)")
             wav = _wav(out, self.sample_rate)
         except Exception as e:  # shown to the person, and raised by wait()
             with self._lock:
@@ -461,6 +486,15 @@ class Tuner:
             self.output, self._error = out, None
             self.player.value, self.plot.value = wav, png
             self._done.set()
+
+    def _draw(self, out, title):
+        """PNG of the plot for ``out``, reusing the figure drawn last time."""
+        with self._figure_lock:
+            if self._figure is None:
+                self._figure = render_figure(self.audio, out, self.sample_rate, title)
+            else:
+                update_figure(self._figure, out, self.sample_rate, title)
+            return _png(self._figure)
 
     def wait(self, timeout=60.0):
         """Block until the latest change has been rendered; returns ``output``.

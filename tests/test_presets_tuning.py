@@ -145,6 +145,16 @@ def test_figure_has_titles_labels_and_units(clip):
         assert ax.get_title()
         for label in (ax.get_xlabel(), ax.get_ylabel()):
             assert "(" in label and label.endswith(")")
+    wave, spec = fig.axes
+    first = next(line for line in spec.lines if line.get_label() == "after").get_ydata()
+    tuning.update_figure(fig, 0.25 * clip, SR, "another title")
+    assert fig.get_suptitle() == "another title"
+    after = [line for line in spec.lines if line.get_label() == "after"]
+    assert len(after) == 1 and len(spec.lines) == 2 and len(wave.collections) == 2
+    # A quarter of the amplitude is 6 dB less power than a half, in every bin.
+    audible = first > -100  # above the floor that keeps log10 finite
+    np.testing.assert_allclose(after[0].get_ydata()[audible], first[audible] - 20 * np.log10(2),
+                               atol=1e-4)
 
 
 # ----------------------------------------------------------------- saving
