@@ -163,19 +163,12 @@ def _wav(audio, sample_rate):
 
 # ---------------------------------------------------------------------- controls
 
-def _fmt(v):
-    return "-inf" if v == -math.inf else f"{v:g}"
-
-
 def _label(param, name):
     return f"{name} ({param.unit})" if param.unit else name
 
 
-def _tooltip(param, default):
-    text = f"{param.doc}; {param.range_text()}"
-    if default is not None:
-        text += f"; default {default}"
-    return text
+def _tooltip(param):
+    return f"{param.doc}; {param.range_text()}; default {param.default}"
 
 
 def _nice_step(span):
@@ -285,7 +278,7 @@ def control_for(param, name, value):
     ``Choice`` and a row of vertical sliders for ``FloatList``.  Raises
     ``TypeError`` for a kind of parameter it does not know.
     """
-    label, tip = _label(param, name), _tooltip(param, param.default)
+    label, tip = _label(param, name), _tooltip(param)
     if isinstance(param, Float):
         return _float_control(param.lo, param.hi, param.off, value, label, tip, param.unit)
     if isinstance(param, Int):

@@ -5,7 +5,6 @@ Every test points ``STAGEVOX_PRESET_DIR`` at a folder of its own (the
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
