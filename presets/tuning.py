@@ -4,10 +4,12 @@
 for every parameter of every node from the processors' own parameter specs
 (``cls.parameters``: range, unit, default, description), so nothing about a
 parameter is written twice.  Moving a control sets the parameter on
-``tuner.graph`` and re-renders the clip in a worker thread after a short
-pause (``debounce_s``); the player and the plot are ``ipywidgets.Audio`` and
-``ipywidgets.Image`` widgets whose values are replaced, so they redraw with
-any matplotlib backend.  ``tuner.save(name)`` (or the save button) writes
+``tuner.graph`` and re-renders the clip in a worker thread once the
+controls have been still for ``debounce_s`` (one rendering at a time,
+always of the latest settings, so dragging a slider never queues up work).
+The player and the plot are ``ipywidgets.Audio`` and ``ipywidgets.Image``
+widgets whose values are replaced, so they redraw with any matplotlib
+backend.  ``tuner.save(name)`` (or the save button) writes
 the tuned graph with ``presets.save`` into the user preset folder, loads it
 back by name and reports whether the parameters and the output are the same.
 
@@ -20,6 +22,7 @@ import html
 import io
 import math
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,6 +364,10 @@ class Tuner:
         self._error = None
         self._figure = None
         self._figure_lock = threading.Lock()
+        self._job = None
+        self._changed_at = 0.0
+        self._wake = threading.Event()
+        self._worker = None
 
         self.preset_menu = widgets.Dropdown(options=names(), description="preset")
         self.controls_box = widgets.VBox()
@@ -448,20 +455,35 @@ class Tuner:
 
     # -- rendering ---------------------------------------------------------------
     def _schedule(self):
+        """Hand the graph as it is now to the renderer (or render it now)."""
         with self._lock:
             self._generation += 1
-            job = (self._generation, copy.deepcopy(self.graph), self.preset)
+            self._job = (self._generation, copy.deepcopy(self.graph), self.preset)
+            self._changed_at = time.monotonic()
             self._done.clear()
+            job = self._job
         if not self.background:
             self._render_job(*job)
             return
-        timer = threading.Timer(self.debounce_s, self._render_job, args=job)
-        timer.daemon = True
-        timer.start()
+        self._wake.set()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="stagevox-tuner",
+                                            daemon=True)
+            self._worker.start()
+
+    def _work(self):
+        """The render thread: one rendering at a time, always of the latest graph,
+        once the controls have been still for ``debounce_s``."""
+        while True:
+            self._wake.wait()
+            while (still := time.monotonic() - self._changed_at) < self.debounce_s:
+                time.sleep(self.debounce_s - still)
+            self._wake.clear()
+            with self._lock:
+                job = self._job
+            self._render_job(*job)
 
     def _render_job(self, generation, graph, preset):
-        if generation != self._generation:
-            return  # a newer change is on its way
         try:
             out = render(graph, self.audio, self.sample_rate)
             png = self._draw(out, f"preset {preset}: before (grey) and after (blue)")
@@ -474,11 +496,12 @@ class Tuner:
             self._say(f"rendering failed: {e}", error=True)
             return
         with self._lock:
-            if generation != self._generation:
-                return
+            # Shown even if the controls moved on meanwhile (the next rendering
+            # follows); wait() returns only once the latest change is rendered.
             self.output, self._error = out, None
             self.player.value, self.plot.value = wav, png
-            self._done.set()
+            if generation == self._generation:
+                self._done.set()
 
     def _draw(self, out, title):
         """PNG of the plot for ``out``, reusing the figure drawn last time."""
