@@ -31,6 +31,9 @@ DEMO_JOBS = dsp_cli.DEMO_JOBS
 def build_fx(preset=None, effects=()):
     """The processor for ``--preset`` and ``--effect`` options (None if neither).
 
+    ``preset``: a preset name or TOML path; ``effects``: ``--effect`` specs
+    (``name:key=value,...``), run in order after the preset.
+
     Raises ``ValueError`` (``PresetError`` or ``ParameterError``) for an
     unknown or invalid preset or effect.
     """

@@ -11,6 +11,10 @@ Spatial audio: ``Spatializer`` (HRTF, mono in, binaural out), ``Panner``
 (level only), ``SpatialScene`` (many remote voices around a listener),
 ``Hrtf`` (the bundled MIT KEMAR set or any SOFA file).
 
+Files: ``process_file`` streams one file through a processor;
+``process_files`` runs many in parallel, on the local cores or on a Dask
+cluster (``batch``).
+
 Errors (``errors``): every error the package raises on purpose is a
 ``StagevoxError``; bad parameters and file contents are ``ParameterError``
 (a ``ValueError``), unreadable or unauthentic packets and tokens
@@ -19,8 +23,9 @@ Errors (``errors``): every error the package raises on purpose is a
 
 import importlib
 
-from . import samples
+from . import batch, samples
 from .audio import as_block, check_sample_rate, db_to_gain
+from .batch import process_files
 from .catalogue import NAMES as _LAZY
 from .errors import ParameterError, ProtocolError, RefusedError, StagevoxError
 from .fileio import AudioFileError, process_file
@@ -30,7 +35,7 @@ from .processor import Processor, registry
 __all__ = [
     "Chain", "Graph", "Mix", "Processor", "as_block", "check_sample_rate", "db_to_gain",
     "AudioFileError", "ParameterError", "ProtocolError", "RefusedError", "StagevoxError",
-    "process_file", "registry", "samples", *_LAZY,
+    "process_file", "process_files", "registry", "samples", *_LAZY,
 ]
 
 

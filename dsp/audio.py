@@ -101,5 +101,8 @@ def float32_below(value):
 
 
 def db_to_gain(db):
-    """Decibels to a linear amplitude factor; ``-inf`` gives 0."""
+    """Decibels to a linear amplitude factor: ``10 ** (db / 20)``.
+
+    ``db``: a number in dB; ``-inf`` gives 0.
+    """
     return 0.0 if db == -np.inf else 10.0 ** (db / 20.0)

@@ -10,13 +10,12 @@ above dsp, presets and engine and passes ``stagevox.presets.load`` as the
 preset loader, so that this module imports nothing above ``stagevox.dsp``.
 """
 
-import concurrent.futures
 import functools
 import os
 import sys
 from pathlib import Path
 
-from . import fileio, spec
+from . import batch, fileio, spec
 from .errors import ParameterError, StagevoxError
 from .graph import Chain
 from .processor import registry
@@ -45,18 +44,6 @@ def build_fx(preset=None, effects=(), preset_loader=None):
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else Chain(*parts)
-
-
-def _process_one(job):
-    """Worker: process one file; returns (src, report or None, error or None)."""
-    src, dst, preset, effects, block_size, rate, overwrite, preset_loader = job
-    try:
-        fx = build_fx(preset, effects, preset_loader)
-        report = fileio.process_file(src, dst, fx, block_size=block_size, sample_rate=rate,
-                                     overwrite=overwrite)
-        return src, report, None
-    except (ValueError, OSError) as exc:
-        return src, None, str(exc)
 
 
 def _describe(report):
@@ -91,25 +78,27 @@ def cmd_process(args, preset_loader=None):
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
+    if args.scheduler and args.jobs is not None:
+        raise CliError("--jobs is for local runs; with --scheduler the cluster's workers "
+                       "set how many files run at once")
+
     *inputs, out = args.paths
     if not inputs:
         raise CliError("give an input and an output: stagevox process IN OUT")
     out = Path(out)
     if len(inputs) > 1 or out.is_dir() or args.paths[-1].endswith(os.sep):
+        try:
+            targets = batch.output_paths(inputs, out)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
         out.mkdir(parents=True, exist_ok=True)
-        targets = [out / Path(p).name for p in inputs]
-        seen = {}
-        for src, dst in zip(inputs, targets):
-            if dst in seen:
-                raise CliError(f"{seen[dst]} and {src} would both be written to {dst}")
-            seen[dst] = src
     else:
         targets = [out]
-    jobs = [(src, str(dst), args.preset, args.effect, args.block_size, args.sample_rate,
-             args.overwrite, preset_loader) for src, dst in zip(inputs, targets)]
-    if len(jobs) == 1:
-        return _run_single(jobs[0], args.quiet)
-    return _run_parallel(jobs, args.jobs, args.quiet)
+    if len(inputs) == 1 and not args.scheduler:
+        return _run_single((inputs[0], str(targets[0]), args.preset, args.effect,
+                            args.block_size, args.sample_rate, args.overwrite,
+                            preset_loader), args.quiet)
+    return _run_batch(list(zip(inputs, targets)), args, preset_loader)
 
 
 def _run_single(job, quiet):
@@ -137,23 +126,33 @@ def _run_single(job, quiet):
     return 0
 
 
-def _run_parallel(jobs, workers, quiet):
+def _run_batch(pairs, args, preset_loader):
+    """Several files on the local cores, or on the Dask cluster of ``--scheduler``."""
     from tqdm import tqdm
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
-    failures = 0
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_process_one, job) for job in jobs]
-        with tqdm(total=len(jobs), unit="file", disable=quiet, file=sys.stderr) as bar:
-            for fut in concurrent.futures.as_completed(futures):
-                src, report, error = fut.result()
-                if error:
-                    failures += 1
-                    bar.write(f"stagevox: error: {error}", file=sys.stderr)
-                elif not quiet:
-                    bar.write(_describe(report), file=sys.stdout)
-                bar.update(1)
+
+    def show(result):
+        if not result.ok:
+            tqdm.write(f"stagevox: error: {result.error}", file=sys.stderr)
+        elif not args.quiet:
+            tqdm.write(_describe(result.report), file=sys.stdout)
+
+    client = None
+    try:
+        if args.scheduler:
+            client = batch.connect(args.scheduler)
+        results = batch.process_pairs(
+            pairs, preset=args.preset, effects=args.effect, preset_loader=preset_loader,
+            block_size=args.block_size, sample_rate=args.sample_rate,
+            overwrite=args.overwrite, client=client, jobs=args.jobs,
+            progress=False if args.quiet else None, on_result=show)
+    except (batch.ClusterError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if client is not None:
+            client.close()
+    failures = sum(not r.ok for r in results)
     if failures:
-        print(f"stagevox: {failures} of {len(jobs)} files failed; the others were written",
+        print(f"stagevox: {failures} of {len(results)} files failed; the others were written",
               file=sys.stderr)
         return 1
     return 0
@@ -235,6 +234,11 @@ def add_commands(sub, preset_loader=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="parallel workers for several files (default: all cores)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="process the files on the Dask cluster of this scheduler instead of "
+                        "the local cores (pip install 'stagevox[distributed]'); its workers "
+                        "need stagevox and must read the inputs and write the outputs at the "
+                        "same paths (a shared filesystem)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(run=functools.partial(cmd_process, preset_loader=preset_loader))
 

@@ -267,7 +267,8 @@ class ConvolutionReverb(_Convolver):
         return h
 
     def set_ir(self, ir=None, ir_sample_rate=None):
-        """Use another impulse response (arguments as for the constructor).
+        """Use another impulse response: ``ir`` and ``ir_sample_rate`` as for
+        the constructor.
 
         While streaming, the output cross-fades to it over one partition; a
         response with another channel count restarts the processor instead.

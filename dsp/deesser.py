@@ -40,7 +40,10 @@ class DeEsser(RampedProcessor):
     channel_independent = False
 
     def design(self, sample_rate):
-        """The sibilance band-pass as biquad rows."""
+        """The sibilance band-pass as biquad rows for ``sample_rate`` (Hz).
+
+        It picks the band around ``frequency_hz`` whose level drives the gain.
+        """
         return [biquad.band_pass(self.frequency_hz, BAND_Q, sample_rate)]
 
     def _targets(self):

@@ -80,7 +80,8 @@ class Distortion(_Shaper):
     mode = Choice("soft", tuple(MODES), doc="curve: soft (tanh), hard (clip), tube (asymmetric)")
 
     def design(self, sample_rate):
-        """The tone filter: DC blocker and low-pass, as biquad rows."""
+        """The tone filter: DC blocker and low-pass, as biquad rows for
+        ``sample_rate`` (Hz)."""
         return [biquad.high_pass(DC_BLOCK_HZ, Q_BUTTERWORTH, sample_rate),
                 biquad.low_pass(self.tone_hz, Q_BUTTERWORTH, sample_rate)]
 
@@ -121,7 +122,8 @@ class Exciter(_Shaper):
     drive_db = Float(12.0, 0.0, 36.0, unit="dB", doc="saturation of the band (more harmonics)")
 
     def design(self, sample_rate):
-        """The high-pass before (and the same after) the curve, as biquad rows."""
+        """The high-pass before (and the same after) the curve, as biquad rows
+        for ``sample_rate`` (Hz)."""
         return high_pass_sections(self.frequency_hz, EXCITER_ORDER, sample_rate)
 
     def _targets(self):

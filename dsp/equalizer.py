@@ -30,7 +30,11 @@ class Equalizer(BiquadFilter):
                          doc="gain of each band, 31 Hz to 16 kHz")
 
     def set_band(self, index, gain_db):
-        """Set band ``index`` (0 = 31 Hz ... 9 = 16 kHz) to ``gain_db``."""
+        """Set band ``index`` (0 = 31 Hz ... 9 = 16 kHz) to ``gain_db`` (-15 to 15 dB).
+
+        The change glides over the smoothing ramp while streaming.  Raises
+        ``ValueError`` for an index outside 0-9 or a gain out of range.
+        """
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) \
                 or not 0 <= index <= 9:
             raise ValueError(f"band index {index!r} is invalid: must be 0 to 9 "
@@ -40,6 +44,10 @@ class Equalizer(BiquadFilter):
         self.gains_db = gains
 
     def design(self, sample_rate):
+        """The ten peak filters as biquad rows for ``sample_rate`` (Hz).
+
+        Bands too close to the Nyquist frequency are left flat.
+        """
         return [biquad.peak(f, g, BAND_Q, sample_rate)
                 if f <= MAX_CENTER_RATIO * sample_rate else biquad.IDENTITY
                 for f, g in zip(BAND_CENTERS_HZ, self.gains_db)]

@@ -100,6 +100,14 @@ def _subtype(src_subtype, fmt):
     return sf.default_subtype(fmt)
 
 
+def check_block_size(block_size):
+    """``block_size`` if it is a whole number of frames >= 1, else ``ParameterError``."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ParameterError(
+            f"block_size must be a whole number of frames >= 1, got {block_size!r}")
+    return block_size
+
+
 def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rate=None,
                  overwrite=False, progress=None):
     """Run the audio of file ``src`` through ``fx`` into file ``dst``.
@@ -121,8 +129,7 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
     an existing output without ``overwrite``, or NaN/Inf samples.  On any
     error nothing is written.  Returns a ``FileReport``.
     """
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a whole number of frames >= 1, got {block_size!r}")
+    check_block_size(block_size)
     src_path, dst_path = Path(src), Path(dst)
     fmt = output_format(dst_path)
     reader = open_input(src_path)

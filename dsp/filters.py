@@ -19,7 +19,10 @@ class BiquadFilter(Processor, register=False):
     checks_finite = True  # the cascade kernel scans its input first
 
     def design(self, sample_rate):
-        """Coefficient rows ``[b0, b1, b2, a1, a2]`` for ``sample_rate``."""
+        """Coefficient rows ``[b0, b1, b2, a1, a2]`` for ``sample_rate`` (Hz).
+
+        One row per second-order section, ``a0`` normalised to 1.
+        """
         raise NotImplementedError
 
     def _prepare(self):

@@ -104,7 +104,13 @@ class Graph(Processor):
                 from None
 
     def add(self, processor, name=None):
-        """Add ``processor`` as a node; returns its (possibly generated) name."""
+        """Add ``processor`` as a node; returns its (possibly generated) name.
+
+        ``name``: a unique non-empty string (default: the registry name, made
+        unique with ``_2``, ``_3``, ...).  Raises ``TypeError`` for a
+        non-processor and ``ValueError`` for a processor already in the graph
+        or a name that is taken or reserved (``input``, ``output``).
+        """
         if not isinstance(processor, Processor):
             raise TypeError(f"a graph node must be a Processor, got {type(processor).__name__}")
         if any(p is processor for p in self._nodes.values()):
@@ -126,14 +132,24 @@ class Graph(Processor):
         return name
 
     def remove(self, name):
-        """Remove node ``name`` and its edges."""
+        """Remove node ``name`` and its edges.
+
+        Raises ``KeyError`` naming the existing nodes when there is no such node.
+        """
         self[name]
         del self._nodes[name]
         self._edges = [e for e in self._edges if name not in (e.src, e.dst)]
         self._changed()
 
     def connect(self, src, dst, observer=None):
-        """Add the edge ``src -> dst``, optionally with an observer."""
+        """Add the edge ``src -> dst``, optionally with an observer.
+
+        ``src``/``dst``: node names, or ``"input"``/``"output"``.
+        ``observer(frame, sample_rate)`` sees the frame on the edge and may
+        return a replacement.  Raises ``ValueError`` for an unknown node, an
+        edge that exists or would make a cycle, and ``TypeError`` for an
+        observer that is not callable.
+        """
         if src == OUTPUT:
             raise ValueError("'output' has no outgoing edges")
         if dst == INPUT:
@@ -156,13 +172,21 @@ class Graph(Processor):
         self._changed()
 
     def disconnect(self, src, dst):
-        """Remove the edge ``src -> dst``."""
+        """Remove the edge ``src -> dst`` (node names or ``input``/``output``).
+
+        Raises ``ValueError`` when there is no such edge.
+        """
         self._edge(src, dst)
         self._edges = [e for e in self._edges if (e.src, e.dst) != (src, dst)]
         self._changed()
 
     def observe(self, src, dst, observer):
-        """Set (or with ``None`` clear) the observer of the edge ``src -> dst``."""
+        """Set (or with ``None`` clear) the observer of the edge ``src -> dst``.
+
+        ``observer(frame, sample_rate)`` may return a replacement frame.
+        Raises ``TypeError`` for an observer that is not callable and
+        ``ValueError`` when there is no such edge.
+        """
         if observer is not None and not callable(observer):
             raise TypeError("observer must be callable as observer(frame, sample_rate)")
         self._edge(src, dst).observer = observer

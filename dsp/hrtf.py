@@ -118,7 +118,11 @@ class Hrtf:
 
     @classmethod
     def load(cls, path):
-        """Read a set saved by ``save`` (an ``.npz`` file)."""
+        """Read a set saved by ``save`` from ``path`` (an ``.npz`` file).
+
+        Raises ``HrtfError`` (a ``ValueError``) when the file cannot be read
+        or was not written by ``save``.
+        """
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["metadata"])) if "metadata" in data else {}
@@ -131,7 +135,10 @@ class Hrtf:
             raise HrtfError(f"{path}: not an HRTF file saved by Hrtf.save ({exc})") from None
 
     def save(self, path):
-        """Write the set to ``path`` as a compressed float32 ``.npz``."""
+        """Write the set to ``path`` as a compressed float32 ``.npz``.
+
+        ``load(path)`` reads it back; ``OSError`` when the file cannot be written.
+        """
         np.savez_compressed(
             path, azimuth_deg=self.azimuth_deg.astype(np.float32),
             elevation_deg=self.elevation_deg.astype(np.float32),
@@ -141,7 +148,7 @@ class Hrtf:
 
     @classmethod
     def from_sofa(cls, path, sample_rate=48000, *, taps=None, equalize=True):
-        """Read a SOFA ``SimpleFreeFieldHRIR`` file and prepare it for rendering.
+        """Read the SOFA ``SimpleFreeFieldHRIR`` file ``path`` and prepare it for rendering.
 
         The responses are resampled from the file's rate to ``sample_rate``
         Hz (soxr, very high quality), split into onset delays and
@@ -224,8 +231,9 @@ class Hrtf:
 
     def weights(self, azimuth_deg, elevation_deg):
         """``(indices, weights)``: three rows of ``tables.filters`` around the
-        direction and their barycentric weights (>= 0, summing to 1);
-        ``tables.rows`` maps rows to measured directions."""
+        direction ``azimuth_deg``, ``elevation_deg`` (degrees; azimuth
+        positive to the left) and their barycentric weights (>= 0, summing
+        to 1); ``tables.rows`` maps rows to measured directions."""
         t = self.tables
         v = unit_vectors(azimuth_deg, elevation_deg)
         idx = np.zeros(3, dtype=np.int64)
@@ -234,8 +242,9 @@ class Hrtf:
         return idx, w
 
     def interpolate(self, azimuth_deg, elevation_deg):
-        """``(filters, delays)`` for a direction: float32 ``(2, L)`` and
-        float64 ``(2,)`` samples, weighted as ``weights`` says."""
+        """``(filters, delays)`` for the direction ``azimuth_deg``,
+        ``elevation_deg`` (degrees): float32 ``(2, L)`` and float64 ``(2,)``
+        samples, weighted as ``weights`` says."""
         idx, w = self.weights(azimuth_deg, elevation_deg)
         t = self.tables
         filters = np.einsum("i,iek->ek", w.astype(np.float32), t.filters[idx])

@@ -341,11 +341,19 @@ class Processor:
         return self.tail_at(self.sample_rate or DEFAULT_SAMPLE_RATE)
 
     def latency_at(self, sample_rate):
-        """Algorithmic delay in samples at ``sample_rate``."""
+        """Algorithmic delay in samples at ``sample_rate`` (Hz).
+
+        The output lags the input by this many samples; graphs use it to
+        align parallel branches.  0 for processors without look-ahead.
+        """
         return 0
 
     def tail_at(self, sample_rate):
-        """Length in samples of the output that follows the input's end."""
+        """Length in samples of the output that follows the input's end.
+
+        ``sample_rate`` in Hz.  A reverb's or delay's decay, for example;
+        ``process_file`` renders this much silence through at the end.
+        """
         return 0
 
     def params(self):

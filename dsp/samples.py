@@ -14,7 +14,11 @@ def speech_path():
 
 
 def speech(sample_rate=48000):
-    """The bundled speech sample as a 1-D float32 array at ``sample_rate`` Hz."""
+    """The bundled speech sample (19 s) as a 1-D float32 array.
+
+    ``sample_rate``: 8000 to 48000 Hz (resampled with soxr); ``ValueError``
+    for another rate.
+    """
     rate = check_sample_rate(sample_rate)
     with resources.as_file(speech_path()) as path:
         audio, file_rate = sf.read(str(path), dtype="float32")

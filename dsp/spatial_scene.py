@@ -100,7 +100,8 @@ class Zone:
     """A box-shaped sound-insulation zone (the SDK's ``SpatialAudioZone``).
 
     ``position``: the centre (units); ``forward``, ``right``, ``up``: its
-    axes (normalised here); ``*_length``: its size along them (units);
+    axes (normalised here); ``forward_length``, ``right_length``,
+    ``up_length``: its size along them (units);
     ``attenuation``: 0 to 1, used for voices that cross its walls (see the
     module docstring); ``zone_id``: free for the caller.
     """
@@ -129,7 +130,10 @@ class Zone:
         self.attenuation = _attenuation(self.attenuation, "Zone.attenuation")
 
     def contains(self, points):
-        """Whether each of ``points`` ``(..., 3)`` lies in the box (walls included)."""
+        """Whether each of ``points`` lies in the box (walls included).
+
+        ``points``: an array ``(..., 3)`` in units; returns booleans ``(...)``.
+        """
         rel = np.asarray(points, dtype=np.float64) - self.position
         return ((np.abs(rel @ self.forward) <= self.forward_length / 2)
                 & (np.abs(rel @ self.right) <= self.right_length / 2)
@@ -146,7 +150,8 @@ class SpatialScene:
     ``near_field``: widen the level difference of voices closer than the
     HRTF's measuring distance.  ``speed_of_sound`` in m/s; ``max_delay_s``:
     the longest travel time kept for Doppler (farther voices are not delayed
-    more).
+    more).  Raises ``TypeError`` for an ``hrtf`` that is not an ``Hrtf`` and
+    ``ValueError`` for a number out of range.
     """
 
     def __init__(self, hrtf=None, *, reference_distance_m=1.0, air_absorption=True,
@@ -227,7 +232,12 @@ class SpatialScene:
 
     # -- the SDK's calls ------------------------------------------------------------
     def update_self_position(self, position, forward, right, up):
-        """Set the listener's position (units) and head axes (normalised here)."""
+        """Set the listener's ``position`` (units) and head axes.
+
+        ``forward``, ``right``, ``up``: 3 numbers each, normalised here.
+        Raises ``ValueError`` for a vector that is not 3 finite numbers or
+        has zero length.
+        """
         pos = np.array(_vector(position, "position"))
         axes = np.array([_direction(forward, "forward"), _direction(right, "right"),
                          _direction(up, "up")])
@@ -247,7 +257,10 @@ class SpatialScene:
             self._has_fwd[slot] = True
 
     def remove_remote_position(self, uid):
-        """Stop hearing ``uid`` (its voice fades out over 10 ms); unknown uids are ignored."""
+        """Stop hearing ``uid`` (its voice fades out over 10 ms).
+
+        Unknown uids are ignored.
+        """
         slot = self._slots.pop(uid, None)
         if slot is None:
             return
@@ -263,14 +276,20 @@ class SpatialScene:
             self.remove_remote_position(uid)
 
     def set_audio_recv_range(self, range):
-        """Hear only speakers within ``range`` units (``inf``: everyone)."""
+        """Hear only speakers within ``range`` units (``inf``: everyone).
+
+        Raises ``ValueError`` unless ``range`` is a positive number.
+        """
         if isinstance(range, bool) or not isinstance(range, (int, float, np.integer,
                                                              np.floating)) or not range > 0:
             raise ValueError(f"range must be a positive distance in units, got {range!r}")
         self._range = float(range)
 
     def set_distance_unit(self, metres_per_unit):
-        """How many metres one unit of position is (1 by default)."""
+        """Set how many metres one unit of position is (1 by default).
+
+        ``metres_per_unit``: a positive finite number; ``ValueError`` otherwise.
+        """
         if isinstance(metres_per_unit, bool) or not isinstance(
                 metres_per_unit, (int, float, np.integer, np.floating)) \
                 or not (0 < metres_per_unit < math.inf):
@@ -278,7 +297,10 @@ class SpatialScene:
         self._unit = float(metres_per_unit)
 
     def set_max_audio_recv_count(self, n):
-        """Hear at most the ``n`` nearest speakers in range (``None``: no limit)."""
+        """Hear at most the ``n`` nearest speakers in range (``None``: no limit).
+
+        Raises ``ValueError`` unless ``n`` is a whole number >= 0 or ``None``.
+        """
         if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
                               or n < 0):
             raise ValueError(f"n must be a whole number >= 0 or None, got {n!r}")
@@ -287,7 +309,8 @@ class SpatialScene:
     def set_zones(self, zones):
         """Set the sound-insulation zones (a list of ``Zone``, or of dicts of
         its fields); an empty list removes them.  The first zone that holds a
-        point is that point's zone."""
+        point is that point's zone.  Raises ``ValueError`` for an item that
+        is neither, or a dict with unknown fields."""
         out = []
         for i, z in enumerate(zones or []):
             if isinstance(z, Zone):
@@ -302,18 +325,25 @@ class SpatialScene:
         self._zones = out
 
     def set_remote_audio_attenuation(self, uid, attenuation, force=False):
-        """Attenuation of ``uid`` (0 to 1, see the module docstring); with
-        ``force`` it also applies across zone walls."""
+        """Set the ``attenuation`` of ``uid`` (0 to 1, see the module
+        docstring); with ``force`` it also applies across zone walls."""
         slot = self._known(uid)
         self._atten[slot] = _attenuation(attenuation)
         self._force[slot] = bool(force)
 
     def mute_remote_audio(self, uid, mute):
-        """Mute (or unmute) ``uid``; the change fades over 10 ms."""
+        """Mute (``mute`` True) or unmute (False) speaker ``uid``.
+
+        The change fades over 10 ms.
+        """
         self._muted[self._known(uid)] = bool(mute)
 
     def set_remote_spatial_params(self, uid, *, doppler=None, air_absorption=None):
-        """Per-speaker Doppler and air absorption (``None``: the scene's default)."""
+        """Turn Doppler and air absorption on or off for speaker ``uid``.
+
+        ``doppler``, ``air_absorption``: True, False, or ``None`` for the
+        scene's default.
+        """
         slot = self._known(uid)
         self._doppler[slot] = -1 if doppler is None else int(bool(doppler))
         self._air[slot] = -1 if air_absorption is None else int(bool(air_absorption))
@@ -361,7 +391,7 @@ class SpatialScene:
         return gain * facing * heard
 
     def render(self, frames, sample_rate):
-        """Mix one frame per speaker into a binaural stereo frame.
+        """Mix one frame per speaker into a binaural stereo frame at ``sample_rate`` (Hz).
 
         ``frames``: ``{uid: mono frame}`` (1-D or ``(1, n)``, all the same
         length; uids without a position are ignored, speakers without a

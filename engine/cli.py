@@ -17,6 +17,7 @@ says why), 2 a usage error (bad arguments, no secret).
 """
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -35,6 +36,7 @@ from .client import Client, RefusedError
 from .rtp import CLOCK_RATE
 from .server import Server
 from .token import make_token
+from .transport import format_address
 
 SECRET_ENV = "STAGEVOX_SECRET"
 TOKEN_ENV = "STAGEVOX_TOKEN"
@@ -81,10 +83,6 @@ def parse_address(text):
     return host, int(port)
 
 
-def _format_address(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _secret():
     secret = os.environ.get(SECRET_ENV, "")
     if not secret:
@@ -123,6 +121,18 @@ def _server_key(args):
         return session.parse_public_key(key)
     except session.SessionError as exc:
         raise CommandError(f"--server-key: {exc}") from None
+
+
+def _log_membership(quiet):
+    """Send the server's membership lines (joins, leaves, role changes,
+    refusals) to stderr, one a line with the time, unless ``quiet``."""
+    logger = logging.getLogger("stagevox.engine")
+    if not any(getattr(h, "stagevox_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.stagevox_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _note(text):
@@ -296,6 +306,7 @@ def cmd_server(args):
         raise CommandError(f"--key-file {key_file}: {exc.strerror or exc}", status=2) from None
     except ValueError as exc:
         raise CommandError(str(exc), status=2) from None
+    _log_membership(args.quiet)
     why = None
     started = time.monotonic()
     with _stop_on_signals():
@@ -304,9 +315,9 @@ def cmd_server(args):
                 server.start()
             except OSError as exc:
                 raise CommandError(f"cannot listen on "
-                                   f"{_format_address(args.host, args.port)}: "
+                                   f"{format_address((args.host, args.port))}: "
                                    f"{exc.strerror or exc}") from None
-            print(f"listening on {_format_address(*server.address)}", flush=True)
+            print(f"listening on {format_address(server.address)}", flush=True)
             print(f"server key {server.public_key_text}", flush=True)
             _note(f"server: key pair in {key_file}; clients need --server-key "
                   f"{server.public_key_text}")
@@ -600,6 +611,8 @@ def add_commands(sub):
     p.add_argument("--key-file", metavar="FILE",
                    help="the server's key pair, created on first start and kept "
                         f"(default: ${KEY_FILE_ENV}, else ~/.config/stagevox/server.key)")
+    p.add_argument("--quiet", action="store_true",
+                   help="do not log joins, leaves, role changes and refusals")
     p.set_defaults(run=_guard(cmd_server))
 
     p = sub.add_parser(

@@ -84,16 +84,28 @@ class AudioFrameObserver:
     """
 
     def on_record_audio_frame(self, frame):
-        """The local audio as pushed, before volume and effects."""
+        """The local audio as pushed, before volume and effects.
+
+        ``frame``: float32 ``(channels, n)`` at the client's rate.
+        """
 
     def on_playback_audio_frame(self, frame):
-        """The mix of remote users about to be played."""
+        """The mix of remote users about to be played.
+
+        ``frame``: float32 ``(channels, n)`` at the client's rate.
+        """
 
     def on_mixed_audio_frame(self, frame):
-        """The playback mix plus the local (processed) audio of the same period."""
+        """The playback mix plus the local (processed) audio of the same period.
+
+        ``frame``: float32 ``(channels, n)``; a replacement is not played.
+        """
 
     def on_playback_audio_frame_before_mixing(self, uid, frame):
-        """One remote user's decoded audio, before volume, position and mixing."""
+        """One remote user's decoded audio, before volume, position and mixing.
+
+        ``uid``: the remote user; ``frame``: float32 ``(channels, n)``.
+        """
 
 
 class Client:
@@ -103,7 +115,9 @@ class Client:
     wire is 48 kHz).  ``channels``: 1 or 2, for both directions.  ``codec``:
     ``"opus"`` (default) or ``"pcm"`` (debugging).  ``bitrate``: Opus bits per
     second.  ``frame_ms``: 10 or 20.  ``min_delay_ms``/``max_delay_ms``: the
-    jitter buffer's bounds.
+    jitter buffer's bounds.  ``ssrc``: the RTP source of the published
+    stream (default: random).  Raises ``ValueError`` for a bad rate, channel
+    count, codec, bitrate or frame length.
     """
 
     def __init__(self, sample_rate=48000, channels=1, *, codec="opus", bitrate=32000,
@@ -168,17 +182,29 @@ class Client:
     # ----------------------------------------------------------- registration
 
     def register_event_handler(self, handler):
-        """Add an object whose ``on_...`` methods receive events (see the module docstring)."""
+        """Add ``handler``, an object whose ``on_...`` methods receive events.
+
+        See the module docstring for the callbacks; they run on the network thread.
+        """
         self._handlers.append(handler)
 
     def unregister_event_handler(self, handler):
+        """Remove ``handler`` from the event handlers.
+
+        Raises ``ValueError`` if it was not registered.
+        """
         self._handlers.remove(handler)
 
     def register_audio_frame_observer(self, observer):
-        """Add an ``AudioFrameObserver`` (or any object with some of its methods)."""
+        """Add ``observer``, an ``AudioFrameObserver`` (or any object with some
+        of its methods); it sees, and may replace, the frames it asks for."""
         self._observers.append(observer)
 
     def unregister_audio_frame_observer(self, observer):
+        """Remove ``observer`` from the audio frame observers.
+
+        Raises ``ValueError`` if it was not registered.
+        """
         self._observers.remove(observer)
 
     def _emit(self, name, *args):
@@ -210,7 +236,8 @@ class Client:
 
     def join_channel(self, server_address, channel, uid, token, role="audience", *,
                      server_key=None, timeout=JOIN_TIMEOUT_S):
-        """Join ``channel`` on the server at ``(host, port)`` as ``uid`` with ``token``.
+        """Join ``channel`` on the server at ``server_address`` ``(host, port)``
+        as ``uid`` (1 to 2**32-1) with ``token``, in ``role`` (host or audience).
 
         ``server_key``: the server's public key (32 bytes, or the text the
         server prints at start-up, ``Server.public_key_text``); the handshake
@@ -300,8 +327,13 @@ class Client:
         self._set_state("disconnected", "leave_channel")
 
     def set_client_role(self, role, token=None, *, timeout=5.0):
-        """Switch between ``"host"`` and ``"audience"`` (with a new token if the old one
-        does not allow publishing).  Raises ``RefusedError`` with the reason."""
+        """Switch ``role`` between ``"host"`` and ``"audience"``.
+
+        ``token``: a new token, if the old one does not allow publishing.
+        Waits up to ``timeout`` seconds for the server.  Raises
+        ``RefusedError`` with the server's reason, ``TimeoutError``,
+        ``ValueError`` for a bad role and ``RuntimeError`` outside a channel.
+        """
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         self._need_channel()
@@ -314,7 +346,12 @@ class Client:
             self._emit("on_client_role_changed", old, role)
 
     def renew_token(self, token, *, timeout=5.0):
-        """Give the server a fresh token before the current one expires."""
+        """Give the server a fresh ``token`` before the current one expires.
+
+        Waits up to ``timeout`` seconds.  Raises ``RefusedError`` for a token
+        the server does not accept, ``TimeoutError``, and ``RuntimeError``
+        outside a channel.
+        """
         self._need_channel()
         rid = next(self._request_ids)
         reply = self._request(rid, RenewToken(rid, token), timeout)
@@ -672,12 +709,13 @@ class Client:
     # ----------------------------------------------------------- publishing
 
     def push_audio(self, frames):
-        """Publish audio: float32 ``(channels, n)`` (or 1-D mono) at ``sample_rate``.
+        """Publish audio ``frames``: float32 ``(channels, n)`` (or 1-D mono) at ``sample_rate``.
 
         Call at real-time pace with frames of any length (10 ms is usual).  The
         local effects run here, then the encoder; a host sends a packet per
         ``frame_ms``.  Audio pushed while not a host (or muted) is processed
-        for the observers and dropped.
+        for the observers and dropped.  Raises ``ValueError`` for frames with
+        another channel count (mono is spread) or NaN/Inf samples.
         """
         x, _ = dsp.as_block(frames)
         if x.shape[0] != self.channels:
@@ -717,24 +755,35 @@ class Client:
         self._send(self._sender.packet(frame))
 
     def mute_local_audio_stream(self, mute):
-        """Stop (True) or resume (False) sending the local audio."""
+        """Stop (``mute`` True) or resume (False) sending the local audio.
+
+        The stream's RTP clock keeps running while muted.
+        """
         self._muted = bool(mute)
 
     def adjust_recording_signal_volume(self, volume):
-        """Scale the local audio: 0-400 (100 = unchanged, 400 = +12 dB)."""
+        """Scale the local audio by ``volume``: 0-400 (100 = unchanged, 400 = +12 dB).
+
+        Raises ``ValueError`` outside that range.
+        """
         _check_range("volume", volume, 0, 400)
         self._record_gain = volume / 100.0
 
     # ----------------------------------------------------------- local effects
 
     def set_local_voice_pitch(self, pitch):
-        """Voice pitch 0.5-2.0 (1.0 = unchanged), as a pitch shift of 12*log2(pitch) semitones."""
+        """Set the voice ``pitch``: 0.5-2.0 (1.0 = unchanged).
+
+        Applied as a pitch shift of 12*log2(pitch) semitones.  Raises
+        ``ValueError`` outside that range.
+        """
         _check_range("pitch", pitch, 0.5, 2.0)
         semitones = 12.0 * math.log2(pitch)
         self._voice_processor("pitch", dsp.PitchShift).semitones = semitones
 
     def set_local_voice_equalization(self, band, gain_db):
-        """Set one of the 10 bands (0-9: 31 Hz ... 16 kHz) to ``gain_db`` (-15 to 15)."""
+        """Set ``band`` (0-9: 31 Hz ... 16 kHz) of the local voice's equalizer to
+        ``gain_db`` (-15 to 15 dB).  Raises ``ValueError`` for either out of range."""
         if not (isinstance(band, int) and 0 <= band <= 9):
             raise ValueError(f"band must be an integer 0-9 (31 Hz ... 16 kHz), got {band!r}")
         _check_range("gain_db", gain_db, -15, 15)
@@ -744,8 +793,12 @@ class Client:
         eq.gains_db = gains
 
     def set_local_voice_reverb(self, key, value):
-        """Set one reverb parameter: ``key`` one of ``REVERB_KEYS`` (dry_level, wet_level
-        in dB -20..10; room_size 0-100; wet_delay in ms 0-200; strength 0-100)."""
+        """Set one reverb parameter of the local voice to ``value``.
+
+        ``key``: one of ``REVERB_KEYS`` (dry_level, wet_level in dB -20..10;
+        room_size 0-100; wet_delay in ms 0-200; strength 0-100).  Raises
+        ``ValueError`` for an unknown key or a value out of range.
+        """
         if key not in REVERB_KEYS:
             raise ValueError(f"reverb key must be one of {sorted(REVERB_KEYS)}, got {key!r}")
         rev = self._voice_processor("reverb", dsp.Reverb)
@@ -759,7 +812,10 @@ class Client:
             self._preset = None if name in (None, "off") else presets.load(name)
 
     def set_local_effects(self, processor):
-        """Run any ``dsp`` processor or graph on the local voice (``None`` removes it)."""
+        """Run ``processor`` (any ``dsp`` processor or graph) on the local voice.
+
+        ``None`` removes it.  Raises ``TypeError`` for anything else.
+        """
         if processor is not None and not isinstance(processor, dsp.Processor):
             raise TypeError(f"expected a stagevox.dsp processor, got {type(processor).__name__}")
         with self._push_lock:
@@ -793,7 +849,8 @@ class Client:
         """The next ``num_samples`` of what this listener hears: float32
         ``(channels, num_samples)`` at ``sample_rate`` (silence when nothing arrived).
 
-        Call at real-time pace (e.g. 10 ms every 10 ms).
+        Call at real-time pace (e.g. 10 ms every 10 ms).  Raises ``ValueError``
+        unless ``num_samples`` is a whole number from 0 to 1,000,000.
         """
         if not (isinstance(num_samples, (int, np.integer)) and 0 <= num_samples <= 10**6):
             raise ValueError(f"num_samples must be an integer in 0..1000000, got {num_samples!r}")
@@ -829,23 +886,34 @@ class Client:
         return remote.pull(n, now)
 
     def mute_remote_audio_stream(self, uid, mute):
-        """Stop (True) or resume (False) playing user ``uid``."""
+        """Stop (``mute`` True) or resume (False) playing user ``uid``.
+
+        Raises ``KeyError`` naming the hosts when ``uid`` is not one.
+        """
         self._remote(uid).muted = bool(mute)
 
     def adjust_user_playback_signal_volume(self, uid, volume):
-        """Playback volume of user ``uid``: 0-100 (100 = unchanged)."""
+        """Set the playback ``volume`` of user ``uid``: 0-100 (100 = unchanged).
+
+        Raises ``ValueError`` out of range, ``KeyError`` for an unknown uid.
+        """
         _check_range("volume", volume, 0, 100)
         self._remote(uid).volume = volume / 100.0
 
     def set_remote_voice_position(self, uid, pan, gain):
-        """Place user ``uid``: ``pan`` -1 (left) to 1 (right), ``gain`` 0-100."""
+        """Place user ``uid``: ``pan`` -1 (left) to 1 (right), ``gain`` 0-100.
+
+        Raises ``ValueError`` out of range, ``KeyError`` for an unknown uid.
+        """
         _check_range("pan", pan, -1.0, 1.0)
         _check_range("gain", gain, 0, 100)
         r = self._remote(uid)
         r.pan, r.gain = float(pan), gain / 100.0
 
     def enable_spatial_audio(self, enabled=True):
-        """Render remote users with a position binaurally (stereo clients only).
+        """Render remote users with a position binaurally (``enabled`` True) or not.
+
+        Stereo clients only: ``ValueError`` when enabling it on a mono client.
 
         Positions are set on ``spatial_scene`` (a ``dsp.SpatialScene``), e.g.
         ``client.spatial_scene.update_remote_position(uid, [2, 1, 0])``.

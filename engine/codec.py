@@ -417,18 +417,24 @@ class OpusEncoder:
         return ctypes.string_at(self._out, n)
 
     def set_bitrate(self, bps):
-        """Set the target bitrate in bit/s, 6000..510000 (``ValueError`` otherwise)."""
+        """Set the target bitrate ``bps`` in bit/s, 6000..510000.
+
+        Raises ``ValueError`` outside that range.
+        """
         self._ctl("bitrate", _check_bitrate(bps))
         self.bitrate = int(bps)
 
     def set_packet_loss_pct(self, pct):
-        """Tell libopus the expected packet loss, 0..100 %, which sets how much
-        in-band FEC it spends (none at 0)."""
+        """Tell libopus the expected packet loss ``pct``, 0..100 %, which sets
+        how much in-band FEC it spends (none at 0); ``ValueError`` otherwise."""
         self._ctl("packet_loss_perc", _check_loss_pct(pct))
         self.packet_loss_pct = int(pct)
 
     def set_fec(self, on):
-        """Turn in-band FEC on or off (effective only with packet_loss_pct > 0)."""
+        """Turn in-band FEC on (``on`` True) or off.
+
+        Effective only with packet_loss_pct > 0.
+        """
         self._ctl("inband_fec", 1 if on else 0)
         self.fec = bool(on)
 
@@ -453,6 +459,8 @@ class OpusDecoder:
 
     ``channels`` (1 or 2) is the output layout and need not match the
     stream's: libopus mixes stereo down or copies mono to both channels.
+    Raises ``ValueError`` for another channel count and ``CodecError`` when
+    libopus cannot create the decoder.
     """
 
     payload_type = 111
@@ -474,8 +482,9 @@ class OpusDecoder:
         self._pcm_ptr = self._pcm.ctypes.data_as(opus.api.c_float_pointer)
 
     def decode(self, payload):
-        """Decode one Opus packet to float32 ``(channels, n)``, n samples as the
-        packet says (e.g. 960 for 20 ms).  ``CodecError`` if it is not a valid packet."""
+        """Decode one Opus packet ``payload`` (bytes) to float32 ``(channels, n)``,
+        n samples as the packet says (e.g. 960 for 20 ms).  ``CodecError`` if
+        it is not a valid packet."""
         payload = _check_payload(payload)
         return self._run(payload, MAX_FRAME_SAMPLES, 0, "decode the payload")
 

@@ -289,6 +289,7 @@ _REASON = _Str(MAX_REASON_BYTES)
 
 _BY_TYPE = {}
 _LAYOUTS = {}
+_MIN_BODY = {}                  # message class -> bytes of its fixed-size fields
 
 
 class _Message:
@@ -310,6 +311,7 @@ class _Message:
         if layout is None:
             layout = _LAYOUTS[cls] = [(f.name, cls._CODECS[f.name], f"{cls.__name__} {f.name}")
                                       for f in fields(cls)]
+            _MIN_BODY[cls] = sum(c.size for _, c, _ in layout)
         return layout
 
     def encode(self) -> bytes:
@@ -326,15 +328,15 @@ class _Message:
     def _decode_body(cls, body):
         name = cls.__name__
         layout = cls._layout()
-        need = sum(c.size for _, c, _ in layout)
+        need = _MIN_BODY[cls]
         if len(body) < need:
             raise ControlError(f"{name} body is {len(body)} bytes, need at least {need}")
         reader = _Reader(body, name)
-        values = {n: c.unpack(reader, where) for n, c, where in layout}
+        values = [c.unpack(reader, where) for _, c, where in layout]
         if reader.left():
             raise ControlError(
                 f"{name} body has {reader.left()} unexpected bytes after its last field")
-        return cls(**values)
+        return cls(*values)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,8 @@ class JitterBuffer:
     rate (48 kHz).  ``min_delay_ms``/``max_delay_ms`` bound the delay target;
     ``quantile`` is the share of frames that should arrive before their
     playout time (the rest are recovered from FEC or concealed).
+    ``sample_rate``: the decoder's output rate.  Raises ``ValueError`` for
+    bounds or a quantile out of range.
     """
 
     def __init__(self, decoder, *, min_delay_ms=10.0, max_delay_ms=1000.0, quantile=0.99,
@@ -157,6 +159,10 @@ class JitterBuffer:
 
         RED packets are unpacked into their blocks.  A packet whose payload
         cannot be unpacked is counted (``stats['malformed']``) and ignored.
+        ``retransmission``: True for a packet known to be a resend (one this
+        buffer asked for is recognised without it): it is counted as a
+        retransmission, not in the path's loss figures, and does not move
+        the stream's front.
         """
         if self._in_sequence(packet, now):
             self._take(packet, now, retransmission)
@@ -285,14 +291,18 @@ class JitterBuffer:
                    self.max_delay)
 
     def buffer_delay_ms(self, now):
-        """How far the playout point is behind the newest possible, in ms."""
+        """How far the playout point is behind the newest possible at ``now``, in ms.
+
+        ``now``: seconds on the same clock as ``put``; 0 while not playing.
+        """
         if not self._playing or self._base.value is None:
             return 0.0
         newest = now * self.sample_rate - self._base.value
         return 1e3 * (newest - (self._play_ts - self._fifo_len())) / self.sample_rate
 
     def pull(self, num_samples, now):
-        """The next ``num_samples`` of decoded audio, float32 (channels, num_samples).
+        """The next ``num_samples`` of decoded audio at ``now`` (seconds), float32
+        (channels, num_samples).
 
         Silence while the buffer fills or when the stream has stopped.
         """
@@ -575,7 +585,7 @@ class JitterBuffer:
         packets received and lost on the path (before recovery), frames
         recovered from RED, FEC and retransmission, concealed, late,
         duplicate and out of sequence (dropped, see ``_in_sequence``), time added and removed by stretching (ms), interarrival
-        jitter, the delay target and the current buffer delay (ms)."""
+        jitter, the delay target and the current buffer delay (ms) at ``now``."""
         st = self.stats
         ms = 1e3 / self.sample_rate
         lost = 0
@@ -603,5 +613,6 @@ class JitterBuffer:
 
     @property
     def playing(self):
+        """True while playout runs (False while filling or after the stream stopped)."""
         return self._playing
 

@@ -47,6 +47,10 @@ _EXT_HEADER = struct.Struct("!HH")
 class RtpPacket:
     """One RTP packet.  ``parse`` reads the wire bytes, ``serialize`` writes them.
 
+    Fields (RFC 3550, 5.1): ``payload_type`` (7 bits), ``sequence_number``
+    (16 bits), ``timestamp`` (32 bits, 48 kHz for Opus), ``ssrc`` (32 bits),
+    ``marker``, ``payload`` (bytes), ``csrc`` (up to 15 contributing sources).
+
     ``padding_size`` is the number of padding bytes (0 for none, else 1..255,
     the last padding byte holding that count); ``extension_profile`` not None
     means a header extension is present, with ``extension`` as its data (a

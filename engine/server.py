@@ -44,7 +44,7 @@ from .forwarding import UplinkStream
 from .rtp import PacketError, RtpPacket, is_rtp
 from .session import SessionError
 from .token import TokenError, verify_token
-from .transport import LimitedLog, open_endpoint, run_periodic
+from .transport import LimitedLog, format_address, open_endpoint, run_periodic
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,17 @@ RTX_SHARE = 2.0
 RTX_CREDIT_MAX = 64 * 1024
 RTX_MAX_PER_SEQ = 4
 RTX_MIN_GAP_S = 0.02
+#: Membership lines (joins, leaves, role changes, refusals) logged at INFO: at
+#: most MEMBERSHIP_LOG_RATE a second in bursts of MEMBERSHIP_LOG_BURST; the
+#: rest are counted and summed up in one line, so a flood of refused joins
+#: cannot fill the log.
+MEMBERSHIP_LOG_RATE = 50.0
+MEMBERSHIP_LOG_BURST = 200
+
+#: The handler method of each control message a member may send.
+_CONTROL_HANDLERS = {Leave: "_on_leave", SetRole: "_on_set_role", RenewToken: "_on_renew",
+                     Ping: "_on_ping", ReceiverReport: "_on_report", Nack: "_on_nack",
+                     Ack: "_on_ack"}
 
 
 class _Bucket:
@@ -171,7 +182,10 @@ class Server:
     long is dropped and reported offline.
 
     Use ``start()``/``stop()`` (a background thread) or ``with Server(...) as
-    s:``; ``run()`` serves in the calling thread until ``stop()``.
+    s:``; ``run()`` serves in the calling thread until ``stop()``.  ``host``
+    and ``port`` (0: a free one) are where it listens; ``address`` is the
+    bound address once started.  Raises ``ValueError`` for a missing secret,
+    a limit out of range, or both ``private_key`` and ``key_file``.
     """
 
     def __init__(self, host="127.0.0.1", port=0, secret=None, *, private_key=None,
@@ -215,6 +229,9 @@ class Server:
         self._channels = {}              # name -> _Channel
         self._handshakes = _Bucket(HANDSHAKE_RATE, HANDSHAKE_RATE, time.monotonic())
         self._log = LimitedLog(log)
+        self._membership_log = _Bucket(MEMBERSHIP_LOG_RATE, MEMBERSHIP_LOG_BURST,
+                                       time.monotonic())
+        self._membership_unlogged = 0
         self._loop = None
         self._endpoint = None
         self._thread = None
@@ -225,7 +242,12 @@ class Server:
     # ------------------------------------------------------------- lifecycle
 
     def start(self, timeout=5.0):
-        """Serve in a background thread; returns once the socket is bound."""
+        """Serve in a background thread; returns once the socket is bound.
+
+        Waits at most ``timeout`` seconds.  Raises ``RuntimeError`` when
+        already started or not ready in time, ``OSError`` when the address
+        cannot be bound.
+        """
         if self._thread is not None:
             raise RuntimeError("server already started")
         self._thread = threading.Thread(target=self.run, name="stagevox-server", daemon=True)
@@ -247,7 +269,10 @@ class Server:
                 raise
 
     def stop(self, timeout=5.0):
-        """Stop serving and close the socket (idempotent)."""
+        """Stop serving and close the socket (idempotent).
+
+        Waits up to ``timeout`` seconds for the server's thread to end.
+        """
         if self._loop is not None and self._stopping is not None:
             try:
                 self._loop.call_soon_threadsafe(self._stopping.set)
@@ -312,13 +337,20 @@ class Server:
                 self._event(m, kind, uid, role, ssrc, reason)
 
     def members(self, channel):
-        """``{uid: role}`` of a channel's members (a snapshot; empty when none)."""
+        """``{uid: role}`` of the members of ``channel`` (a name).
+
+        A snapshot; empty when there is no such channel.
+        """
         ch = self._channels.get(channel)
         return {} if ch is None else {uid: m.role for uid, m in ch.members.items()}
 
     # ------------------------------------------------------------- datagrams
 
     def datagram_received(self, data, addr):
+        """Handle one datagram ``data`` (bytes) from ``addr`` ``(host, port)``.
+
+        Runs on the server's loop; whatever is wrong with it is counted, never raised.
+        """
         if len(data) > MAX_DATAGRAM:
             self.counters["dropped_oversize"] += 1
             return
@@ -362,6 +394,9 @@ class Server:
             response, _ = result.respond(index, admitted.encode())
             self.counters["refused"] += 1
             self.counters["refused_" + admitted.code] += 1
+            self._membership("refused join: channel %r uid %d as %s from %s: %s (%s)",
+                             join.channel, join.uid, join.role, format_address(addr),
+                             admitted.code, admitted.reason)
             self._send_raw(response, addr)
             return
         channel = self._channels.get(join.channel)
@@ -512,6 +547,9 @@ class Server:
         if member.role == "host":
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         self.counters["joined"] += 1
+        self._membership("joined: channel %r uid %d as %s from %s%s", channel.name, member.uid,
+                         member.role, format_address(member.addr),
+                         " (took over its earlier session)" if old is not None else "")
         # Hosts that came or went between the Joined reply and now.
         current = {m.uid: m for m in channel.hosts() if m is not member}
         for uid, m in current.items():
@@ -565,21 +603,21 @@ class Server:
     # ------------------------------------------------------------- control
 
     def _on_control(self, member, msg, now):
-        handler = {Leave: self._on_leave, SetRole: self._on_set_role,
-                   RenewToken: self._on_renew, Ping: self._on_ping,
-                   ReceiverReport: self._on_report, Nack: self._on_nack,
-                   Ack: self._on_ack}.get(type(msg))
+        handler = _CONTROL_HANDLERS.get(type(msg))
         if handler is None:
             self.counters["dropped_unexpected"] += 1
             return
-        handler(member, msg, now)
+        getattr(self, handler)(member, msg, now)
 
     def _refuse(self, member, request_id, code, reason):
         self.counters["refused"] += 1
         self.counters["refused_" + code] += 1
+        self._membership("refused request: channel %r uid %d: %s (%s)", member.channel_name,
+                         member.uid, code, reason)
         self._send_msg(member, Refused(request_id, code, reason))
 
     def _on_leave(self, member, msg, now):
+        self._membership("left: channel %r uid %d", member.channel_name, member.uid)
         self._remove(member, "user_left", "left the channel")
 
     def _on_ack(self, member, msg, now):
@@ -619,6 +657,8 @@ class Server:
         channel.changed()
         self._send_msg(member, RoleChanged(msg.request_id, member.uid, msg.role))
         if changed:
+            self._membership("role changed: channel %r uid %d is now %s", channel.name,
+                             member.uid, msg.role)
             kind = "user_joined" if msg.role == "host" else "role_changed"
             self._announce(channel, kind, member.uid, msg.role, member.ssrc,
                            exclude=member.uid)
@@ -746,6 +786,10 @@ class Server:
     def _tick(self, now):
         """Every TICK_S: events not yet acknowledged, uplink reports; every
         SCAN_S also timeouts, token expiry and retired sessions."""
+        if self._membership_unlogged and self._membership_log.allow(now):
+            log.info("%d membership lines not logged (more than %d a second)",
+                     self._membership_unlogged, MEMBERSHIP_LOG_RATE)
+            self._membership_unlogged = 0
         for member in list(self._outboxes):
             self._guarded("events", member, self._resend_events, member, now)
         if now - self._last_scan >= SCAN_S:
@@ -757,6 +801,15 @@ class Server:
         for channel in list(self._channels.values()):
             for m in channel.hosts():
                 self._guarded("report", m, self._report_uplink, m, channel, now)
+
+    def _membership(self, message, *args):
+        """Log one membership line at INFO, within the membership log's rate."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        if self._membership_log.allow(time.monotonic()):
+            log.info(message, *args)
+        else:
+            self._membership_unlogged += 1
 
     def _guarded(self, what, member, step, *args):
         """One member's housekeeping step; its exception is counted and logged
@@ -776,11 +829,15 @@ class Server:
             return                           # expired with the pending handshakes
         if now - member.last_seen > self.member_timeout_s:
             self.counters["timed_out"] += 1
+            self._membership("offline: channel %r uid %d (nothing heard for %.0f s)",
+                             member.channel_name, member.uid, self.member_timeout_s)
             self._remove(member, "user_offline", "timeout")
             return
         left = member.claims.expires_at - wall
         if left <= 0:
             self.counters["expired"] += 1
+            self._membership("removed: channel %r uid %d (its token expired)",
+                             member.channel_name, member.uid)
             self._retire(member, "token expired", announce="user_offline")
             return
         if left <= EXPIRY_WARNING_S and not member.warned:

@@ -42,7 +42,11 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class TokenError(ProtocolError):
-    """A token that does not admit its bearer; ``code`` says why (one of ``ERROR_CODES``)."""
+    """A token that does not admit its bearer; ``code`` says why.
+
+    ``code``: one of ``ERROR_CODES``; ``reason``: the message.  Raises
+    ``ValueError`` for another code.
+    """
 
     def __init__(self, code, reason):
         if code not in ERROR_CODES:

@@ -27,6 +27,12 @@ SEND_QUEUE = 4096
 LOG_EVERY_S = 10.0
 
 
+def format_address(addr):
+    """``host:port`` of an (host, port, ...) address, ``[host]:port`` for IPv6."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class LimitedLog:
     """Logs a failure at most once per ``LOG_EVERY_S`` per key, with the count since."""
 

@@ -122,7 +122,10 @@ def names():
 
 
 def describe(name_or_path):
-    """The one-line ``description`` of a preset (a name, see ``names()``, or a file path).
+    """The one-line ``description`` of a preset.
+
+    ``name_or_path``: a preset name (see ``names()``; the user's first) or a
+    file path.
 
     Raises ``PresetError`` for an unknown name, an unreadable file, bad TOML or
     bad top-level keys.
@@ -154,8 +157,9 @@ def save(graph, name_or_path, *, name=None, description=""):
     write.  An existing file of that name is replaced.  ``graph`` is a
     ``dsp.Graph`` (``Chain`` and ``Mix`` are saved as plain graphs, nested
     graphs as ``type = "graph"`` nodes) or a single processor (saved as a
-    one-node chain).  ``name`` defaults to the file stem.  Node types,
-    parameters and edges are written so that ``load`` rebuilds the same
+    one-node chain).  ``name`` defaults to the file stem; ``description`` is
+    a one-line text that ``describe`` returns.  Node types, parameters and
+    edges are written so that ``load`` rebuilds the same
     processing; edge observers and streaming state are not saved.  Raises
     ``PresetError`` for a bad name, a processor whose class is not in
     ``dsp.registry``, or a folder or file that cannot be written.

@@ -181,6 +181,39 @@ def test_server_prints_its_address_first_and_stops_cleanly(procs, sig):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("quiet", [False, True], ids=["logs", "quiet"])
+def test_server_logs_joins_role_changes_refusals_and_leaves(procs, quiet):
+    server, port = start_server(procs, *(["--quiet"] if quiet else []))
+    address = ("127.0.0.1", port)
+    client = engine.Client()
+    client.join_channel(address, "room", 7, engine.make_token(SECRET, "room", 7, "host"),
+                        "audience", server_key=server.key)
+    client.set_client_role("host")
+    deadline = time.monotonic() + 10
+    while client.role != "host" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.role == "host"
+    with pytest.raises(engine.RefusedError):
+        engine.Client().join_channel(address, "room", 8,
+                                     engine.make_token(SECRET, "room", 9, "audience"),
+                                     "audience", server_key=server.key, timeout=5)
+    client.leave_channel()
+    if not quiet:
+        lines = [server.wait_for("stderr", what, START_S) for what in
+                 ("joined: channel 'room' uid 7 as audience from 127.0.0.1:",
+                  "role changed: channel 'room' uid 7 is now host",
+                  "refused join: channel 'room' uid 8 as audience from 127.0.0.1:",
+                  "left: channel 'room' uid 7")]
+        assert "wrong_uid" in lines[2], lines[2]
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", lines[0]), lines[0]
+    server.popen.send_signal(signal.SIGINT)
+    status, out, err = server.finish(30)
+    assert status == 0, err
+    logged = [line for line in err.splitlines()
+              if re.search(r"(joined|left|role changed|refused join): channel", line)]
+    assert len(logged) == (0 if quiet else 4), err
+
+
 @pytest.mark.parametrize("secret", [None, ""], ids=["unset", "empty"])
 def test_server_without_secret_says_to_set_it(secret):
     env = cli_env() if secret is None else cli_env(STAGEVOX_SECRET=secret)
