@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench notebooks install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[notebooks]'
+	touch $@ $(VENV)/.installed
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -32,6 +36,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# JupyterLab on notebooks/, in reading order (01_quickstart first).
+notebooks: $(VENV)/.installed-notebooks
+	$(BIN)/jupyter lab notebooks
 
 bench: $(VENV)/.installed-bench
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,8 +1,22 @@
 """Presets: processing graphs stored as TOML files.
 
 ``load("voice_clarity")`` returns a ready ``stagevox.dsp.Graph``; ``save(graph,
-path)`` writes one; ``names()`` lists the bundled presets and
-``describe(name)`` gives a preset's one-line description.
+path)`` writes one; ``names()`` lists the presets and ``describe(name)`` gives
+a preset's one-line description.
+
+A preset is named by a bare name (no path separator, no ``.toml`` suffix) or
+by the path of a TOML file.  Names are looked up in two places:
+
+- the user preset folder, ``user_dir()``: ``$STAGEVOX_PRESET_DIR`` when set,
+  otherwise the platform's user configuration folder plus
+  ``stagevox/presets`` (``$XDG_CONFIG_HOME/stagevox/presets`` or
+  ``~/.config/stagevox/presets`` on Linux, ``~/Library/Application
+  Support/stagevox/presets`` on macOS, ``%APPDATA%\\stagevox\\presets`` on
+  Windows).  ``save(graph, "my_voice")`` writes there;
+- the presets bundled with stagevox.
+
+A user preset wins over a bundled one of the same name, so a bundled preset
+can be tuned and saved under its own name.
 
 Format (schema 1)::
 
@@ -27,17 +41,20 @@ and arrays (``-inf`` is valid TOML for "off").  Every error raises
 
 import difflib
 import os
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 
+import platformdirs
 import tomli_w
 
 from stagevox.dsp import Chain, Graph, registry
 from stagevox.dsp.errors import ParameterError
 from stagevox.dsp.graph import INPUT, OUTPUT
 
-__all__ = ["PresetError", "SCHEMA", "describe", "load", "names", "save"]
+__all__ = ["PresetError", "SCHEMA", "USER_DIR_ENV", "bundled_names", "describe", "load",
+           "names", "save", "user_dir", "user_names"]
 
 #: The schema version this module reads and writes.
 SCHEMA = 1
@@ -46,6 +63,13 @@ _TOP_KEYS = ("name", "description", "schema", "nodes", "edges")
 _NODE_KEYS = ("name", "type", "params")
 _GRAPH_NODE_KEYS = ("name", "type", "nodes", "edges")
 _EDGE_KEYS = ("from", "to")
+
+#: The environment variable that overrides the user preset folder.
+USER_DIR_ENV = "STAGEVOX_PRESET_DIR"
+
+# What a preset saved by name may be called: a file stem that is safe on every
+# platform and cannot be read as a path or an option.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
 
 class PresetError(ParameterError):
@@ -58,17 +82,50 @@ class PresetError(ParameterError):
 
 # ------------------------------------------------------------------ public API
 
-def names():
+def user_dir():
+    """The user preset folder, as a ``Path`` (it may not exist yet).
+
+    ``$STAGEVOX_PRESET_DIR`` when set and not empty; otherwise
+    ``stagevox/presets`` in the platform's user configuration folder (see the
+    module docstring).
+    """
+    override = os.environ.get(USER_DIR_ENV, "")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir("stagevox", appauthor=False, roaming=True)) / "presets"
+
+
+def bundled_names():
     """Sorted names of the presets bundled with stagevox (file stems)."""
     folder = resources.files(__name__)
     return sorted(p.name[:-5] for p in folder.iterdir()
                   if p.is_file() and p.name.endswith(".toml"))
 
 
+def user_names():
+    """Sorted names of the presets in the user preset folder (``user_dir()``).
+
+    Files whose stem is not a valid preset name are left out (load them by
+    path).  A missing folder holds no presets.
+    """
+    folder = user_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.toml")
+                  if p.is_file() and _NAME_RE.match(p.stem))
+
+
+def names():
+    """Sorted names of every preset ``load`` accepts by name: the user's and
+    the bundled ones (a name in both is listed once; the user's wins)."""
+    return sorted(set(bundled_names()) | set(user_names()))
+
+
 def describe(name_or_path):
     """The one-line ``description`` of a preset.
 
-    ``name_or_path``: a bundled name or a file path.
+    ``name_or_path``: a preset name (see ``names()``; the user's first) or a
+    file path.
 
     Raises ``PresetError`` for an unknown name, an unreadable file, bad TOML or
     bad top-level keys.
@@ -80,8 +137,9 @@ def describe(name_or_path):
 def load(name_or_path):
     """Load a preset and return it as a ready ``stagevox.dsp.Graph``.
 
-    ``name_or_path``: a bundled preset name (no ``/`` and no ``.toml``
-    suffix, see ``names()``) or the path of a TOML file.  Every node type,
+    ``name_or_path``: a preset name (no path separator and no ``.toml``
+    suffix, see ``names()``; the user preset folder is searched first, then
+    the bundled presets) or the path of a TOML file.  Every node type,
     parameter and edge is checked; any problem raises ``PresetError`` naming
     the file, the node and the valid choices.
     """
@@ -89,18 +147,25 @@ def load(name_or_path):
     return _build(doc, label, "")
 
 
-def save(graph, path, *, name=None, description=""):
-    """Write ``graph`` to the TOML file ``path`` (schema 1); returns ``path``.
+def save(graph, name_or_path, *, name=None, description=""):
+    """Write ``graph`` as a preset (TOML, schema 1); returns the file's ``Path``.
 
-    ``graph`` is a ``dsp.Graph`` (``Chain`` and ``Mix`` are saved as plain
-    graphs, nested graphs as ``type = "graph"`` nodes) or a single processor
-    (saved as a one-node chain).  ``name`` defaults to the file stem;
-    ``description`` is a one-line text that ``describe`` returns.  Node
-    types, parameters and edges are written so that ``load`` rebuilds the same
+    ``name_or_path``: a bare name such as ``"my_voice"`` (letters, digits,
+    ``_`` and ``-``; no path separator, no ``.toml``) saves to
+    ``user_dir() / "my_voice.toml"``, creating the folder, so that
+    ``load("my_voice")`` finds it; anything else is the path of the file to
+    write.  An existing file of that name is replaced.  ``graph`` is a
+    ``dsp.Graph`` (``Chain`` and ``Mix`` are saved as plain graphs, nested
+    graphs as ``type = "graph"`` nodes) or a single processor (saved as a
+    one-node chain).  ``name`` defaults to the file stem; ``description`` is
+    a one-line text that ``describe`` returns.  Node types, parameters and
+    edges are written so that ``load`` rebuilds the same
     processing; edge observers and streaming state are not saved.  Raises
-    ``PresetError`` for a processor whose class is not in ``dsp.registry``.
+    ``PresetError`` for a bad name, a processor whose class is not in
+    ``dsp.registry``, or a folder or file that cannot be written.
     """
-    path = Path(path)
+    by_name = _is_name(name_or_path)
+    path = _user_path(name_or_path) if by_name else Path(name_or_path)
     if not isinstance(graph, Graph):
         graph = Chain(graph)
     doc = {"name": path.stem if name is None else str(name),
@@ -110,8 +175,25 @@ def save(graph, path, *, name=None, description=""):
         text = tomli_w.dumps(doc)
     except TypeError as e:
         raise PresetError(f"{path}: a parameter value cannot be written as TOML: {e}") from None
-    path.write_text(text, encoding="utf-8")
+    try:
+        if by_name:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # Through a temporary file, so that a failed write keeps the old preset.
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise PresetError(f"{path}: cannot write the preset: {e}") from None
     return path
+
+
+def _user_path(name):
+    """``user_dir() / f"{name}.toml"`` for a valid preset name."""
+    if not _NAME_RE.match(name):
+        raise PresetError(f"cannot save a preset named {name!r}: a name is letters, digits, "
+                          f"'_' and '-', starting with a letter or digit (or give a path "
+                          f"ending in .toml)")
+    return user_dir() / f"{name}.toml"
 
 
 # --------------------------------------------------------------------- reading
@@ -130,15 +212,24 @@ def _is_name(name_or_path):
             and os.sep not in name_or_path and not name_or_path.endswith(".toml"))
 
 
+def _find(name):
+    """The file of the preset called ``name``: the user's, else the bundled one."""
+    user = user_dir() / f"{name}.toml"
+    if _NAME_RE.match(name) and user.is_file():
+        return user
+    bundled = resources.files(__name__) / f"{name}.toml"
+    if bundled.is_file():
+        return bundled
+    valid = names()
+    raise PresetError(f"unknown preset {name!r}; {_did_you_mean(name, valid)}"
+                      f"valid presets: {_choices(valid)} (user presets are read from "
+                      f"{user_dir()}, set {USER_DIR_ENV} to use another folder)")
+
+
 def _read(name_or_path):
     """``(document, label)`` of a preset, its top level checked."""
     if _is_name(name_or_path):
-        source = resources.files(__name__) / f"{name_or_path}.toml"
-        if not source.is_file():
-            valid = names()
-            raise PresetError(f"unknown preset {name_or_path!r}; "
-                              f"{_did_you_mean(name_or_path, valid)}"
-                              f"valid presets: {_choices(valid)}")
+        source = _find(name_or_path)
     else:
         source = Path(name_or_path)
     label = str(source)

@@ -1,6 +1,8 @@
 """Shared fixtures."""
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -17,6 +19,25 @@ def require(condition, reason):
         if IN_CI:
             pytest.fail(f"required under CI: {reason}")
         pytest.skip(reason)
+
+
+def pytest_configure(config):
+    """Point the user preset folder at an empty folder of the test run's own,
+    before collection, so that no test reads or writes the real one."""
+    config._stagevox_presets = tempfile.mkdtemp(prefix="stagevox-test-presets-")
+    os.environ["STAGEVOX_PRESET_DIR"] = config._stagevox_presets
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_stagevox_presets", ""), ignore_errors=True)
+
+
+@pytest.fixture
+def user_presets(tmp_path, monkeypatch):
+    """An empty user preset folder for one test (``STAGEVOX_PRESET_DIR``)."""
+    folder = tmp_path / "user presets"
+    monkeypatch.setenv("STAGEVOX_PRESET_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

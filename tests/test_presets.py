@@ -37,13 +37,13 @@ def structure(graph):
 
 def test_names_lists_every_toml_file_in_the_package():
     files = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-    assert presets.names() == files
+    assert presets.bundled_names() == files
     assert REQUIRED <= set(files)
     assert any(tomllib.loads((PRESET_DIR / f"{n}.toml").read_text()).get("edges")
                for n in files), "one bundled preset must use explicit [[edges]]"
 
 
-@pytest.mark.parametrize("name", presets.names())
+@pytest.mark.parametrize("name", presets.bundled_names())
 def test_bundled_preset_is_described_and_ends_with_a_limiter(name):
     text = presets.describe(name)
     assert text and "\n" not in text and len(text) < 120
@@ -54,7 +54,7 @@ def test_bundled_preset_is_described_and_ends_with_a_limiter(name):
     assert len(feeding) == 1 and isinstance(graph[feeding[0]], dsp.Limiter)
 
 
-@pytest.mark.parametrize("name", presets.names())
+@pytest.mark.parametrize("name", presets.bundled_names())
 def test_bundled_preset_processes_speech(name, speech):
     graph = presets.load(name)
     assert isinstance(graph, dsp.Graph)
@@ -91,7 +91,7 @@ def test_radio_and_voice_clarity_cut_low_end_and_keep_mids(speech):
 
 # ----------------------------------------------------------------- round trips
 
-@pytest.mark.parametrize("name", presets.names())
+@pytest.mark.parametrize("name", presets.bundled_names())
 def test_bundled_preset_round_trip(name, speech, tmp_path):
     original = presets.load(name)
     path = presets.save(original, tmp_path / f"{name}.toml", description=presets.describe(name))
