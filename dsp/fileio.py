@@ -94,9 +94,32 @@ def processing_rate(file_rate, sample_rate=None):
     return min(max(int(file_rate), MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
 
 
-def _subtype(src_subtype, fmt):
-    if src_subtype and sf.check_format(fmt, src_subtype):
-        return src_subtype
+#: Sample formats an input may hand on to the output, each with the ones to
+#: try next (no less precise) when the output format does not take it.
+_PCM_SUBTYPES = {
+    "PCM_S8": ("PCM_S8", "PCM_U8", "PCM_16"),
+    "PCM_U8": ("PCM_U8", "PCM_S8", "PCM_16"),
+    "PCM_16": ("PCM_16",),
+    "PCM_24": ("PCM_24", "PCM_32", "FLOAT"),
+    "PCM_32": ("PCM_32", "FLOAT", "PCM_24"),
+    "FLOAT": ("FLOAT", "DOUBLE", "PCM_24"),
+    "DOUBLE": ("DOUBLE", "FLOAT", "PCM_24"),
+}
+
+
+def output_subtype(src_subtype, fmt):
+    """The sample format to write format ``fmt`` in, given the input's.
+
+    A PCM or floating-point input keeps its sample format where ``fmt``
+    takes it (else the nearest one at least as precise); anything else (MP3,
+    Vorbis, Opus, ADPCM, ...) is written as 16-bit PCM where ``fmt`` is a
+    PCM format.  Otherwise the format's own default (Vorbis for OGG, MPEG
+    layer III for MP3, ...).  Encoded subtypes are never carried over:
+    libsndfile accepts MP3 inside WAV on paper but cannot write it.
+    """
+    for subtype in _PCM_SUBTYPES.get(src_subtype, ("PCM_16",)):
+        if sf.check_format(fmt, subtype):
+            return subtype
     return sf.default_subtype(fmt)
 
 
@@ -111,7 +134,8 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
     that range) and written at that rate.  ``fx``'s latency is compensated so
     the output lines up with the input, and its tail (such as a reverb's
     decay) is appended.  The format follows ``dst``'s suffix; the sample
-    format follows the input's where the output format allows it.  Integer
+    format follows the input's where the output format allows it (see
+    ``output_subtype``); encoded inputs such as MP3 become 16-bit PCM.  Integer
     formats are clipped to full scale and the count of clipped samples is
     reported.  ``progress(done, total)``, if given, is called with input
     frames.
@@ -143,7 +167,7 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
 
     with reader:
         rate = processing_rate(reader.samplerate, sample_rate)
-        subtype = _subtype(reader.subtype, fmt)
+        subtype = output_subtype(reader.subtype, fmt)
         clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG"))
         if fx is not None:
             fx.reset()
