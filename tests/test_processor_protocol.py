@@ -745,3 +745,30 @@ def test_importing_dsp_compiles_only_what_is_used(tmp_path):
     assert "stagevox.dsp.kernels.biquad" in loaded
     assert loaded.isdisjoint({"stagevox.dsp.kernels.psola", "stagevox.dsp.kernels.reverb",
                               "stagevox.dsp.kernels.spatial", "stagevox.dsp.kernels.yin"}), loaded
+
+
+# ------------------------------------------------------------ (frames, channels)
+
+@pytest.mark.parametrize("shape", [(4800, 2), (40, 2), (100, 65)])
+@pytest.mark.parametrize("name", NAMES)
+def test_frames_by_channels_is_refused_with_a_hint_to_transpose(name, shape):
+    """A 2-D array that is clearly soundfile's ``(frames, channels)`` (more than
+    64 rows, or more rows than columns beyond 8) is refused by every processor
+    with an error that says to pass ``audio.T``, before it touches any state;
+    the same audio transposed then processes as a first block would."""
+    x = (0.1 * np.random.default_rng(5).standard_normal(shape)).astype(np.float32)
+    fx = make(name)
+    with pytest.raises(ValueError, match=r"\(frames, channels\).*audio\.T"):
+        fx.process(x, 48000)
+    if shape[1] <= 2:
+        fresh = make(name)
+        np.testing.assert_array_equal(fx.process(x.T.copy(), 48000),
+                                      fresh.process(x.T.copy(), 48000))
+
+
+def test_small_blocks_of_a_few_channels_are_not_taken_for_frames():
+    """Blocks of 1 and 0 samples (the streaming edge cases) and 8 channels of
+    4 samples are still (channels, samples)."""
+    for shape in [(2, 1), (2, 0), (8, 4), (64, 100)]:
+        block, was_1d = dsp.as_block(np.zeros(shape, np.float32))
+        assert block.shape == shape and not was_1d
