@@ -10,7 +10,9 @@ import numbers
 import numpy as np
 
 from .errors import ParameterError
-from .kernels.common import first_non_finite
+from .lazykernels import kernels
+
+kcommon = kernels("common")
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
@@ -56,7 +58,7 @@ def as_block(audio, check_finite=True):
             f"reads it: {channels} channels of {samples} samples; stagevox takes "
             f"(channels, samples) with at most {MAX_CHANNELS} channels: pass audio.T")
     if check_finite:
-        bad = first_non_finite(block)
+        bad = kcommon.first_non_finite(block)
         if bad >= 0:
             raise_non_finite(block, bad)
     return block, was_1d

@@ -17,7 +17,9 @@ import soxr
 
 from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_sample_rate
 from .errors import ParameterError
-from .kernels.common import first_non_finite
+from .lazykernels import kernels
+
+kcommon = kernels("common")
 
 #: Output formats by file suffix (soundfile/libsndfile format names).
 FORMATS = {
@@ -33,6 +35,25 @@ class AudioFileError(ParameterError):
     """A file cannot be read or written as asked (message names the file)."""
 
 
+class OutputExistsError(AudioFileError):
+    """The output exists (or is the input) and ``overwrite`` was not given.
+
+    ``message(option)`` words the error for a caller whose way to overwrite
+    is ``option`` (the command line says ``--overwrite``).
+    """
+
+    def __init__(self, path, is_input):
+        self.path, self.is_input = str(path), is_input
+        super().__init__(self.message("overwrite=True"))
+
+    def message(self, option):
+        """The error text, telling to pass ``option`` to replace the file."""
+        if self.is_input:
+            return (f"{self.path}: is the input file; choose another output, or pass "
+                    f"{option} to replace the input")
+        return f"{self.path}: exists already; pass {option} to replace it"
+
+
 @dataclasses.dataclass
 class FileReport:
     """What ``process_file`` did."""
@@ -45,6 +66,8 @@ class FileReport:
     output_frames: int
     latency: int
     clipped_samples: int
+    #: The input file's own rate (differs from ``sample_rate`` when resampled).
+    source_rate: int = None
 
     @property
     def seconds(self):
@@ -152,13 +175,11 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
     reader = open_input(src_path)
     try:
         if dst_path.exists() and os.path.samefile(src_path, dst_path) and not overwrite:
-            raise AudioFileError(f"{dst}: is the input file; choose another output, "
-                                 "or pass overwrite=True (--overwrite) to replace the input")
+            raise OutputExistsError(dst, is_input=True)
         if dst_path.is_dir():
             raise AudioFileError(f"{dst}: is a folder; give a file name")
         if dst_path.exists() and not overwrite:
-            raise AudioFileError(f"{dst}: exists already; pass overwrite=True (--overwrite) "
-                                 "to replace it")
+            raise OutputExistsError(dst, is_input=False)
         if not dst_path.parent.is_dir():
             raise AudioFileError(f"{dst}: folder {dst_path.parent} does not exist")
     except BaseException:
@@ -239,7 +260,7 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
             if data.shape[0] == 0:
                 break
             block = np.ascontiguousarray(data.T)
-            bad = first_non_finite(block)
+            bad = kcommon.first_non_finite(block)
             if bad >= 0:
                 c, n = divmod(int(bad), block.shape[1])
                 raise AudioFileError(
@@ -268,4 +289,4 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
         if writer is not None:
             writer.close()
     return FileReport(str(src), str(dst), rate, writer.channels, state["frames_in"],
-                      state["frames_out"], latency, state["clipped"])
+                      state["frames_out"], latency, state["clipped"], reader.samplerate)

@@ -41,9 +41,11 @@ import numpy as np
 
 from .audio import as_block, check_sample_rate
 from .hrtf import Hrtf
-from .kernels import spatial as k
-from .kernels.common import first_non_finite
+from .lazykernels import kernels
 from .spatializer import SpatialState
+
+k = kernels("spatial")
+kcommon = kernels("common")
 
 #: Default attenuation (the SDK's "as in real life").
 DEFAULT_ATTENUATION = 0.5
@@ -394,7 +396,7 @@ class SpatialScene:
             slot = self._slots.get(uid)
             if slot is not None:
                 x[slot] = a
-        bad = first_non_finite(x)
+        bad = kcommon.first_non_finite(x)
         if bad >= 0:
             slot, i = divmod(int(bad), x.shape[1])
             uid = next(u for u, s in self._slots.items() if s == slot)

@@ -151,8 +151,11 @@ def test_output_is_read_back_by_an_independent_decoder(tmp_path, tone):
     with av.open(str(tmp_path / "out.flac")) as container:
         stream = container.streams.audio[0]
         assert stream.rate == 48000 and stream.codec_context.name == "flac"
-        frames = [f.to_ndarray() for f in container.decode(stream)]
-    theirs = np.concatenate(frames, axis=1).astype(np.float64) / 32768.0
+        decoded = list(container.decode(stream))
+    # A float input is written as 24-bit FLAC, which FFmpeg hands out as s32.
+    assert sf.info(str(tmp_path / "out.flac")).subtype == "PCM_24"
+    assert {f.format.name for f in decoded} == {"s32"}
+    theirs = np.concatenate([f.to_ndarray() for f in decoded], axis=1) / 2.0 ** 31
     assert theirs.shape == ours.shape
     np.testing.assert_allclose(theirs, ours, atol=1e-7)
 
