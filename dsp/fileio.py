@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 
 from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_sample_rate
+from .avreader import AvReader
 from .errors import ParameterError
 from .lazykernels import kernels
 
@@ -86,7 +87,8 @@ def output_format(path):
 
 
 def open_input(path):
-    """Open ``path`` for reading, with errors that say what is wrong."""
+    """Open ``path`` for reading (with soundfile, or PyAV for what libsndfile
+    does not read), with errors that say what is wrong."""
     p = Path(path)
     if not p.exists():
         raise AudioFileError(f"{path}: no such file")
@@ -97,7 +99,10 @@ def open_input(path):
     try:
         f = sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioFileError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+        try:  # formats libsndfile does not know (AAC, M4A, ...): FFmpeg
+            f = AvReader(p)
+        except ValueError:
+            raise AudioFileError(f"{path}: not a readable audio file ({_reason(exc)})") from None
     if f.frames == 0:
         f.close()
         raise AudioFileError(f"{path}: holds no audio (0 samples)")
@@ -255,10 +260,11 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
 
     try:
         done = 0
-        while True:
-            data = reader.read(block_size, dtype="float32", always_2d=True)
-            if data.shape[0] == 0:
-                break
+        data = reader.read(block_size, dtype="float32", always_2d=True)
+        while data.shape[0]:
+            # One block ahead: the resampler must know which block is the last
+            # (a header's length can be wrong, and PyAV's is an estimate).
+            following = reader.read(block_size, dtype="float32", always_2d=True)
             block = np.ascontiguousarray(data.T)
             bad = kcommon.first_non_finite(block)
             if bad >= 0:
@@ -269,16 +275,12 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
             done += block.shape[1]
             if resampler is not None:
                 block = np.ascontiguousarray(
-                    resampler.resample_chunk(data, last=done >= total).T)
+                    resampler.resample_chunk(data, last=following.shape[0] == 0).T)
             state["frames_in"] += block.shape[1]
             emit(block)
             if progress is not None:
-                progress(done, total)
-        if resampler is not None and done < total:  # header promised more than it held
-            block = np.ascontiguousarray(resampler.resample_chunk(
-                np.zeros((0, channels_in), np.float32), last=True).T)
-            state["frames_in"] += block.shape[1]
-            emit(block)
+                progress(done, max(total, done))
+            data = following
         # Flush the latency and render the tail, in blocks.
         remaining = latency + tail
         while remaining > 0 or writer is None:

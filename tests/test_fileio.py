@@ -323,6 +323,8 @@ def stereo_tones():
 def _write_input(path, audio):
     if path.suffix == ".mp3":
         _encode_with_pyav(path, audio, CONVERSION_RATE, "libmp3lame")
+    elif path.suffix == ".m4a":  # AAC: libsndfile cannot read it, PyAV does
+        _encode_with_pyav(path, audio, CONVERSION_RATE, "aac")
     elif path.suffix == ".flac":
         sf.write(str(path), audio.T, CONVERSION_RATE, subtype="PCM_24")
     else:
@@ -331,14 +333,14 @@ def _write_input(path, audio):
 
 @pytest.mark.parametrize("dst_suffix, expected_subtype", [
     (".wav", None), (".flac", None), (".ogg", "VORBIS")])
-@pytest.mark.parametrize("src_suffix", [".mp3", ".flac", ".ogg"])
+@pytest.mark.parametrize("src_suffix", [".mp3", ".flac", ".ogg", ".m4a"])
 def test_any_input_converts_to_any_output(tmp_path, stereo_tones, src_suffix, dst_suffix,
                                           expected_subtype):
-    """An MP3 (from FFmpeg), a FLAC or an Ogg Vorbis file converts to WAV,
-    FLAC and Ogg with a sample format valid for the output (PCM_24 stays
-    PCM_24, lossy inputs become PCM_16), and FFmpeg reads back each channel's
-    tone at the level written (within 0.5 dB) and the length (within the
-    MP3 encoder's padding of 2,000 frames)."""
+    """An MP3 or AAC file (from FFmpeg; AAC is read through PyAV), a FLAC or
+    an Ogg Vorbis file converts to WAV, FLAC and Ogg with a sample format
+    valid for the output (PCM_24 stays PCM_24, lossy inputs become PCM_16),
+    and FFmpeg reads back each channel's tone at the level written (within
+    0.5 dB) and the length (within the encoders' padding of 2,000 frames)."""
     src = tmp_path / f"in{src_suffix}"
     _write_input(src, stereo_tones)
     dst = tmp_path / f"out{dst_suffix}"
