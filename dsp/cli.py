@@ -171,10 +171,10 @@ def _run_single(job, quiet):
     finally:
         if bar is not None:
             bar.close()
-    note = _rate_note(report, rate)
-    if note and not quiet:
-        print(note, file=sys.stderr)
     if not quiet:
+        note = _rate_note(report, rate)
+        if note:
+            print(note, file=sys.stderr)
         print(_describe(report))
     return 0
 
@@ -182,6 +182,7 @@ def _run_single(job, quiet):
 def _run_parallel(jobs, workers, quiet):
     from tqdm import tqdm
     workers = min(workers or os.cpu_count() or 1, len(jobs))
+    rate_option = jobs[0][5]  # --sample-rate, the same in every job
     failures = 0
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_process_one, job) for job in jobs]
@@ -193,7 +194,7 @@ def _run_parallel(jobs, workers, quiet):
                     failures += 1
                     bar.write(f"stagevox: error: {error}", file=sys.stderr)
                 elif not quiet:
-                    note = _rate_note(report, jobs[0][5])
+                    note = _rate_note(report, rate_option)
                     if note:
                         bar.write(note, file=sys.stderr)
                     bar.write(_describe(report), file=sys.stdout)
