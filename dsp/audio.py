@@ -58,10 +58,18 @@ def as_block(audio, check_finite=True):
             f"reads it: {channels} channels of {samples} samples; stagevox takes "
             f"(channels, samples) with at most {MAX_CHANNELS} channels: pass audio.T")
     if check_finite:
-        bad = kcommon.first_non_finite(block)
+        # Before any processor is built (which loads the kernels), NumPy: a
+        # live stream's first frames must not wait for Numba.
+        bad = kcommon.first_non_finite(block) if kcommon.loaded else _first_non_finite(block)
         if bad >= 0:
             raise_non_finite(block, bad)
     return block, was_1d
+
+
+def _first_non_finite(block):
+    """Flat index of the first NaN or Inf in ``block``, or -1 (NumPy)."""
+    bad = np.flatnonzero(~np.isfinite(block))
+    return int(bad[0]) if bad.size else -1
 
 
 def raise_non_finite(block, flat_index):

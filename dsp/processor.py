@@ -22,6 +22,7 @@ import numpy as np
 
 from .audio import as_block, check_sample_rate
 from .errors import ParameterError
+from .lazykernels import load_all
 
 _registry = {}
 
@@ -305,6 +306,7 @@ class Processor:
             _registry[name] = cls
 
     def __init__(self, **params):
+        load_all()  # the kernels, now rather than on the first (live) frame
         unknown = [k for k in params if k not in self.parameters]
         if unknown:
             raise ParameterError(

@@ -41,7 +41,7 @@ import numpy as np
 
 from .audio import as_block, check_sample_rate
 from .hrtf import Hrtf
-from .lazykernels import kernels
+from .lazykernels import kernels, load_all
 from .spatializer import SpatialState
 
 k = kernels("spatial")
@@ -154,6 +154,7 @@ class SpatialScene:
     def __init__(self, hrtf=None, *, reference_distance_m=1.0, air_absorption=True,
                  doppler=False, directivity_db=6.0, near_field=False, speed_of_sound=343.0,
                  max_delay_s=0.25):
+        load_all()  # the kernels, now rather than on the first (live) frame
         if hrtf is not None and not isinstance(hrtf, Hrtf):
             raise TypeError(f"hrtf must be an Hrtf, got {type(hrtf).__name__}")
         for name, v, lo in (("reference_distance_m", reference_distance_m, 1e-3),
