@@ -1,8 +1,8 @@
 """Where each public name of ``stagevox.dsp`` is defined.
 
 ``stagevox.dsp`` imports a module only when one of its names is first
-used, and a module imports its Numba kernels only when it first processes
-audio (``lazykernels``): a command that runs an equalizer compiles the
+used, and its Numba kernels are imported only when a processor is built
+(``lazykernels``): a command that runs an equalizer compiles the
 equalizer, not the pitch shifter and the HRTF renderer as well, and listing
 the effects compiles nothing.  ``registry`` looks processors up here too.  ``tests/test_processor_protocol.py`` checks these tables against the
 classes the modules define.
