@@ -2,7 +2,8 @@
 
     stagevox process IN [IN ...] OUT [--preset NAME] [--effect SPEC]...
     stagevox demo [--out DIR]
-    stagevox effects
+    stagevox effects [NAME]
+    stagevox --version
     stagevox presets
     stagevox server | token | host | listen    (the live channel)
 
@@ -14,6 +15,7 @@ Run it as the ``stagevox`` console script or ``python -m stagevox.cli``.
 """
 
 import argparse
+import importlib.metadata
 import os
 import sys
 
@@ -40,12 +42,20 @@ def build_fx(preset=None, effects=()):
     return dsp_cli.build_fx(preset, effects, preset_loader=presets.load)
 
 
+def _version():
+    """The installed distribution's version."""
+    try:
+        return importlib.metadata.version("stagevox")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser():
     """The argparse parser of ``stagevox`` with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="stagevox", description="stagevox: live interactive audio toolkit.")
+    parser.add_argument("--version", action="version", version=f"stagevox {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     dsp_cli.add_commands(sub, preset_loader=presets.load)
     presets_cli.add_commands(sub)
     engine_cli.add_commands(sub)
@@ -55,11 +65,16 @@ def build_parser():
 def main(argv=None):
     """Entry point of the ``stagevox`` console script; returns the exit status.
 
-    ``argv`` defaults to ``sys.argv[1:]``.  A user error prints
-    ``stagevox: error: ...`` and returns 1; bad usage exits with status 2
-    (argparse's ``SystemExit``); Ctrl+C returns 130.
+    ``argv`` defaults to ``sys.argv[1:]``.  No command prints the help and
+    returns 0; a user error prints ``stagevox: error: ...`` and returns 1;
+    bad usage exits with status 2 (argparse's ``SystemExit``); Ctrl+C
+    returns 130.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
         return args.run(args)
     except CliError as exc:

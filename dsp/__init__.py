@@ -6,6 +6,9 @@ Every processor follows one protocol (see ``processor.Processor``)::
     y = fx.process(x, sample_rate=48000)   # or fx(x, 48000); state carries over
 
 ``registry`` maps registry names (``equalizer``, ``limiter``, ...) to classes.
+Kernels are imported on first use; ``load_kernels()`` imports those of every
+processor module imported so far (building a processor does it too), for a
+live path whose first frame must not wait.
 
 Spatial audio: ``Spatializer`` (HRTF, mono in, binaural out), ``Panner``
 (level only), ``SpatialScene`` (many remote voices around a listener),
@@ -30,12 +33,13 @@ from .catalogue import NAMES as _LAZY
 from .errors import ParameterError, ProtocolError, RefusedError, StagevoxError
 from .fileio import AudioFileError, process_file
 from .graph import Chain, Graph, Mix
+from .lazykernels import load_all as load_kernels
 from .processor import Processor, registry
 
 __all__ = [
     "Chain", "Graph", "Mix", "Processor", "as_block", "check_sample_rate", "db_to_gain",
     "AudioFileError", "ParameterError", "ProtocolError", "RefusedError", "StagevoxError",
-    "process_file", "process_files", "registry", "samples", *_LAZY,
+    "load_kernels", "process_file", "process_files", "registry", "samples", *_LAZY,
 ]
 
 

@@ -10,10 +10,16 @@ import numbers
 import numpy as np
 
 from .errors import ParameterError
-from .kernels.common import first_non_finite
+from .lazykernels import kernels
+
+kcommon = kernels("common")
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
+#: More channels than this (or more than ``FEW_CHANNELS`` and more channels
+#: than samples) means the array is in soundfile's ``(frames, channels)`` layout.
+MAX_CHANNELS = 64
+FEW_CHANNELS = 8
 
 
 _FLOAT32 = np.dtype(np.float32)
@@ -23,8 +29,10 @@ def as_block(audio, check_finite=True):
     """Return ``(block, was_1d)``: ``audio`` as float32 ``(channels, samples)``.
 
     Raises ``ParameterError`` (a ``ValueError``) for arrays that are not 1-D
-    or 2-D, that have no channels, or that hold NaN or Inf (naming the channel
-    and sample), and ``TypeError`` for things that are not numbers.
+    or 2-D, that have no channels, that are clearly ``(frames, channels)``
+    (more than 64 rows, or more than 8 rows and fewer columns than rows: the
+    message says to pass ``audio.T``), or that hold NaN or Inf (naming the
+    channel and sample), and ``TypeError`` for things that are not numbers.
     ``check_finite=False`` leaves the NaN/Inf check to the caller (a kernel
     that scans its input before touching any state, then calls
     ``raise_non_finite``).
@@ -43,11 +51,25 @@ def as_block(audio, check_finite=True):
             f"audio must be 1-D (mono) or 2-D (channels, samples), got shape {a.shape}")
     if block.shape[0] == 0:
         raise ParameterError("audio has 0 channels; expected shape (channels, samples)")
+    channels, samples = block.shape
+    if channels > MAX_CHANNELS or (channels > FEW_CHANNELS and channels > samples):
+        raise ParameterError(
+            f"audio of shape {block.shape} looks like (frames, channels), as soundfile "
+            f"reads it: {channels} channels of {samples} samples; stagevox takes "
+            f"(channels, samples) with at most {MAX_CHANNELS} channels: pass audio.T")
     if check_finite:
-        bad = first_non_finite(block)
+        # Before any processor is built (which loads the kernels), NumPy: a
+        # live stream's first frames must not wait for Numba.
+        bad = kcommon.first_non_finite(block) if kcommon.loaded else _first_non_finite(block)
         if bad >= 0:
             raise_non_finite(block, bad)
     return block, was_1d
+
+
+def _first_non_finite(block):
+    """Flat index of the first NaN or Inf in ``block``, or -1 (NumPy)."""
+    bad = np.flatnonzero(~np.isfinite(block))
+    return int(bad[0]) if bad.size else -1
 
 
 def raise_non_finite(block, flat_index):

@@ -70,6 +70,7 @@ class _Job:
     block_size: int
     sample_rate: int | None
     overwrite: bool
+    overwrite_hint: str = "overwrite=True"   # how the caller's user asks to overwrite
 
 
 def _process_one(job):
@@ -78,6 +79,8 @@ def _process_one(job):
         report = fileio.process_file(job.src, job.dst, job.fx, block_size=job.block_size,
                                      sample_rate=job.sample_rate, overwrite=job.overwrite)
         return report, None
+    except fileio.OutputExistsError as exc:
+        return None, exc.message(job.overwrite_hint)
     except (ValueError, OSError) as exc:
         return None, str(exc)
 
@@ -239,22 +242,27 @@ def _processing(fx, preset, effects, preset_loader, block_size, sample_rate, job
 
 def process_pairs(pairs, fx=None, *, preset=None, effects=(), preset_loader=None,
                   block_size=fileio.DEFAULT_BLOCK_SIZE, sample_rate=None, overwrite=False,
-                  client=None, jobs=None, progress=None, on_result=None):
+                  client=None, jobs=None, progress=None, on_result=None,
+                  overwrite_hint="overwrite=True"):
     """Run each ``(input, output)`` file pair of ``pairs`` through the same
     processing, in parallel: ``process_files`` with explicit output paths
     (whose folders must exist) instead of one folder.
 
     ``fx``, ``preset``, ``effects``, ``preset_loader``, ``block_size``,
     ``sample_rate``, ``overwrite``, ``client``, ``jobs``, ``progress`` and
-    ``on_result`` are those of ``process_files``.  Returns a list of
+    ``on_result`` are those of ``process_files``; ``overwrite_hint`` is how
+    an error about an existing output tells to overwrite (the command line
+    passes ``--overwrite``).  Returns a list of
     ``FileResult`` in the order of ``pairs``; raises ``ParameterError`` for
     a bad option, preset or effect before any file is touched.
     """
     fx = _processing(fx, preset, effects, preset_loader, block_size, sample_rate, jobs)
     pairs = [(str(src), str(dst)) for src, dst in pairs]
     # Workers of a cluster do not share our working folder.
-    sent = [(os.path.abspath(s), os.path.abspath(d)) for s, d in pairs] if client is not None else pairs
-    todo = [_Job(s, d, fx, block_size, sample_rate, overwrite) for s, d in sent]
+    sent = [(os.path.abspath(s), os.path.abspath(d)) for s, d in pairs] \
+        if client is not None else pairs
+    todo = [_Job(s, d, fx, block_size, sample_rate, overwrite, overwrite_hint)
+            for s, d in sent]
     results = [None] * len(todo)
     if not todo:
         return results

@@ -10,7 +10,9 @@ import math
 import numpy as np
 
 from .audio import raise_non_finite
-from .kernels.biquad import biquad_cascade
+from .lazykernels import kernels
+
+kern = kernels("biquad")
 
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
 
@@ -139,7 +141,7 @@ class BiquadCascade:
     def process(self, block):
         """Filter ``block``; ``ValueError`` (state untouched) if it holds NaN/Inf."""
         out = np.empty_like(block)
-        bad = biquad_cascade(block, out, self._params, self.ramp, self.state)
+        bad = kern.biquad_cascade(block, out, self._params, self.ramp, self.state)
         if bad >= 0:
             raise_non_finite(block, bad)
         return out

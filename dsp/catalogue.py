@@ -1,10 +1,10 @@
 """Where each public name of ``stagevox.dsp`` is defined.
 
-Importing a module compiles its Numba kernels (or loads them from the cache),
-so ``stagevox.dsp`` imports a module only when one of its names is first
-used: a command that runs an equalizer compiles the equalizer, not the pitch
-shifter and the HRTF renderer as well.  ``registry`` looks processors up here
-too.  ``tests/test_processor_protocol.py`` checks these tables against the
+``stagevox.dsp`` imports a module only when one of its names is first
+used, and its Numba kernels are imported only when a processor is built
+(``lazykernels``): a command that runs an equalizer compiles the
+equalizer, not the pitch shifter and the HRTF renderer as well, and listing
+the effects compiles nothing.  ``registry`` looks processors up here too.  ``tests/test_processor_protocol.py`` checks these tables against the
 classes the modules define.
 """
 

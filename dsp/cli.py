@@ -1,8 +1,8 @@
 """The audio-file commands of ``stagevox``, for the command that composes them.
 
-    stagevox process IN [IN ...] OUT [--preset NAME] [--effect SPEC]...
+    stagevox process IN [IN ...] OUT [--preset NAME] [--effect SPEC]... [--copy]
     stagevox demo [--out DIR]
-    stagevox effects
+    stagevox effects [NAME]
 
 ``add_commands(sub, preset_loader)`` registers them on an argparse
 subparsers object; the ``stagevox`` command itself (``stagevox.cli``) lives
@@ -11,11 +11,18 @@ preset loader, so that this module imports nothing above ``stagevox.dsp``.
 """
 
 import functools
+import inspect
+import math
 import os
+import re
+import shlex
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from . import batch, fileio, spec
+from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from .errors import ParameterError, StagevoxError
 from .graph import Chain
 from .processor import registry
@@ -46,6 +53,14 @@ def build_fx(preset=None, effects=(), preset_loader=None):
     return parts[0] if len(parts) == 1 else Chain(*parts)
 
 
+def _message(exc):
+    """An error's text as the command line says it (``--overwrite``, not
+    ``overwrite=True``)."""
+    if isinstance(exc, fileio.OutputExistsError):
+        return exc.message("--overwrite")
+    return str(exc)
+
+
 def _describe(report):
     text = (f"{report.src} -> {report.dst}: {report.seconds:.2f} s at {report.sample_rate} Hz, "
             f"{report.channels} channel{'s' if report.channels != 1 else ''}")
@@ -55,6 +70,16 @@ def _describe(report):
         text += (f"; warning: {report.clipped_samples} samples clipped at full scale "
                  "(add --effect limiter or lower the gain)")
     return text
+
+
+def _rate_note(report, rate_option):
+    """A note when the input was resampled without ``--sample-rate`` asking
+    for it (stagevox processes 8-48 kHz), else None."""
+    if rate_option is not None or report.source_rate in (None, report.sample_rate):
+        return None
+    return (f"stagevox: note: {report.src} is at {report.source_rate} Hz; it was processed "
+            f"and written at {report.sample_rate} Hz (stagevox works from "
+            f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz; choose with --sample-rate)")
 
 
 # ---------------------------------------------------------------------- commands
@@ -72,6 +97,13 @@ def cmd_process(args, preset_loader=None):
             check_sample_rate(args.sample_rate)
         except ValueError as exc:
             raise CliError(f"--sample-rate: {exc}") from None
+    if args.copy and (args.preset or args.effect):
+        raise CliError("--copy writes the input unchanged; it cannot go with --preset or "
+                       "--effect")
+    if not (args.copy or args.preset or args.effect):
+        raise CliError("say what to do: --preset NAME and/or --effect NAME[:key=value,...] "
+                       "(see 'stagevox presets' and 'stagevox effects'), or --copy to "
+                       "convert the file without effects")
     # Build once here so a bad preset or effect is reported before any work.
     try:
         build_fx(args.preset, args.effect, preset_loader)
@@ -101,13 +133,20 @@ def cmd_process(args, preset_loader=None):
     return _run_batch(list(zip(inputs, targets)), args, preset_loader)
 
 
+def _progress_off(quiet):
+    """True when no progress bar is drawn: ``--quiet``, or stderr is not a
+    terminal (a log file would fill with carriage returns)."""
+    return quiet or not sys.stderr.isatty()
+
+
 def _run_single(job, quiet):
     src, dst, preset, effects, block_size, rate, overwrite, preset_loader = job
     bar = None
     progress = None
-    if not quiet and sys.stderr.isatty():
+    if not _progress_off(quiet):
         from tqdm import tqdm
-        bar = tqdm(unit="frame", unit_scale=True, desc=Path(src).name, leave=False)
+        bar = tqdm(unit="frame", unit_scale=True, desc=Path(src).name, leave=False,
+                   file=sys.stderr)
 
         def progress(done, total):
             bar.total = total
@@ -117,11 +156,14 @@ def _run_single(job, quiet):
         report = fileio.process_file(src, dst, fx, block_size=block_size, sample_rate=rate,
                                      overwrite=overwrite, progress=progress)
     except (ValueError, OSError) as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_message(exc)) from None
     finally:
         if bar is not None:
             bar.close()
     if not quiet:
+        note = _rate_note(report, rate)
+        if note:
+            print(note, file=sys.stderr)
         print(_describe(report))
     return 0
 
@@ -134,6 +176,9 @@ def _run_batch(pairs, args, preset_loader):
         if not result.ok:
             tqdm.write(f"stagevox: error: {result.error}", file=sys.stderr)
         elif not args.quiet:
+            note = _rate_note(result.report, args.sample_rate)
+            if note:
+                tqdm.write(note, file=sys.stderr)
             tqdm.write(_describe(result.report), file=sys.stdout)
 
     client = None
@@ -144,7 +189,8 @@ def _run_batch(pairs, args, preset_loader):
             pairs, preset=args.preset, effects=args.effect, preset_loader=preset_loader,
             block_size=args.block_size, sample_rate=args.sample_rate,
             overwrite=args.overwrite, client=client, jobs=args.jobs,
-            progress=False if args.quiet else None, on_result=show)
+            progress=not _progress_off(args.quiet), on_result=show,
+            overwrite_hint="--overwrite")
     except (batch.ClusterError, ValueError) as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -190,18 +236,78 @@ def cmd_demo(args, preset_loader=None):
     return 0
 
 
+def plain_text(doc):
+    """A docstring as plain text: indentation removed, ````code```` marks dropped."""
+    return re.sub(r"``(.+?)``", r"\1", inspect.cleandoc(doc or ""))
+
+
+def _paragraphs(text):
+    """The paragraphs of ``text``, each joined into one line."""
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def command_value(value):
+    """A parameter value as it is typed after ``--effect name:key=``: floats
+    rounded to 3 decimals (3 significant digits below 1), ``true``/``false``,
+    lists in brackets, strings bare."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isinf(value) or value == 0.0:
+            return repr(value)
+        return repr(float(f"{value:.3g}") if abs(value) < 1.0 else round(value, 3))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(command_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _usage(cls):
+    """One ``--effect`` option for ``cls``: its first two parameters at their defaults."""
+    items = [f"{name}={command_value(p.default).replace(' ', '')}"
+             for name, p in list(cls.parameters.items())[:2]]
+    spec = cls.registry_name + (":" + ",".join(items) if items else "")
+    return f"--effect {shlex.quote(spec)}"
+
+
+def describe_effect(cls, full=False):
+    """The text ``stagevox effects`` prints for the processor class ``cls``:
+    its description (the first paragraph, or all of it with ``full``), each
+    parameter with its default, type, range and unit, the other constructor
+    arguments, and a usage line."""
+    paragraphs = _paragraphs(plain_text(cls.__doc__)) or [cls.__name__]
+    width = shutil.get_terminal_size((100, 24)).columns - 1
+    lines = textwrap.wrap(f"{cls.registry_name}: {paragraphs[0]}", width,
+                          subsequent_indent="    ")
+    for para in paragraphs[1:] if full else ():
+        lines += [""] + textwrap.wrap(para, width, initial_indent="    ",
+                                      subsequent_indent="    ")
+    if full:
+        lines.append("")
+    for name, p in cls.parameters.items():
+        line = f"    {name} = {command_value(p.default)}  ({p.kind}, {p.range_text()})"
+        lines.append(line + (f"  {p.doc}" if p.doc else ""))
+    signature = inspect.signature(cls.__init__).parameters
+    for name, doc in cls.arguments.items():
+        default = signature[name].default if name in signature else None
+        lines.append(f"    {name} = {'(none)' if default is None else command_value(default)}"
+                     f"  {doc}")
+    lines.append(f"    usage: {_usage(cls)}")
+    return "\n".join(lines)
+
+
 def cmd_effects(args):
-    """``stagevox effects``: list the registered effects and their parameters."""
-    for name in sorted(registry):
-        cls = registry[name]
-        doc = (cls.__doc__ or "").strip().splitlines()
-        print(f"{name}: {doc[0] if doc else cls.__name__}")
-        for pname, p in cls.parameters.items():
-            default = list(p.default) if isinstance(p.default, tuple) else p.default
-            line = f"    {pname} = {default!r}  ({p.kind}, {p.range_text()})"
-            if p.doc:
-                line += f"  {p.doc}"
-            print(line)
+    """``stagevox effects [NAME]``: describe every effect, or the one named.
+
+    Raises ``CliError`` for an unknown name, listing the valid ones.
+    """
+    names = [n for n in sorted(registry) if n != "graph"]
+    if args.name is not None:
+        if args.name not in names:
+            raise CliError(spec.unknown_name("effect", args.name, names))
+        print(describe_effect(registry[args.name], full=True))
+        return 0
+    print("\n\n".join(describe_effect(registry[name]) for name in names))
+    print("\nmore about one effect: stagevox effects NAME")
     return 0
 
 
@@ -231,6 +337,8 @@ def add_commands(sub, preset_loader=None):
                    help=f"frames per block (default {fileio.DEFAULT_BLOCK_SIZE})")
     p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
                    help="process and write at this rate (default: the input's, 8-48 kHz)")
+    p.add_argument("--copy", action="store_true",
+                   help="no effects: convert the input to OUT's format (and --sample-rate)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="parallel workers for several files (default: all cores)")
@@ -246,5 +354,8 @@ def add_commands(sub, preset_loader=None):
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.set_defaults(run=functools.partial(cmd_demo, preset_loader=preset_loader))
 
-    p = sub.add_parser("effects", help="list effects with their parameters")
+    p = sub.add_parser("effects", help="list effects with their parameters",
+                       description="Describe every effect (or the one named): its "
+                                   "parameters with default, range and unit, and a usage line.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one effect to describe in full")
     p.set_defaults(run=cmd_effects)

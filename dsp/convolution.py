@@ -29,11 +29,12 @@ import os
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.signal import butter, sosfilt
 
 from .audio import db_to_gain
-from .kernels.convolution import CROSSFADE, partitioned_convolution
+from .lazykernels import kernels
 from .processor import Float, FloatList, Processor, make_ramp, ramp_to
+
+kern = kernels("convolution")
 
 #: Longest partition (and so latency), in seconds.
 MAX_LATENCY_S = 0.010
@@ -174,7 +175,7 @@ class _Convolver(Processor, register=False):
                     level[key] = new
             if keep_old:
                 level["old_re"], level["old_im"] = level["h_re"], level["h_im"]
-                level["state"][CROSSFADE] = 1
+                level["state"][kern.CROSSFADE] = 1
             else:
                 level["old_re"], level["old_im"] = re, im
             level["h_re"], level["h_im"] = re, im
@@ -192,7 +193,7 @@ class _Convolver(Processor, register=False):
     def _process(self, block):
         out = np.empty((len(self._in_of), block.shape[1]), dtype=np.float32)
         head, tail = self._levels
-        partitioned_convolution(
+        kern.partitioned_convolution(
             block, out, self._in_of, self._ir_of, self._ramps,
             head["inbuf"], head["outbuf"], head["fdl_re"], head["fdl_im"], head["h_re"],
             head["h_im"], head["old_re"], head["old_im"], head["state"],
@@ -222,6 +223,12 @@ class ConvolutionReverb(_Convolver):
     ``wet_level_db``/``dry_level_db``: -20 to +10 dB, or ``-inf`` to mute.
     ``ValueError`` for an unreadable file, a bad array, or a bad rate.
     """
+
+    arguments = {
+        "ir": "impulse response: an audio file (or, in Python, an array); "
+              "default: a built-in room",
+        "ir_sample_rate": "rate in Hz of an array ir (Python only); default: the audio's",
+    }
 
     def __init__(self, ir=None, ir_sample_rate=None, **params):
         super().__init__(**params)
@@ -318,6 +325,7 @@ def _image_source_ir(room_dim, absorption, max_order, source, listener, sample_r
     finally:
         pra.constants.set("rir_hpf_enable", was)
     h = np.asarray(room.rir[0][0], dtype=np.float64)
+    from scipy.signal import butter, sosfilt  # here: scipy.signal takes seconds to import
     return sosfilt(butter(2, HIGH_PASS_HZ, btype="highpass", fs=sample_rate, output="sos"), h)
 
 

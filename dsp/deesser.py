@@ -4,9 +4,11 @@ import numpy as np
 
 from . import biquad
 from .dynamics import one_pole
-from .kernels.deesser import RANGE, THRESHOLD, de_esser
+from .lazykernels import kernels
 from .processor import Float
 from .ramped import RampedProcessor
+
+kern = kernels("deesser")
 
 #: Quality factor of the sibilance band (about 1.4 octaves between -3 dB points).
 BAND_Q = 1.0
@@ -48,8 +50,8 @@ class DeEsser(RampedProcessor):
 
     def _targets(self):
         t = np.zeros(2)
-        t[THRESHOLD] = self.threshold_db
-        t[RANGE] = self.range_db
+        t[kern.THRESHOLD] = self.threshold_db
+        t[kern.RANGE] = self.range_db
         return t
 
     def _prepare(self):
@@ -68,5 +70,5 @@ class DeEsser(RampedProcessor):
     def _process(self, block):
         band = self._band.process(block)
         out = np.empty_like(block)
-        de_esser(block, band, out, self._ramps, *self._coefs, self._state)
+        kern.de_esser(block, band, out, self._ramps, *self._coefs, self._state)
         return out

@@ -8,10 +8,11 @@ import math
 
 import numpy as np
 
-from .kernels.delay import (DRY, FEEDBACK, G_ELAPSED, G_LENGTH, G_START, G_TARGET, G_VALUE,
-                            MIN_DELAY, N_ECHO_RAMPS, POLE, WET, echo)
+from .lazykernels import kernels
 from .processor import Float
 from .ramped import RampedProcessor
+
+kern = kernels("delay")
 
 MAX_DELAY_MS = 2000.0
 #: ``damping = d`` puts the corner of the loop's one-pole low-pass at
@@ -45,14 +46,14 @@ def glide_to(glide, target, ramp_samples):
     """Start ``glide`` towards ``target``: over ``ramp_samples``, or longer
     so that the delay's slope stays within MAX_GLIDE_SLOPE (the raised
     cosine's steepest slope is ``pi change / (2 length)``)."""
-    change = target - glide[G_VALUE]
-    glide[G_START] = glide[G_VALUE]
-    glide[G_TARGET] = target
-    glide[G_ELAPSED] = 0.0
-    glide[G_LENGTH] = float(max(ramp_samples,
-                                math.ceil(math.pi * abs(change) / (2.0 * MAX_GLIDE_SLOPE))))
+    change = target - glide[kern.G_VALUE]
+    glide[kern.G_START] = glide[kern.G_VALUE]
+    glide[kern.G_TARGET] = target
+    glide[kern.G_ELAPSED] = 0.0
+    glide[kern.G_LENGTH] = float(max(ramp_samples,
+                                     math.ceil(math.pi * abs(change) / (2.0 * MAX_GLIDE_SLOPE))))
     if change == 0.0:
-        glide[G_LENGTH] = 0.0
+        glide[kern.G_LENGTH] = 0.0
 
 
 class Delay(RampedProcessor):
@@ -77,16 +78,16 @@ class Delay(RampedProcessor):
     damping = Float(0.3, 0.0, 1.0, doc="low-pass in the loop, 0 none to 1 (1 kHz corner)")
 
     def _delay_samples(self):
-        return max(MIN_DELAY, self.delay_ms * 1e-3 * self.sample_rate)
+        return max(kern.MIN_DELAY, self.delay_ms * 1e-3 * self.sample_rate)
 
     def _targets(self):
         """Targets of the kernel's ramps, by row."""
         fs = self.sample_rate
-        t = np.empty(N_ECHO_RAMPS)
-        t[FEEDBACK] = self.feedback
-        t[POLE] = damping_pole(self.damping, fs)
-        t[DRY] = 1.0 - self.mix
-        t[WET] = self.mix
+        t = np.empty(kern.N_ECHO_RAMPS)
+        t[kern.FEEDBACK] = self.feedback
+        t[kern.POLE] = damping_pole(self.damping, fs)
+        t[kern.DRY] = 1.0 - self.mix
+        t[kern.WET] = self.mix
         return t
 
     def _prepare(self):
@@ -104,7 +105,7 @@ class Delay(RampedProcessor):
 
     def _process(self, block):
         out = np.empty_like(block)
-        echo(block, out, self._ring, self._position, self._delay, self._ramps, self._memory)
+        kern.echo(block, out, self._ring, self._position, self._delay, self._ramps, self._memory)
         return out
 
     def tail_at(self, sample_rate):

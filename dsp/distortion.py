@@ -13,13 +13,15 @@ import numpy as np
 from . import biquad
 from .audio import db_to_gain
 from .filters import Q_BUTTERWORTH
-from .kernels.distortion import B_BITS, B_FACTOR, B_MIX, HARD, SOFT, TUBE, bitcrush, waveshape
-from .kernels.mixer import accumulate
+from .lazykernels import kernels
 from .processor import Choice, Float
 from .ramped import RampedProcessor
 
-#: Distortion modes, by the kernel's mode numbers.
-MODES = {"soft": SOFT, "hard": HARD, "tube": TUBE}
+kern = kernels("distortion")
+kmixer = kernels("mixer")
+
+#: Distortion modes, by the name of the kernel's mode number.
+MODES = {"soft": "SOFT", "hard": "HARD", "tube": "TUBE"}
 #: Corner of the high-pass that removes the tube shape's DC offset.
 DC_BLOCK_HZ = 10.0
 #: Order of the Exciter's high-passes (before and after the shaper).
@@ -33,7 +35,7 @@ DRIVE, WEIGHTS, LEVEL = 0, slice(1, 4), 4
 def mode_weights(mode):
     """One-hot weights of the kernel's modes for ``mode`` ("soft", "hard", "tube")."""
     w = [0.0, 0.0, 0.0]
-    w[MODES[mode]] = 1.0
+    w[getattr(kern, MODES[mode])] = 1.0
     return w
 
 
@@ -55,7 +57,7 @@ class _Shaper(RampedProcessor, register=False):
 
     def _shape(self, block, normalize):
         out = np.empty_like(block)
-        waveshape(block, out, self._ramps[DRIVE], self._ramps[WEIGHTS], self._last, normalize)
+        kern.waveshape(block, out, self._ramps[DRIVE], self._ramps[WEIGHTS], self._last, normalize)
         return out
 
 
@@ -101,7 +103,7 @@ class Distortion(_Shaper):
         wet = self._tone.process(self._shape(block, False))
         out = block.copy()
         wet -= block
-        accumulate(out, wet, self._ramps[LEVEL])  # out = dry + mix (wet - dry)
+        kmixer.accumulate(out, wet, self._ramps[LEVEL])  # out = dry + mix (wet - dry)
         return out
 
 
@@ -145,7 +147,7 @@ class Exciter(_Shaper):
     def _process(self, block):
         band = self._after.process(self._shape(self._before.process(block), True))
         out = block.copy()
-        accumulate(out, band, self._ramps[LEVEL])
+        kmixer.accumulate(out, band, self._ramps[LEVEL])
         return out
 
 
@@ -168,9 +170,9 @@ class Bitcrush(RampedProcessor):
 
     def _targets(self):
         t = np.zeros(3)
-        t[B_BITS] = self.bits
-        t[B_FACTOR] = self.downsample
-        t[B_MIX] = self.mix
+        t[kern.B_BITS] = self.bits
+        t[kern.B_FACTOR] = self.downsample
+        t[kern.B_MIX] = self.mix
         return t
 
     def _prepare(self):
@@ -180,5 +182,5 @@ class Bitcrush(RampedProcessor):
 
     def _process(self, block):
         out = np.empty_like(block)
-        bitcrush(block, out, self._ramps, self._state)
+        kern.bitcrush(block, out, self._ramps, self._state)
         return out

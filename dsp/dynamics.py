@@ -9,8 +9,10 @@ import math
 import numpy as np
 
 from .audio import db_to_gain, float32_below, raise_non_finite
-from .kernels.dynamics import compressor, limiter, noise_gate
+from .lazykernels import kernels
 from .processor import Float, Processor, make_ramp, ramp_to
+
+kern = kernels("dynamics")
 
 
 def one_pole(time_ms, sample_rate):
@@ -50,8 +52,8 @@ class Compressor(Processor):
     def _process(self, block):
         out = np.empty_like(block)
         threshold, ratio, knee, attack, release = self._args
-        bad = compressor(block, out, threshold, ratio, knee, attack, release, self._state,
-                         self._makeup)
+        bad = kern.compressor(block, out, threshold, ratio, knee, attack, release, self._state,
+                              self._makeup)
         if bad >= 0:
             raise_non_finite(block, bad)
         return out
@@ -94,8 +96,8 @@ class Limiter(Processor):
 
     def _process(self, block):
         out = np.empty_like(block)
-        limiter(block, out, self._ceiling, self._release, self._delay,
-                self._needs, self._suffix, self._fstate, self._istate)
+        kern.limiter(block, out, self._ceiling, self._release, self._delay,
+                     self._needs, self._suffix, self._fstate, self._istate)
         return out
 
 
@@ -126,9 +128,9 @@ class NoiseGate(Processor):
     def _process(self, block):
         out = np.empty_like(block)
         sr = self.sample_rate
-        noise_gate(block, out, db_to_gain(self.threshold_db),
-                   db_to_gain(self.threshold_db - self.hysteresis_db),
-                   db_to_gain(self.range_db), int(round(self.hold_ms * 1e-3 * sr)),
-                   one_pole(self.detector_ms, sr), one_pole(self.attack_ms, sr),
-                   one_pole(self.release_ms, sr), self._state, self._counter)
+        kern.noise_gate(block, out, db_to_gain(self.threshold_db),
+                        db_to_gain(self.threshold_db - self.hysteresis_db),
+                        db_to_gain(self.range_db), int(round(self.hold_ms * 1e-3 * sr)),
+                        one_pole(self.detector_ms, sr), one_pole(self.attack_ms, sr),
+                        one_pole(self.release_ms, sr), self._state, self._counter)
         return out

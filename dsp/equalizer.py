@@ -27,6 +27,7 @@ class Equalizer(BiquadFilter):
     """
 
     gains_db = FloatList([0.0] * 10, -15.0, 15.0, length=10, unit="dB",
+                         item_names=[f"the {f:g} Hz band" for f in BAND_CENTERS_HZ],
                          doc="gain of each band, 31 Hz to 16 kHz")
 
     def set_band(self, index, gain_db):

@@ -16,8 +16,11 @@ import soundfile as sf
 import soxr
 
 from .audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_sample_rate
+from .avreader import AvReader
 from .errors import ParameterError
-from .kernels.common import first_non_finite
+from .lazykernels import kernels
+
+kcommon = kernels("common")
 
 #: Output formats by file suffix (soundfile/libsndfile format names).
 FORMATS = {
@@ -33,6 +36,25 @@ class AudioFileError(ParameterError):
     """A file cannot be read or written as asked (message names the file)."""
 
 
+class OutputExistsError(AudioFileError):
+    """The output exists (or is the input) and ``overwrite`` was not given.
+
+    ``message(option)`` words the error for a caller whose way to overwrite
+    is ``option`` (the command line says ``--overwrite``).
+    """
+
+    def __init__(self, path, is_input):
+        self.path, self.is_input = str(path), is_input
+        super().__init__(self.message("overwrite=True"))
+
+    def message(self, option):
+        """The error text, telling to pass ``option`` to replace the file."""
+        if self.is_input:
+            return (f"{self.path}: is the input file; choose another output, or pass "
+                    f"{option} to replace the input")
+        return f"{self.path}: exists already; pass {option} to replace it"
+
+
 @dataclasses.dataclass
 class FileReport:
     """What ``process_file`` did."""
@@ -45,6 +67,8 @@ class FileReport:
     output_frames: int
     latency: int
     clipped_samples: int
+    #: The input file's own rate (differs from ``sample_rate`` when resampled).
+    source_rate: int = None
 
     @property
     def seconds(self):
@@ -63,7 +87,8 @@ def output_format(path):
 
 
 def open_input(path):
-    """Open ``path`` for reading, with errors that say what is wrong."""
+    """Open ``path`` for reading (with soundfile, or PyAV for what libsndfile
+    does not read), with errors that say what is wrong."""
     p = Path(path)
     if not p.exists():
         raise AudioFileError(f"{path}: no such file")
@@ -74,7 +99,10 @@ def open_input(path):
     try:
         f = sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioFileError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+        try:  # formats libsndfile does not know (AAC, M4A, ...): FFmpeg
+            f = AvReader(p)
+        except ValueError:
+            raise AudioFileError(f"{path}: not a readable audio file ({_reason(exc)})") from None
     if f.frames == 0:
         f.close()
         raise AudioFileError(f"{path}: holds no audio (0 samples)")
@@ -94,9 +122,32 @@ def processing_rate(file_rate, sample_rate=None):
     return min(max(int(file_rate), MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
 
 
-def _subtype(src_subtype, fmt):
-    if src_subtype and sf.check_format(fmt, src_subtype):
-        return src_subtype
+#: Sample formats an input may hand on to the output, each with the ones to
+#: try next (no less precise) when the output format does not take it.
+_PCM_SUBTYPES = {
+    "PCM_S8": ("PCM_S8", "PCM_U8", "PCM_16"),
+    "PCM_U8": ("PCM_U8", "PCM_S8", "PCM_16"),
+    "PCM_16": ("PCM_16",),
+    "PCM_24": ("PCM_24", "PCM_32", "FLOAT"),
+    "PCM_32": ("PCM_32", "FLOAT", "PCM_24"),
+    "FLOAT": ("FLOAT", "DOUBLE", "PCM_24"),
+    "DOUBLE": ("DOUBLE", "FLOAT", "PCM_24"),
+}
+
+
+def output_subtype(src_subtype, fmt):
+    """The sample format to write format ``fmt`` in, given the input's.
+
+    A PCM or floating-point input keeps its sample format where ``fmt``
+    takes it (else the nearest one at least as precise); anything else (MP3,
+    Vorbis, Opus, ADPCM, ...) is written as 16-bit PCM where ``fmt`` is a
+    PCM format.  Otherwise the format's own default (Vorbis for OGG, MPEG
+    layer III for MP3, ...).  Encoded subtypes are never carried over:
+    libsndfile accepts MP3 inside WAV on paper but cannot write it.
+    """
+    for subtype in _PCM_SUBTYPES.get(src_subtype, ("PCM_16",)):
+        if sf.check_format(fmt, subtype):
+            return subtype
     return sf.default_subtype(fmt)
 
 
@@ -119,7 +170,8 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
     that range) and written at that rate.  ``fx``'s latency is compensated so
     the output lines up with the input, and its tail (such as a reverb's
     decay) is appended.  The format follows ``dst``'s suffix; the sample
-    format follows the input's where the output format allows it.  Integer
+    format follows the input's where the output format allows it (see
+    ``output_subtype``); encoded inputs such as MP3 become 16-bit PCM.  Integer
     formats are clipped to full scale and the count of clipped samples is
     reported.  ``progress(done, total)``, if given, is called with input
     frames.
@@ -135,13 +187,11 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
     reader = open_input(src_path)
     try:
         if dst_path.exists() and os.path.samefile(src_path, dst_path) and not overwrite:
-            raise AudioFileError(f"{dst}: is the input file; choose another output, "
-                                 "or pass overwrite=True (--overwrite) to replace the input")
+            raise OutputExistsError(dst, is_input=True)
         if dst_path.is_dir():
             raise AudioFileError(f"{dst}: is a folder; give a file name")
         if dst_path.exists() and not overwrite:
-            raise AudioFileError(f"{dst}: exists already; pass overwrite=True (--overwrite) "
-                                 "to replace it")
+            raise OutputExistsError(dst, is_input=False)
         if not dst_path.parent.is_dir():
             raise AudioFileError(f"{dst}: folder {dst_path.parent} does not exist")
     except BaseException:
@@ -150,7 +200,7 @@ def process_file(src, dst, fx=None, *, block_size=DEFAULT_BLOCK_SIZE, sample_rat
 
     with reader:
         rate = processing_rate(reader.samplerate, sample_rate)
-        subtype = _subtype(reader.subtype, fmt)
+        subtype = output_subtype(reader.subtype, fmt)
         clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG"))
         if fx is not None:
             fx.reset()
@@ -217,12 +267,13 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
 
     try:
         done = 0
-        while True:
-            data = reader.read(block_size, dtype="float32", always_2d=True)
-            if data.shape[0] == 0:
-                break
+        data = reader.read(block_size, dtype="float32", always_2d=True)
+        while data.shape[0]:
+            # One block ahead: the resampler must know which block is the last
+            # (a header's length can be wrong, and PyAV's is an estimate).
+            following = reader.read(block_size, dtype="float32", always_2d=True)
             block = np.ascontiguousarray(data.T)
-            bad = first_non_finite(block)
+            bad = kcommon.first_non_finite(block)
             if bad >= 0:
                 c, n = divmod(int(bad), block.shape[1])
                 raise AudioFileError(
@@ -231,16 +282,12 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
             done += block.shape[1]
             if resampler is not None:
                 block = np.ascontiguousarray(
-                    resampler.resample_chunk(data, last=done >= total).T)
+                    resampler.resample_chunk(data, last=following.shape[0] == 0).T)
             state["frames_in"] += block.shape[1]
             emit(block)
             if progress is not None:
-                progress(done, total)
-        if resampler is not None and done < total:  # header promised more than it held
-            block = np.ascontiguousarray(resampler.resample_chunk(
-                np.zeros((0, channels_in), np.float32), last=True).T)
-            state["frames_in"] += block.shape[1]
-            emit(block)
+                progress(done, max(total, done))
+            data = following
         # Flush the latency and render the tail, in blocks.
         remaining = latency + tail
         while remaining > 0 or writer is None:
@@ -251,4 +298,4 @@ def _stream(reader, fx, rate, block_size, tmp, fmt, subtype, clip, progress, src
         if writer is not None:
             writer.close()
     return FileReport(str(src), str(dst), rate, writer.channels, state["frames_in"],
-                      state["frames_out"], latency, state["clipped"])
+                      state["frames_out"], latency, state["clipped"], reader.samplerate)

@@ -5,8 +5,10 @@ import math
 import numpy as np
 
 from .audio import db_to_gain
-from .kernels.common import apply_gains
+from .lazykernels import kernels
 from .processor import Float, Processor, make_ramp, ramp_to
+
+kcommon = kernels("common")
 
 
 class _ChannelGains(Processor, register=False):
@@ -32,7 +34,7 @@ class _ChannelGains(Processor, register=False):
 
     def _process(self, block):
         out = np.empty((len(self._source), block.shape[1]), dtype=np.float32)
-        apply_gains(block, out, self._source, self._ramps)
+        kcommon.apply_gains(block, out, self._source, self._ramps)
         return out
 
 

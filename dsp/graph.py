@@ -17,9 +17,11 @@ names ``"input"`` and ``"output"`` stand for the graph's own input and output.
 import numpy as np
 
 from .audio import as_block, check_sample_rate
-from .kernels.common import delay_line
+from .lazykernels import kernels
 from .mixer import Mixer
 from .processor import Processor, snake_case
+
+kcommon = kernels("common")
 
 INPUT = "input"
 OUTPUT = "output"
@@ -40,7 +42,7 @@ class _Edge:
                 self.buffer = np.zeros((frame.shape[0], self.delay), dtype=np.float32)
                 self.position[0] = 0
             out = np.empty_like(frame)
-            delay_line(frame, out, self.buffer, self.position)
+            kcommon.delay_line(frame, out, self.buffer, self.position)
             frame = out
         if self.observer is not None:
             replaced = self.observer(frame, sample_rate)

@@ -29,8 +29,10 @@ import numpy as np
 from . import hrtf_design
 from .audio import check_sample_rate
 from .errors import ParameterError
-from .kernels.spatial import hrtf_weights
+from .lazykernels import kernels
 from .sofa import read_sofa
+
+kern = kernels("spatial")
 
 #: Filter length at 48 kHz (2.7 ms); other rates scale it.  See data/README.md
 #: for the measurement behind the choice.
@@ -238,7 +240,7 @@ class Hrtf:
         v = unit_vectors(azimuth_deg, elevation_deg)
         idx = np.zeros(3, dtype=np.int64)
         w = np.zeros(3)
-        hrtf_weights(t.planes, t.faces, t.inverses, np.ascontiguousarray(v), idx, w)
+        kern.hrtf_weights(t.planes, t.faces, t.inverses, np.ascontiguousarray(v), idx, w)
         return idx, w
 
     def interpolate(self, azimuth_deg, elevation_deg):

@@ -3,8 +3,10 @@
 import numpy as np
 
 from .audio import as_block, check_sample_rate, db_to_gain, float32_below
-from .kernels.mixer import accumulate, soft_clip
+from .lazykernels import kernels
 from .processor import Bool, Float, FloatList, Processor, make_ramp, ramp_to
+
+kern = kernels("mixer")
 
 
 class Mixer(Processor):
@@ -45,10 +47,10 @@ class Mixer(Processor):
             self._setup(check_sample_rate(sample_rate), n_ch)
         out = np.zeros((n_ch, lengths.pop()), dtype=np.float32)
         for (b, _), ramp in zip(blocks, self._ramps):
-            accumulate(out, b, ramp)
+            kern.accumulate(out, b, ramp)
         if self.soft_clip:
             ceiling = float32_below(db_to_gain(self.ceiling_db))
-            soft_clip(out, ceiling * db_to_gain(-self.knee_db), ceiling)
+            kern.soft_clip(out, ceiling * db_to_gain(-self.knee_db), ceiling)
         if all(was_1d for _, was_1d in blocks) and n_ch == 1:
             return out[0]
         return out

@@ -16,12 +16,11 @@ import math
 import numpy as np
 
 from .delay import glide_to, make_glide, pow2_at_least
-from .kernels.modulation import (DRY, FEEDBACK, INDEPENDENT, MONO_TO_STEREO,
-                                 N_DELAY_RAMPS, N_TREMOLO_RAMPS, R_FREQUENCY, R_MIX, RATE,
-                                 STEREO, T_DEPTH, T_RATE, T_SINE, WET, WIDTH, modulated_delay,
-                                 ring_modulator, tremolo)
+from .lazykernels import kernels
 from .processor import Choice, Float, Int, make_ramp, ramp_to
 from .ramped import RampedProcessor
+
+kern = kernels("modulation")
 
 MAX_VOICES = 4
 #: LFO phase of each chorus voice (cycles), whatever the number of voices.
@@ -75,7 +74,7 @@ class _ModulatedDelay(RampedProcessor, register=False):
     _offsets = (0.0,)
 
     def _layout(self):
-        return INDEPENDENT
+        return kern.INDEPENDENT
 
     def _voice_targets(self):
         """(gains, pans) of the voices."""
@@ -89,7 +88,7 @@ class _ModulatedDelay(RampedProcessor, register=False):
         fs = self.sample_rate
         self._mode = self._layout()
         super()._prepare()
-        self._out_channels = 2 if self._mode == MONO_TO_STEREO else self.num_channels
+        self._out_channels = 2 if self._mode == kern.MONO_TO_STEREO else self.num_channels
         self._ring = np.zeros((self.num_channels, pow2_at_least(_ms(self._longest_ms, fs) + 4)),
                               np.float32)
         self._position = np.zeros(1, np.int64)
@@ -112,9 +111,9 @@ class _ModulatedDelay(RampedProcessor, register=False):
 
     def _process(self, block):
         out = np.empty((self._out_channels, block.shape[1]), np.float32)
-        modulated_delay(block, out, self._mode, self._ring, self._position, self._phase,
-                        self._sweep, self._ramps, self._gain_ramps, self._pan_ramps,
-                        self._phase_offsets)
+        kern.modulated_delay(block, out, self._mode, self._ring, self._position, self._phase,
+                             self._sweep, self._ramps, self._gain_ramps, self._pan_ramps,
+                             self._phase_offsets)
         return out
 
 
@@ -155,8 +154,8 @@ class Chorus(_ModulatedDelay):
 
     def _layout(self):
         if self.num_channels == 2:
-            return STEREO
-        return MONO_TO_STEREO if self.width > 0.0 else INDEPENDENT
+            return kern.STEREO
+        return kern.MONO_TO_STEREO if self.width > 0.0 else kern.INDEPENDENT
 
     def _voice_targets(self):
         v = self.voices
@@ -166,7 +165,7 @@ class Chorus(_ModulatedDelay):
 
     def _wet_norm(self):
         """Power compensation of the spread (mono in, stereo out)."""
-        if self._mode != MONO_TO_STEREO:
+        if self._mode != kern.MONO_TO_STEREO:
             return 1.0
         pans = np.array(VOICE_PANS[self.voices])
         return math.sqrt(len(pans) / float(np.sum(1.0 + (self.width * pans) ** 2)))
@@ -175,11 +174,11 @@ class Chorus(_ModulatedDelay):
         return sweep_samples(self.delay_ms, self.depth_ms, self.sample_rate)
 
     def _targets(self):
-        t = np.zeros(N_DELAY_RAMPS)
-        t[RATE] = self.rate_hz / self.sample_rate
-        t[DRY] = 1.0 - self.mix
-        t[WET] = self.mix * self._wet_norm()
-        t[WIDTH] = self.width
+        t = np.zeros(kern.N_DELAY_RAMPS)
+        t[kern.RATE] = self.rate_hz / self.sample_rate
+        t[kern.DRY] = 1.0 - self.mix
+        t[kern.WET] = self.mix * self._wet_norm()
+        t[kern.WIDTH] = self.width
         return t
 
     def tail_at(self, sample_rate):
@@ -219,11 +218,11 @@ class Flanger(_ModulatedDelay):
         return sweep_samples(self.delay_ms, self.depth_ms, self.sample_rate)
 
     def _targets(self):
-        t = np.zeros(N_DELAY_RAMPS)
-        t[RATE] = self.rate_hz / self.sample_rate
-        t[FEEDBACK] = self.feedback
-        t[DRY] = 1.0 - self.mix
-        t[WET] = self.mix * math.sqrt(1.0 - self.feedback ** 2)
+        t = np.zeros(kern.N_DELAY_RAMPS)
+        t[kern.RATE] = self.rate_hz / self.sample_rate
+        t[kern.FEEDBACK] = self.feedback
+        t[kern.DRY] = 1.0 - self.mix
+        t[kern.WET] = self.mix * math.sqrt(1.0 - self.feedback ** 2)
         return t
 
     def tail_at(self, sample_rate):
@@ -258,9 +257,9 @@ class Vibrato(_ModulatedDelay):
         return self.latency_at(fs), vibrato_amplitude(self.rate_hz, self.depth_cents, fs)
 
     def _targets(self):
-        t = np.zeros(N_DELAY_RAMPS)
-        t[RATE] = self.rate_hz / self.sample_rate
-        t[WET] = 1.0
+        t = np.zeros(kern.N_DELAY_RAMPS)
+        t[kern.RATE] = self.rate_hz / self.sample_rate
+        t[kern.WET] = 1.0
         return t
 
     def tail_at(self, sample_rate):
@@ -271,9 +270,9 @@ class Vibrato(_ModulatedDelay):
 
 class _Oscillator(RampedProcessor, register=False):
     """Shared machinery: a kernel ``(x, y, phase, ramps)`` that multiplies
-    the input by a function of an oscillator's phase."""
+    the input by a function of an oscillator's phase, named by ``_kernel_name``."""
 
-    _kernel = None
+    _kernel_name = None
 
     def _prepare(self):
         super()._prepare()
@@ -281,7 +280,7 @@ class _Oscillator(RampedProcessor, register=False):
 
     def _process(self, block):
         out = np.empty_like(block)
-        self._kernel(block, out, self._phase, self._ramps)
+        getattr(kern, self._kernel_name)(block, out, self._phase, self._ramps)
         return out
 
 
@@ -300,13 +299,13 @@ class Tremolo(_Oscillator):
     shape = Choice("sine", TREMOLO_SHAPES, doc="LFO waveform")
 
     def _targets(self):
-        t = np.zeros(N_TREMOLO_RAMPS)
-        t[T_RATE] = self.rate_hz / self.sample_rate
-        t[T_DEPTH] = self.depth
-        t[T_SINE + TREMOLO_SHAPES.index(self.shape)] = 1.0
+        t = np.zeros(kern.N_TREMOLO_RAMPS)
+        t[kern.T_RATE] = self.rate_hz / self.sample_rate
+        t[kern.T_DEPTH] = self.depth
+        t[kern.T_SINE + TREMOLO_SHAPES.index(self.shape)] = 1.0
         return t
 
-    _kernel = staticmethod(tremolo)
+    _kernel_name = "tremolo"
 
 
 class RingModulator(_Oscillator):
@@ -321,8 +320,8 @@ class RingModulator(_Oscillator):
 
     def _targets(self):
         t = np.zeros(2)
-        t[R_FREQUENCY] = self.frequency_hz / self.sample_rate
-        t[R_MIX] = self.mix
+        t[kern.R_FREQUENCY] = self.frequency_hz / self.sample_rate
+        t[kern.R_MIX] = self.mix
         return t
 
-    _kernel = staticmethod(ring_modulator)
+    _kernel_name = "ring_modulator"

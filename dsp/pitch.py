@@ -18,11 +18,12 @@ instruments and any tone with harmonics are shifted correctly.
 import math
 
 import numpy as np
-from scipy.signal import butter
 
-from .kernels.psola import EST_SLOTS, FSTATE_SIZE, MARK_SLOTS, psola
+from .lazykernels import kernels
 from .pitch_tracker import yin_layout
 from .processor import Bool, Choice, Float, Processor, make_ramp, ramp_to
+
+kern = kernels("psola")
 
 #: Delay of PitchShift and PitchCorrection (1344 samples at 48 kHz).
 PSOLA_LATENCY_MS = 28.0
@@ -81,6 +82,7 @@ class _Psola(Processor, register=False):
         _, self._width, self._tau_min, self._tau_max = yin_layout(
             sr / self._decim, PSOLA_FMIN_HZ, PSOLA_FMAX_HZ)
         self._unvoiced = max(2, int(round(UNVOICED_MS * 1e-3 * sr)))
+        from scipy.signal import butter  # here: scipy.signal takes seconds to import
         b, a = butter(2, SALIENCE_HZ / (0.5 * sr))
         self._lowpass = np.array([b[0], b[1], b[2], a[1], a[2]])
         full_max = int(math.ceil(sr / PSOLA_FMIN_HZ))
@@ -91,9 +93,9 @@ class _Psola(Processor, register=False):
             size *= 2
         ch = self.num_channels
         self._bufs = np.zeros((ch, 3, size))
-        self._est = np.zeros((ch, EST_SLOTS))
-        self._marks = np.zeros((ch, 2, MARK_SLOTS))
-        self._fstate = np.zeros((ch, FSTATE_SIZE))
+        self._est = np.zeros((ch, kern.EST_SLOTS))
+        self._marks = np.zeros((ch, 2, kern.MARK_SLOTS))
+        self._fstate = np.zeros((ch, kern.FSTATE_SIZE))
         self._counter = np.zeros(1, dtype=np.int64)
         self._ramp = make_ramp(self._semitones())
         self._formant_ramp = make_ramp(self._formant())
@@ -114,11 +116,11 @@ class _Psola(Processor, register=False):
 
     def _process(self, block):
         out = np.empty_like(block)
-        psola(block, out, self._ramp, self._formant_ramp, self._preserve, self._correct,
-              self._latency, self._hop, self._decim, self._width, self._tau_min, self._tau_max,
-              self._unvoiced, PSOLA_THRESHOLD, PSOLA_FALLBACK, self._lowpass, self._scale,
-              self._tonic, self._strength, self._speed, self._bufs, self._est, self._marks,
-              self._fstate, self._counter)
+        kern.psola(block, out, self._ramp, self._formant_ramp, self._preserve, self._correct,
+                   self._latency, self._hop, self._decim, self._width, self._tau_min,
+                   self._tau_max, self._unvoiced, PSOLA_THRESHOLD, PSOLA_FALLBACK,
+                   self._lowpass, self._scale, self._tonic, self._strength, self._speed,
+                   self._bufs, self._est, self._marks, self._fstate, self._counter)
         return out
 
 

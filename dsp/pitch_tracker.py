@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 
-from .kernels.yin import yin_track
+from .lazykernels import kernels
 from .processor import Float, Processor
+
+kern = kernels("yin")
 
 #: Estimates are made every HOP_MS (256 samples at 48 kHz).
 HOP_MS = 256 / 48.0
@@ -73,9 +75,9 @@ class PitchTracker(Processor):
         rows = n // self._hop + 1
         if self._scratch.shape[0] < rows:
             self._scratch = np.zeros((rows, 3))
-        k = yin_track(block, self._hop, self._width, self._tau_min, self._tau_max,
-                      self.threshold, min(1.0, 2.0 * self.threshold), self._ring,
-                      self._counter, self._scratch)
+        k = kern.yin_track(block, self._hop, self._width, self._tau_min, self._tau_max,
+                           self.threshold, min(1.0, 2.0 * self.threshold), self._ring,
+                           self._counter, self._scratch)
         if k:
             est = self._scratch[:k]
             span = self._width + self._tau_max + 1

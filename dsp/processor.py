@@ -22,6 +22,7 @@ import numpy as np
 
 from .audio import as_block, check_sample_rate
 from .errors import ParameterError
+from .lazykernels import load_all
 
 _registry = {}
 
@@ -217,13 +218,16 @@ class Choice(Param):
 
 
 class FloatList(Param):
-    """A list of numbers, each in ``[lo, hi]``; ``length`` fixes its size."""
+    """A list of numbers, each in ``[lo, hi]``; ``length`` fixes its size.
+    ``item_names`` (one per item, such as ``"31 Hz band"``) name the item
+    that is out of range in the error message."""
 
     kind = "float list"
 
-    def __init__(self, default, lo, hi, *, length=None, unit="", doc=""):
+    def __init__(self, default, lo, hi, *, length=None, item_names=None, unit="", doc=""):
         super().__init__(tuple(float(v) for v in default), unit=unit, doc=doc)
         self.lo, self.hi, self.length = float(lo), float(hi), length
+        self.item_names = tuple(item_names) if item_names is not None else None
 
     def validate(self, value):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
@@ -235,14 +239,18 @@ class FloatList(Param):
         for i, v in enumerate(items):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                     or not (self.lo <= float(v) <= self.hi):
-                self._fail(value, f"item {i} ({v!r}) must be a number {self.range_text()}")
+                item = f"item {i}" + (f" ({self.item_names[i]})" if self.item_names else "")
+                self._fail(value, f"{item} is {v!r}; each value must be a number "
+                                  f"{self._item_range_text()}")
             out.append(float(v))
         return tuple(out)
 
     def range_text(self):
         size = f"{self.length} values " if self.length else ""
-        return f"{size}each from {_fmt(self.lo)} to {_fmt(self.hi)}" + (
-            f" {self.unit}" if self.unit else "")
+        return f"{size}each {self._item_range_text()}"
+
+    def _item_range_text(self):
+        return f"from {_fmt(self.lo)} to {_fmt(self.hi)}" + (f" {self.unit}" if self.unit else "")
 
 
 # ----------------------------------------------------------------------- processor
@@ -269,6 +277,10 @@ class Processor:
     checks_finite = False
     #: Length of the ramp that smooths parameter changes while streaming.
     smoothing_ms = 20.0
+    #: Constructor arguments that are not parameters (such as an impulse
+    #: response file), by name: what each one is.  ``stagevox effects``
+    #: lists them with the parameters.
+    arguments = {}
 
     def __init_subclass__(cls, register=True, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -294,6 +306,7 @@ class Processor:
             _registry[name] = cls
 
     def __init__(self, **params):
+        load_all()  # the kernels, now rather than on the first (live) frame
         unknown = [k for k in params if k not in self.parameters]
         if unknown:
             raise ParameterError(

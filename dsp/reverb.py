@@ -41,9 +41,10 @@ import math
 import numpy as np
 
 from .audio import db_to_gain, raise_non_finite
-from .kernels.reverb import (COEF_LEFT, FADE_LEN, GROUP, LINE_WANT, LINES, MAX_CHUNK, MONO,
-                             MONO_TO_STEREO, PRE_WANT, STEREO, fdn_reverb)
+from .lazykernels import kernels
 from .processor import Float, Processor, make_ramp, ramp_to
+
+kern = kernels("reverb")
 
 #: Frequency (Hz) at which the decay time is exactly ``rt60_s``.
 MID_FREQUENCY_HZ = 1000.0
@@ -107,7 +108,7 @@ def line_delays(room_size, sample_rate):
     sorted set, so both groups span the same range.
     """
     mean = (MEAN_DELAY_MS + DELAY_MS_PER_ROOM * room_size) * 1e-3 * sample_rate
-    spread = np.geomspace(1.0 / math.sqrt(DELAY_SPREAD), math.sqrt(DELAY_SPREAD), LINES)
+    spread = np.geomspace(1.0 / math.sqrt(DELAY_SPREAD), math.sqrt(DELAY_SPREAD), kern.LINES)
     primes = sorted(nearest_primes(mean * spread))
     return np.array(primes[0::2] + primes[1::2], dtype=np.int64)
 
@@ -161,7 +162,7 @@ def wet_normalization(delays, rt60_s, sample_rate):
     only matters when ``rt60_s`` is shorter than about three line lengths.
     """
     g = 10.0 ** (-3.0 * np.asarray(delays, dtype=np.float64) / (rt60_s * sample_rate))
-    energy = WET_ENERGY * float(np.mean(g * g / (1.0 - g * g))) / GROUP
+    energy = WET_ENERGY * float(np.mean(g * g / (1.0 - g * g))) / kern.GROUP
     return min(MAX_WET_NORMALIZATION, 1.0 / math.sqrt(energy))
 
 
@@ -170,7 +171,7 @@ def _pow2_above(n):
 
 
 class Reverb(Processor):
-    """Algorithmic reverb (feedback delay network); see the module docstring.
+    """Algorithmic reverb: a 16-line feedback delay network (FDN), smooth and dense.
 
     Parameters: ``rt60_s`` decay time at 1 kHz (s); ``damping`` 0-1 (how much
     faster highs decay); ``room_size`` 0-100 (line lengths 10-80 ms);
@@ -206,9 +207,9 @@ class Reverb(Processor):
         wet = db_to_gain(self.wet_level_db) * wet_normalization(
             line_delays(self.room_size, fs), self.rt60_s, fs)
         w = self.width
-        if self._layout == STEREO:
+        if self._layout == kern.STEREO:
             mid, side = 1.0, w
-        elif self._layout == MONO_TO_STEREO:
+        elif self._layout == kern.MONO_TO_STEREO:
             norm = math.sqrt(2.0 / (1.0 + w * w))
             mid, side = norm, norm * w
         else:
@@ -222,34 +223,34 @@ class Reverb(Processor):
     def _prepare(self):
         fs = self.sample_rate
         if self.num_channels == 2:
-            self._layout = STEREO
+            self._layout = kern.STEREO
         else:
-            self._layout = MONO_TO_STEREO if self.width > 0.0 else MONO
-        self._out_channels = 1 if self._layout == MONO else 2
+            self._layout = kern.MONO_TO_STEREO if self.width > 0.0 else kern.MONO
+        self._out_channels = 1 if self._layout == kern.MONO else 2
         longest = int(line_delays(MAX_ROOM_SIZE, fs).max())
         # Rings are a power of two long, and MAX_CHUNK longer than their
         # longest delay (the kernel's chunks need both).
-        self._lines = np.zeros((LINES, _pow2_above(longest + MAX_CHUNK)), np.float32)
+        self._lines = np.zeros((kern.LINES, _pow2_above(longest + kern.MAX_CHUNK)), np.float32)
         longest_pre = round(MAX_PRE_DELAY_MS * 1e-3 * fs)
-        self._pre = np.zeros((2, _pow2_above(longest_pre + MAX_CHUNK)), np.float32)
+        self._pre = np.zeros((2, _pow2_above(longest_pre + kern.MAX_CHUNK)), np.float32)
         self._diff_delays = diffuser_delays(fs)
         # The all-pass rings are short, and each wrap-around of one of their
         # nine read and write positions ends a chunk; at DIFFUSER_RING
         # samples or more they wrap about once per 10 ms frame at 48 kHz.
-        diff_ring = max(DIFFUSER_RING, _pow2_above(self._diff_delays.max() + MAX_CHUNK))
+        diff_ring = max(DIFFUSER_RING, _pow2_above(self._diff_delays.max() + kern.MAX_CHUNK))
         self._diff = np.zeros((2, 4, diff_ring), np.float32)
-        self._filt = np.zeros((LINES, 2))
+        self._filt = np.zeros((kern.LINES, 2))
         self._p = damping_pole(fs)
         delays = line_delays(self.room_size, fs)
         self._delays = np.tile(delays, (3, 1))
         g1, g2 = loop_coefficients(delays, self.rt60_s, self.damping, fs)
-        self._coef = np.zeros((6, LINES))
+        self._coef = np.zeros((6, kern.LINES))
         self._coef[0], self._coef[1] = g1, g2
         self._coef[2], self._coef[3] = g1, g2
         d = self._pre_delay_samples()
         self._pre_delay = np.array([d, d, d], dtype=np.int64)
         self._counters = np.zeros(7, dtype=np.int64)
-        self._counters[FADE_LEN] = self.ramp_samples()
+        self._counters[kern.FADE_LEN] = self.ramp_samples()
         self._ramps = np.array([make_ramp(g) for g in self._gain_targets()])
 
     def _param_changed(self, name):
@@ -259,23 +260,23 @@ class Reverb(Processor):
             ramp_to(ramp, target, n)
         if name == "wet_delay_ms":
             self._pre_delay[2] = self._pre_delay_samples()
-            self._counters[PRE_WANT] = 1
+            self._counters[kern.PRE_WANT] = 1
         if name in ("room_size", "rt60_s", "damping"):
             delays = line_delays(self.room_size, fs)
             if name == "room_size":
                 self._delays[2] = delays
-                self._counters[LINE_WANT] = 1
+                self._counters[kern.LINE_WANT] = 1
             g1, g2 = loop_coefficients(delays, self.rt60_s, self.damping, fs)
             self._coef[2], self._coef[3] = g1, g2
             self._coef[4] = (g1 - self._coef[0]) / n
             self._coef[5] = (g2 - self._coef[1]) / n
-            self._counters[COEF_LEFT] = n
+            self._counters[kern.COEF_LEFT] = n
 
     def _process(self, block):
         out = np.empty((self._out_channels, block.shape[1]), dtype=np.float32)
-        bad = fdn_reverb(block, out, self._layout, self._lines, self._pre, self._diff,
-                         self._diff_delays, DIFFUSER_GAIN, self._filt, self._coef, self._p,
-                         self._delays, self._pre_delay, self._counters, self._ramps)
+        bad = kern.fdn_reverb(block, out, self._layout, self._lines, self._pre, self._diff,
+                              self._diff_delays, DIFFUSER_GAIN, self._filt, self._coef, self._p,
+                              self._delays, self._pre_delay, self._counters, self._ramps)
         if bad >= 0:
             raise_non_finite(block, bad)
         return out

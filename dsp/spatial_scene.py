@@ -41,9 +41,11 @@ import numpy as np
 
 from .audio import as_block, check_sample_rate
 from .hrtf import Hrtf
-from .kernels import spatial as k
-from .kernels.common import first_non_finite
+from .lazykernels import kernels, load_all
 from .spatializer import SpatialState
+
+k = kernels("spatial")
+kcommon = kernels("common")
 
 #: Default attenuation (the SDK's "as in real life").
 DEFAULT_ATTENUATION = 0.5
@@ -157,6 +159,7 @@ class SpatialScene:
     def __init__(self, hrtf=None, *, reference_distance_m=1.0, air_absorption=True,
                  doppler=False, directivity_db=6.0, near_field=False, speed_of_sound=343.0,
                  max_delay_s=0.25):
+        load_all()  # the kernels, now rather than on the first (live) frame
         if hrtf is not None and not isinstance(hrtf, Hrtf):
             raise TypeError(f"hrtf must be an Hrtf, got {type(hrtf).__name__}")
         for name, v, lo in (("reference_distance_m", reference_distance_m, 1e-3),
@@ -424,7 +427,7 @@ class SpatialScene:
             slot = self._slots.get(uid)
             if slot is not None:
                 x[slot] = a
-        bad = first_non_finite(x)
+        bad = kcommon.first_non_finite(x)
         if bad >= 0:
             slot, i = divmod(int(bad), x.shape[1])
             uid = next(u for u, s in self._slots.items() if s == slot)

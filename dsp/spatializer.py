@@ -18,8 +18,10 @@ import math
 import numpy as np
 
 from .hrtf import Hrtf
-from .kernels import spatial as k
+from .lazykernels import kernels
 from .processor import Bool, Choice, Float, Processor
+
+k = kernels("spatial")
 
 #: Interval between updates, which is also the cross-fade length (seconds).
 TICK_S = 0.01
@@ -114,6 +116,9 @@ class Spatializer(Processor):
                       doc="circle the listener: left = counter-clockwise seen from above")
     rotation_period_s = Float(10.0, 1.0, 60.0, unit="s", doc="seconds per turn when rotating")
     channel_independent = False
+
+    arguments = {"hrtf": "an Hrtf set (Python only, e.g. Hrtf.from_sofa(path)); "
+                         "default: the bundled MIT KEMAR set"}
 
     def __init__(self, *, hrtf=None, **params):
         if hrtf is not None and not isinstance(hrtf, Hrtf):

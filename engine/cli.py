@@ -205,7 +205,7 @@ class _Progress:
             self.bar.refresh()
         elif int(seconds) > self.shown:
             self.shown = int(seconds)
-            of = f" of {self.total_s:g}" if self.total_s else ""
+            of = f" of {self.total_s:.1f} s" if self.total_s else ""
             _note(f"{self.label}: {self.shown} s{of}, {text}")
 
     def close(self):

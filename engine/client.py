@@ -123,6 +123,7 @@ class Client:
     def __init__(self, sample_rate=48000, channels=1, *, codec="opus", bitrate=32000,
                  frame_ms=20, min_delay_ms=10.0, max_delay_ms=140.0, ssrc=None):
         self.sample_rate = dsp.check_sample_rate(sample_rate)
+        dsp.load_kernels()  # now, not on the first live frame
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, got {channels!r}")
         self.channels = channels

@@ -554,3 +554,15 @@ def test_wire_frames_loop_repeats_the_file(tmp_path):
         gen = ecli._wire_frames(reader, 1, True, path)
         y = np.concatenate([next(gen) for _ in range(25)], axis=1)[0]
     np.testing.assert_array_equal(y, np.tile(x, 12)[:len(y)])
+
+
+def test_progress_line_is_rounded_with_units(capsys, monkeypatch):
+    """Off a terminal, progress is one line per whole second, the total
+    rounded to 0.1 s with its unit ("1 s of 11.4 s", not "1 s of 11.3893")."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    progress = ecli._Progress("host", 11.3893)
+    for seconds in (0.5, 1.2, 1.7, 2.01):
+        progress.update(seconds, "loss 0.0 %")
+    progress.close()
+    assert capsys.readouterr().err == ("host: 1 s of 11.4 s, loss 0.0 %\n"
+                                       "host: 2 s of 11.4 s, loss 0.0 %\n")

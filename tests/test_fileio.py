@@ -151,8 +151,11 @@ def test_output_is_read_back_by_an_independent_decoder(tmp_path, tone):
     with av.open(str(tmp_path / "out.flac")) as container:
         stream = container.streams.audio[0]
         assert stream.rate == 48000 and stream.codec_context.name == "flac"
-        frames = [f.to_ndarray() for f in container.decode(stream)]
-    theirs = np.concatenate(frames, axis=1).astype(np.float64) / 32768.0
+        decoded = list(container.decode(stream))
+    # A float input is written as 24-bit FLAC, which FFmpeg hands out as s32.
+    assert sf.info(str(tmp_path / "out.flac")).subtype == "PCM_24"
+    assert {f.format.name for f in decoded} == {"s32"}
+    theirs = np.concatenate([f.to_ndarray() for f in decoded], axis=1) / 2.0 ** 31
     assert theirs.shape == ours.shape
     np.testing.assert_allclose(theirs, ours, atol=1e-7)
 
@@ -278,3 +281,80 @@ def test_output_gets_ordinary_file_permissions(tmp_path, tone):
     finally:
         os.umask(old)
     assert os.stat(dst).st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------ format conversion
+
+def _encode_with_pyav(path, audio, rate, codec):
+    """Write ``audio`` (channels, frames) float32 with FFmpeg's ``codec``."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo")
+        fmt = stream.codec_context.codec.audio_formats[0].name
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio), format="fltp",
+                                           layout="stereo")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            container.mux(stream.encode(f))
+        container.mux(stream.encode(None))
+
+
+def _decode_with_pyav(path):
+    """(channels, frames) float64 and the rate, decoded by FFmpeg."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate = stream.rate
+        resampler = av.AudioResampler(format="fltp", rate=rate)
+        frames = [r.to_ndarray() for f in container.decode(stream) for r in resampler.resample(f)]
+    return np.concatenate(frames, axis=1).astype(np.float64), rate
+
+
+CONVERSION_RATE = 44100
+
+
+@pytest.fixture(scope="module")
+def stereo_tones():
+    """0.5 s of 440 Hz left and 660 Hz right at -12 dBFS."""
+    t = np.arange(CONVERSION_RATE // 2) / CONVERSION_RATE
+    return (0.25 * np.stack([np.sin(2 * np.pi * 440 * t),
+                             np.sin(2 * np.pi * 660 * t)])).astype(np.float32)
+
+
+def _write_input(path, audio):
+    if path.suffix == ".mp3":
+        _encode_with_pyav(path, audio, CONVERSION_RATE, "libmp3lame")
+    elif path.suffix == ".m4a":  # AAC: libsndfile cannot read it, PyAV does
+        _encode_with_pyav(path, audio, CONVERSION_RATE, "aac")
+    elif path.suffix == ".flac":
+        sf.write(str(path), audio.T, CONVERSION_RATE, subtype="PCM_24")
+    else:
+        sf.write(str(path), audio.T, CONVERSION_RATE, format="OGG", subtype="VORBIS")
+
+
+@pytest.mark.parametrize("dst_suffix, expected_subtype", [
+    (".wav", None), (".flac", None), (".ogg", "VORBIS")])
+@pytest.mark.parametrize("src_suffix", [".mp3", ".flac", ".ogg", ".m4a"])
+def test_any_input_converts_to_any_output(tmp_path, stereo_tones, src_suffix, dst_suffix,
+                                          expected_subtype):
+    """An MP3 or AAC file (from FFmpeg; AAC is read through PyAV), a FLAC or
+    an Ogg Vorbis file converts to WAV, FLAC and Ogg with a sample format
+    valid for the output (PCM_24 stays PCM_24, lossy inputs become PCM_16),
+    and FFmpeg reads back each channel's tone at the level written (within
+    0.5 dB) and the length (within the encoders' padding of 2,000 frames)."""
+    src = tmp_path / f"in{src_suffix}"
+    _write_input(src, stereo_tones)
+    dst = tmp_path / f"out{dst_suffix}"
+    process_file(src, dst, None)
+    if expected_subtype is None:
+        expected_subtype = "PCM_24" if src_suffix == ".flac" else "PCM_16"
+    assert sf.info(str(dst)).subtype == expected_subtype
+    theirs, rate = _decode_with_pyav(dst)
+    assert rate == CONVERSION_RATE and theirs.shape[0] == 2
+    assert abs(theirs.shape[1] - stereo_tones.shape[1]) <= 2000
+    for channel, hz in enumerate((440, 660)):
+        x = theirs[channel]
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+        assert abs(np.argmax(spectrum) * rate / x.size - hz) < 5
+        middle = x[x.size // 4: 3 * x.size // 4]
+        level_db = 20 * np.log10(np.sqrt(np.mean(middle ** 2)) / (0.25 / np.sqrt(2)))
+        assert abs(level_db) < 0.5, (channel, level_db)

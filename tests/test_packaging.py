@@ -15,12 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
+def built(tmp_path_factory):
+    """The wheel and what pip printed while building it."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
-                    str(ROOT)], check=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out),
+                           str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
     (path,) = out.glob("stagevox-*.whl")
-    return path
+    return path, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built):
+    return built[0]
+
+
+def test_wheel_builds_without_setuptools_warnings(built):
+    """No deprecation warnings from the build backend (such as a license
+    table, or a data folder missing from the package list)."""
+    log = built[1]
+    assert "BuildBackendWarning" not in log and "SetuptoolsDeprecationWarning" not in log, log
 
 
 def test_wheel_holds_packages_presets_and_data(wheel):

@@ -232,7 +232,8 @@ ERRORS = {
                     ["nodes[0] 'equalizer'", "'gains_db'", "must have 10 values"]),
     "list item": (HEADER + '[[nodes]]\ntype = "equalizer"\n'
                   'params = { gains_db = [0, 0, 0, 0, 0, 0, 0, 0, 0, 20] }\n',
-                  ["nodes[0] 'equalizer'", "'gains_db'", "item 9", "each from -15 to 15 dB"]),
+                  ["nodes[0] 'equalizer'", "'gains_db'", "item 9 (the 16000 Hz band) is 20",
+                   "from -15 to 15 dB"]),
     "bool": (HEADER + '[[nodes]]\ntype = "mixer"\nparams = { soft_clip = 1 }\n',
              ["nodes[0] 'mixer'", "'soft_clip'", "true or false"]),
     "params not a table": (HEADER + '[[nodes]]\ntype = "gain"\nparams = 3\n',

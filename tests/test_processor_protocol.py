@@ -640,8 +640,11 @@ def test_range_messages_for_a_few_parameters():
         (dsp.HighPass, "order", 3, ["HighPass.order", "3", "2, 4, 6, 8"]),
         (dsp.LowPass, "q", 0.01, ["LowPass.q", "0.01", "0.1", "20"]),
         (dsp.Equalizer, "gains_db", [0.0] * 9, ["Equalizer.gains_db", "10 values"]),
-        (dsp.Equalizer, "gains_db", [0.0] * 9 + [16.0], ["Equalizer.gains_db", "item 9",
-                                                          "-15", "15"]),
+        (dsp.Equalizer, "gains_db", [0.0] * 9 + [16.0],
+         ["Equalizer.gains_db", "item 9 (the 16000 Hz band) is 16.0; each value must be a number "
+          "from -15 to 15 dB"]),
+        (dsp.Mixer, "gains_db", [0.0, 30.0], ["Mixer.gains_db", "item 1 is 30.0; each value "
+                                              "must be a number from -inf to 24 dB"]),
         (dsp.Compressor, "ratio", 0.5, ["Compressor.ratio", "0.5", "from 1 to 50"]),
         (dsp.NoiseGate, "threshold_db", -101, ["NoiseGate.threshold_db", "-101", "-100"]),
     ]
@@ -745,3 +748,29 @@ def test_importing_dsp_compiles_only_what_is_used(tmp_path):
     assert "stagevox.dsp.kernels.biquad" in loaded
     assert loaded.isdisjoint({"stagevox.dsp.kernels.psola", "stagevox.dsp.kernels.reverb",
                               "stagevox.dsp.kernels.spatial", "stagevox.dsp.kernels.yin"}), loaded
+
+
+# ------------------------------------------------------------ (frames, channels)
+
+@pytest.mark.parametrize("name", NAMES)
+def test_frames_by_channels_is_refused_with_a_hint_to_transpose(name):
+    """A 2-D array that is clearly soundfile's ``(frames, channels)`` (more than
+    64 rows, or more rows than columns beyond 8) is refused by every processor
+    with an error that says to pass ``audio.T``, before it touches any state:
+    the same audio transposed then processes as in a fresh processor."""
+    rng = np.random.default_rng(5)
+    fx = make(name)
+    for shape in [(4800, 2), (100, 65), (40, 2)]:
+        x = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        with pytest.raises(ValueError, match=r"\(frames, channels\).*audio\.T"):
+            fx.process(x, 48000)
+    np.testing.assert_array_equal(fx.process(x.T.copy(), 48000),
+                                  make(name).process(x.T.copy(), 48000))
+
+
+def test_small_blocks_of_a_few_channels_are_not_taken_for_frames():
+    """Blocks of 1 and 0 samples (the streaming edge cases) and 8 channels of
+    4 samples are still (channels, samples)."""
+    for shape in [(2, 1), (2, 0), (8, 4), (64, 100)]:
+        block, was_1d = dsp.as_block(np.zeros(shape, np.float32))
+        assert block.shape == shape and not was_1d
