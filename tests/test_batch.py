@@ -157,7 +157,7 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(batch, "CONNECT_TIMEOUT_S", 0.5)
     src = tmp_path / "x.wav"
     sf.write(str(src), np.zeros(480), 48000)
-    status = cli.main(["process", str(src), str(tmp_path / "out.wav"),
+    status = cli.main(["process", str(src), str(tmp_path / "out.wav"), "--copy",
                        "--scheduler", "tcp://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert status == 1
@@ -170,7 +170,8 @@ def test_bad_scheduler_address(address, tmp_path, capsys):
     _has_distributed()
     src = tmp_path / "x.wav"
     sf.write(str(src), np.zeros(480), 48000)
-    status = cli.main(["process", str(src), str(tmp_path / "out.wav"), "--scheduler", address])
+    status = cli.main(["process", str(src), str(tmp_path / "out.wav"), "--copy",
+                       "--scheduler", address])
     err = capsys.readouterr().err
     assert status == 1 and "is not a Dask scheduler address" in err and "tcp://HOST:PORT" in err
 
@@ -202,7 +203,7 @@ def test_bad_options_fail_before_any_file(tmp_path, capsys):
         dsp.process_files(["a.wav"], tmp_path / "out", jobs=0)
     with pytest.raises(ValueError, match="unknown effect .no_such_effect"):
         dsp.process_files(["a.wav"], tmp_path / "out", effects=["no_such_effect"])
-    status = cli.main(["process", "a.wav", "b.wav", str(tmp_path), "--jobs", "2",
+    status = cli.main(["process", "a.wav", "b.wav", str(tmp_path), "--copy", "--jobs", "2",
                        "--scheduler", "tcp://127.0.0.1:8786"])
     assert status == 1 and "--jobs is for local runs" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
