@@ -34,8 +34,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/stagevox demo --out out
 
+# Test files run in parallel, one worker a core (at most 4); the tests of
+# one file stay in one worker, so a file's fixtures start once.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 # JupyterLab on notebooks/, in reading order (01_quickstart first).
 notebooks: $(VENV)/.installed-notebooks
