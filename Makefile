@@ -34,10 +34,13 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/stagevox demo --out out
 
-# Test files run in parallel, one worker a core (at most 4); the tests of
-# one file stay in one worker, so a file's fixtures start once.
+# Test files run in parallel, one worker a core (at most 4; the tests of one
+# file stay in one worker, so a file's fixtures start once), then the
+# real-time tests of the live engine one at a time, beside nothing else of
+# the suite's.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile -m "not realtime"
+	$(BIN)/python -m pytest -m realtime
 
 # JupyterLab on notebooks/, in reading order (01_quickstart first).
 notebooks: $(VENV)/.installed-notebooks

@@ -28,6 +28,15 @@ def pytest_configure(config):
     os.environ["STAGEVOX_PRESET_DIR"] = config._stagevox_presets
 
 
+def pytest_itemcollected(item):
+    """The live engine's tests (``test_engine_*.py``) stream audio in real
+    time and judge what arrives: they get the ``realtime`` marker, and
+    ``make test`` runs them after the parallel run of the others, one at a
+    time, so they share the machine with nothing of the suite's own."""
+    if item.path.name.startswith("test_engine_"):
+        item.add_marker(pytest.mark.realtime)
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(getattr(config, "_stagevox_presets", ""), ignore_errors=True)
 
