@@ -17,9 +17,11 @@ What it does with one remote stream (one SSRC):
   copy relative to the fastest recent one (so network jitter, reordering,
   RED recovery and retransmission all count), takes a high quantile of it,
   and moves the playout point towards that target by shortening or
-  lengthening decoded frames by one pitch period (``stretch``), never by
-  dropping speech; a delay that is too long is shortened away in the pauses
-  between words unless it is far too long;
+  lengthening decoded frames by one pitch period (``stretch``); a delay that
+  is too long is shortened away in the pauses between words, and one far too
+  long (playout more than ``_JUMP_S`` behind after waiting out a loss burst
+  or a stall) is skipped, so a long burst costs the burst's audio, not the
+  seconds of hurried speech it would take to catch up;
 - lists the sequence numbers worth a retransmission request (those still
   missing whose playout time is more than a round trip away, or that the
   buffer is waiting for);
@@ -85,8 +87,11 @@ _PAUSE_SHORTEN_SHARE = 0.1
 #: After a stall, a frame this many frames from where playout stopped means
 #: the path had a gap and the stream goes on (see ``_resumable``).
 _RESUME_FRAMES = 3
-#: Playout errors beyond this are fixed by a jump rather than by stretching.
-_JUMP_S = 0.6
+#: Playout this far behind the ideal point (after a long wait for a late
+#: frame, or a stall that the path's frames then resumed) skips ahead to it
+#: rather than stretching: a long loss burst then costs the burst's audio,
+#: not the seconds of hurried speech it would take to catch up.
+_JUMP_S = 0.1
 
 
 class _MinWindow:
@@ -370,11 +375,15 @@ class JitterBuffer:
     def _ideal_position(self, now):
         return now * self.sample_rate - self._base.value - self.target_delay()
 
+    def _lag(self, now):
+        """How far playout is behind the ideal point at ``now``, in samples."""
+        return self._ideal_position(now) - (self._play_ts - self._fifo_len())
+
     def _adjust(self, now):
-        """Jump when far from the ideal playout point (after a stall or start)."""
-        error = self._ideal_position(now) - (self._play_ts - self._fifo_len())
+        """Skip ahead to the ideal playout point when far behind it."""
+        error = self._lag(now)
         if error > _JUMP_S * self.sample_rate:
-            # Far behind: skip whole frames (only happens after long stalls).
+            # Far behind: skip whole frames (after a stall or a long burst).
             step = self._frame_step()
             skip = int(error // step) * step
             self._play_ts += skip
@@ -405,7 +414,7 @@ class JitterBuffer:
                 # Nothing newer is here: the frame is late rather than lost.
                 # Play concealment *without* moving on, so the frame is still
                 # played when it comes (the delay grows; shortening brings it
-                # back later).
+                # back later, or a skip when it grew too much).
                 frame = self.decoder.conceal(step)
                 self._expanded += step
                 self.stats["expanded"] += 1

@@ -8,8 +8,8 @@ another pulls 10 ms from every listener on the same clock, so the sample
 offset between what was pushed and what was pulled is the end-to-end delay.
 
 Judging: the received signal is aligned to the reference piece by piece
-(0.25 s pieces, each at its own best lag near the global one, as the jitter
-buffer's delay moves), then scored with STOI and PESQ-WB at 16 kHz.
+(0.25 s pieces, on the path of lags that best follows the jitter buffer's
+moving delay, see ``align``), then scored with STOI and PESQ-WB at 16 kHz.
 """
 
 import threading
@@ -142,57 +142,81 @@ def run_sessions(conditions, speech, lead_in_s=3.0, tail_s=0.6, judge=True):
     return results
 
 
-def align(reference, received, start, piece_s=0.25, track_ms=60.0, search_ms=400.0,
-          min_match=0.6, jump_match=0.8):
+def align(reference, received, start, piece_s=0.25, search_ms=400.0, bin_ms=1.0,
+          change_cost=0.002):
     """Align ``received`` to ``reference`` (which begins at sample ``start`` of the
     pushed signal) piece by piece; returns ``(aligned, lags)``.
 
-    The lag follows the jitter buffer's delay: each ``piece_s`` piece of the
-    reference looks for its best normalised cross-correlation within
-    ``track_ms`` of the previous piece's lag and takes it if it reaches
-    ``min_match``; otherwise it looks within ``search_ms`` of the whole
-    signal's lag and moves there only for a match of ``jump_match`` (speech
-    is self-similar, so far matches must be clearly better).  A piece that
-    matches nowhere (silence, concealed audio) keeps the previous lag.  Lags
-    are in samples: the end-to-end delay.
+    The lag follows the jitter buffer's delay, which moves when it stretches,
+    waits or skips.  Every ``piece_s`` piece of the reference is scored by
+    its normalised cross-correlation at every lag within ``search_ms`` of the
+    whole signal's best lag (in ``bin_ms`` bins, each keeping its best
+    sample); then the one path of lags, a lag per piece, that maximises the
+    summed scores less ``change_cost`` per millisecond of lag change from
+    piece to piece is found by dynamic programming (Viterbi).  So a piece
+    that matches nowhere (silence, concealed audio) keeps its neighbours'
+    lag, a real change of delay is followed when the pieces after it match
+    there, and a piece that matches a wrong place far off (speech is
+    self-similar) does not pull the lag there and back.  Lags are in
+    samples: the end-to-end delay.
     """
     piece = int(piece_s * RATE)
-    track = int(track_ms * 1e-3 * RATE)
     search = int(search_ms * 1e-3 * RATE)
+    width = int(bin_ms * 1e-3 * RATE)
     seg = received[start:start + len(reference) + 2 * search + RATE]
     corr = ss.correlate(seg, reference, mode="valid", method="fft")
     g = int(np.argmax(corr))
-    aligned = np.zeros_like(reference)
-    lags = []
-    lag = g
-    for p in range(0, len(reference), piece):
+    n_bins = 2 * search // width + 1
+    starts = range(0, len(reference), piece)
+    scores = np.zeros((len(starts), n_bins))
+    fine = np.zeros((len(starts), n_bins), np.int64)       # best lag in each bin
+    power = np.concatenate([[0.0], np.cumsum(seg.astype(np.float64) ** 2)])
+    for i, p in enumerate(starts):
         ref = reference[p:p + piece]
-        if float(ref @ ref) > 1e-4:
-            near = _best_lag(seg, ref, p, lag, track)
-            if near is not None and near[1] >= min_match:
-                lag = near[0]
-            else:
-                far = _best_lag(seg, ref, p, g, search)
-                if far is not None and far[1] >= jump_match:
-                    lag = far[0]
-        lags.append(lag)
-        got = seg[lag + p:lag + p + len(ref)]
+        first = g - search + p                              # seg index of the first lag
+        lo, hi = max(0, first), min(len(seg) - len(ref), first + n_bins * width - 1)
+        fine[i] = g - search + width * np.arange(n_bins)
+        if float(ref @ ref) <= 1e-4 or hi < lo:
+            continue
+        c = ss.correlate(seg[lo:hi + len(ref)], ref, mode="valid", method="fft")
+        energy = power[lo + len(ref):hi + len(ref) + 1] - power[lo:hi + 1]
+        score = np.full(n_bins * width, -1.0)
+        score[lo - first:hi - first + 1] = c / np.sqrt(energy * float(ref @ ref) + 1e-12)
+        score = score.reshape(n_bins, width)
+        k = np.argmax(score, axis=1)
+        scores[i] = score[np.arange(n_bins), k]
+        fine[i] += k
+    path = _best_path(scores, change_cost * bin_ms)
+    lags = fine[np.arange(len(starts)), path]
+    aligned = np.zeros_like(reference)
+    for p, lag in zip(starts, lags):
+        got = seg[max(0, lag + p):max(0, lag + p + len(reference[p:p + piece]))]
         aligned[p:p + len(got)] = got
-    return aligned, np.array(lags)
+    return aligned, lags
 
 
-def _best_lag(seg, ref, p, centre, radius):
-    """(lag, normalised correlation) of ``ref`` (at ``p``) in ``seg`` within ``radius`` of ``centre``."""
-    a = max(0, centre + p - radius)
-    window = seg[a:a + len(ref) + 2 * radius]
-    if len(window) < len(ref):
-        return None
-    c = ss.correlate(window, ref, mode="valid", method="fft")
-    power = np.concatenate([[0.0], np.cumsum(window.astype(np.float64) ** 2)])
-    energy = power[len(ref):] - power[:-len(ref)]
-    score = c / np.sqrt(energy * float(ref @ ref) + 1e-12)
-    k = int(np.argmax(score))
-    return a - p + k, float(score[k])
+def _best_path(scores, cost):
+    """The bin per row of ``scores`` (pieces x lag bins) maximising the summed
+    scores less ``cost`` per bin of change between rows (Viterbi, with the
+    linear change cost as a two-pass distance transform)."""
+    n, m = scores.shape
+    total = scores[0].copy()
+    back = np.zeros((n, m), np.int64)
+    for i in range(1, n):
+        best, arg = total.copy(), np.arange(m)
+        for j in range(1, m):                   # from the left
+            if best[j - 1] - cost > best[j]:
+                best[j], arg[j] = best[j - 1] - cost, arg[j - 1]
+        for j in range(m - 2, -1, -1):          # from the right
+            if best[j + 1] - cost > best[j]:
+                best[j], arg[j] = best[j + 1] - cost, arg[j + 1]
+        back[i] = arg
+        total = best + scores[i]
+    path = np.zeros(n, np.int64)
+    path[-1] = int(np.argmax(total))
+    for i in range(n - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return path
 
 
 def score(reference, aligned):

@@ -657,6 +657,40 @@ def test_catching_up_waits_for_pauses():
     assert np.all(np.diff(delays[8:]) <= 0), delays
 
 
+def test_a_wait_beyond_the_delay_bound_is_skipped_not_hurried():
+    """Speech-like input as above; the delay is held at 100 ms (min and max).
+    At 4 s the path freezes for 400 ms and then delivers the backlog at once.
+    The buffer waits for the frame it lacks, fades out, resumes when the
+    backlog comes, and is then 300 ms behind: it skips ahead to its ideal
+    point (more than ``_JUMP_S`` behind) rather than shortening its way back
+    over seconds of speech.  Every loud stretch before and after the freeze
+    plays exactly, at the delay it had before the freeze (within the one
+    frame a skip of whole frames leaves), and less than 20 ms was shortened
+    in all."""
+    seconds = 9.0
+    t = np.arange(int(seconds * FS)) / FS
+    loud = (t % 0.5) < 0.3
+    x = quantised(noise(seconds, seed=22) * np.where(loud, 1.0, 0.01))
+    payloads, pt = encode_frames(x)
+    packets = make_packets(payloads, pt)
+    send = send_times(len(packets))
+    arrivals = send + 0.004
+    frozen = (send >= 4.0) & (send < 4.4)
+    arrivals[frozen] = 4.4 + 0.004
+    jb = JitterBuffer(PcmDecoder(), min_delay_ms=100, max_delay_ms=100)
+    y = play(jb, packets, arrivals, seconds + 0.4)[0]
+    assert jb.stats["jumped_samples"] >= 0.2 * FS
+    assert jb.stats["shortened_samples"] < 0.02 * FS
+    delays = {}
+    for k in list(range(8)) + list(range(9, int(seconds / 0.5) - 1)):
+        a, b = int((k * 0.5 + 0.02) * FS), int((k * 0.5 + 0.28) * FS)
+        d = find_delay(y, x, start=a)
+        np.testing.assert_array_equal(y[d + a:d + b], x[a:b], err_msg=f"loud stretch {k}")
+        delays[k] = d
+    before = delays[7]
+    assert all(abs(d - before) <= FRAME for d in delays.values()), delays
+
+
 # ----------------------------------------------------------------------------- stalls
 
 def test_a_stopped_stream_fades_to_silence():
