@@ -622,6 +622,22 @@ def test_playout_starts_at_the_frame_due_not_at_older_red_copies():
     assert jb.stats["frames_red"] == 0 and jb.stats["late"] == 0
 
 
+def frozen_path_stream(seconds, freeze_s):
+    """Speech-like L16 frames (300 ms of loud noise, 200 ms 40 dB quieter, over
+    and over) on a path that freezes at 4 s for ``freeze_s`` and then delivers
+    the backlog at once: ``(x, packets, arrivals)``."""
+    t = np.arange(int(seconds * FS)) / FS
+    loud = (t % 0.5) < 0.3
+    x = quantised(noise(seconds, seed=22) * np.where(loud, 1.0, 0.01))
+    payloads, pt = encode_frames(x)
+    packets = make_packets(payloads, pt)
+    send = send_times(len(packets))
+    arrivals = send + 0.004
+    frozen = (send >= 4.0) & (send < 4.0 + freeze_s)
+    arrivals[frozen] = 4.0 + freeze_s + 0.004
+    return x, packets, arrivals
+
+
 def test_catching_up_waits_for_pauses():
     """Speech-like input: 300 ms of loud noise, 200 ms 40 dB quieter, over and
     over.  At 4 s the path freezes for 280 ms and then delivers the backlog
@@ -632,15 +648,7 @@ def test_catching_up_waits_for_pauses():
     stretch is played exactly, at one delay, and the delay comes back to
     within the quiet-frame threshold (8 ms + 10 % of the target)."""
     seconds = 9.0
-    t = np.arange(int(seconds * FS)) / FS
-    loud = (t % 0.5) < 0.3
-    x = quantised(noise(seconds, seed=22) * np.where(loud, 1.0, 0.01))
-    payloads, pt = encode_frames(x)
-    packets = make_packets(payloads, pt)
-    send = send_times(len(packets))
-    arrivals = send + 0.004
-    frozen = (send >= 4.0) & (send < 4.28)
-    arrivals[frozen] = 4.28 + 0.004
+    x, packets, arrivals = frozen_path_stream(seconds, 0.28)
     jb = JitterBuffer(PcmDecoder(), min_delay_ms=200, quantile=0.9)
     y = play(jb, packets, arrivals, seconds + 0.4)[0]
     assert jb.target_delay() == pytest.approx(0.2 * FS)
@@ -668,15 +676,7 @@ def test_a_wait_beyond_the_delay_bound_is_skipped_not_hurried():
     frame a skip of whole frames leaves), and less than 20 ms was shortened
     in all."""
     seconds = 9.0
-    t = np.arange(int(seconds * FS)) / FS
-    loud = (t % 0.5) < 0.3
-    x = quantised(noise(seconds, seed=22) * np.where(loud, 1.0, 0.01))
-    payloads, pt = encode_frames(x)
-    packets = make_packets(payloads, pt)
-    send = send_times(len(packets))
-    arrivals = send + 0.004
-    frozen = (send >= 4.0) & (send < 4.4)
-    arrivals[frozen] = 4.4 + 0.004
+    x, packets, arrivals = frozen_path_stream(seconds, 0.4)
     jb = JitterBuffer(PcmDecoder(), min_delay_ms=100, max_delay_ms=100)
     y = play(jb, packets, arrivals, seconds + 0.4)[0]
     assert jb.stats["jumped_samples"] >= 0.2 * FS
