@@ -16,7 +16,9 @@ to the objects given to ``register_event_handler`` (any of ``on_user_joined(uid)
 ``on_user_offline(uid, reason)``, ``on_client_role_changed(old, new)``,
 ``on_connection_state_changed(state, reason)``,
 ``on_token_privilege_will_expire(token_expires_at)``,
-``on_encryption_error(uid, reason)``), called from the network thread.  Raw
+``on_encryption_error(uid, reason)``), called from the network thread, and
+``on_audio_mixing_state_changed(state, reason)`` (see ``music``), called from
+the music's worker thread or the thread that changed the music.  Raw
 audio goes to the objects given to ``register_audio_frame_observer`` (see
 ``AudioFrameObserver``).
 """
@@ -34,12 +36,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from stagevox import dsp
-from stagevox.dsp.errors import RefusedError
+from stagevox.dsp.errors import ParameterError, RefusedError
 
 from . import control, session
 from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
                       Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
                       clamped_report_block)
+from .music import MusicMixing, _to_channels
+from .profiles import DEFAULT_PROFILE, audio_profile
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
 from .sender import Sender
@@ -108,7 +112,7 @@ class AudioFrameObserver:
         """
 
 
-class Client:
+class Client(MusicMixing):
     """One participant of a live channel.
 
     ``sample_rate``: the rate of ``push_audio``/``pull_audio`` (8000-48000; the
@@ -131,6 +135,7 @@ class Client:
         self.frame_ms = frame_ms
         self.ssrc = ssrc if ssrc is not None else random.randrange(1, 2**32)
         self._sender = Sender(codec, channels, bitrate, frame_ms, self.ssrc)
+        self.audio_profile = DEFAULT_PROFILE
         self._min_delay_ms = min_delay_ms
         self._max_delay_ms = max_delay_ms
         self.uid = None
@@ -168,7 +173,7 @@ class Client:
         self._voice = {}                  # "pitch" / "eq" / "reverb" -> processor
         self._preset = None
         self._to_wire = None              # soxr stream, client rate -> 48 kHz
-        self._pending = np.zeros((channels, 0), np.float32)
+        self._pending = np.zeros((channels, 0), np.float32)   # at the stream's channels
         self._local_fifo = np.zeros((channels, 0), np.float32)
         self._first_push = None
         self._pushed_samples = 0
@@ -743,11 +748,32 @@ class Client:
                                                         self.channels, dtype="float32")
                 x = np.ascontiguousarray(
                     self._to_wire.resample_chunk(np.ascontiguousarray(x.T)).T)
+            x = _to_channels(x, self._sender.channels)
+            if self._music is not None:
+                x = self._music.mix_publish(x)
             self._pending = np.concatenate([self._pending, x], axis=1)
             step = self._sender.frame_samples
             while self._pending.shape[1] >= step:
                 frame, self._pending = self._pending[:, :step], self._pending[:, step:]
                 self._send_frame(frame)
+
+    def set_audio_profile(self, profile, scenario="default"):
+        """Encode the published stream with ``profile`` (``profiles.PROFILES``:
+        ``"speech"``, the default, mono 32 kb/s for voice; ``"music_standard"``,
+        ``"music_standard_stereo"``, ``"music_high_quality"``,
+        ``"music_high_quality_stereo"``: full band, up to 128 kb/s, stereo or
+        mono).  Before joining or between songs; a stereo profile on a mono
+        client sends the voice in both channels.  Raises ``ParameterError``
+        naming the valid profiles and scenarios for an unknown one.
+        """
+        p = audio_profile(profile, scenario)
+        if self.codec != "opus":
+            raise ParameterError(f"audio profiles are Opus settings; this client sends "
+                                 f"{self.codec!r} (make it with codec='opus')")
+        with self._push_lock:
+            self._sender.set_profile(p.channels, p.bitrate, p.application)
+            self._pending = _to_channels(self._pending, p.channels)
+            self.audio_profile = p.name
 
     def _send_frame(self, frame):
         if self.channel is None or self.role != "host" or self._muted:
@@ -872,6 +898,8 @@ class Client:
             mix += _position(frame, remote.volume * remote.gain, remote.pan)
         if spatial:
             mix += self._spatial.render(spatial, self.sample_rate)
+        if self._music is not None:
+            mix += self._music.playout(num_samples, self.sample_rate, self.channels)
         np.clip(mix, -1.0, 1.0, out=mix)
         mix = self._observe("on_playback_audio_frame", mix)
         if any(getattr(o, "on_mixed_audio_frame", None) for o in self._observers):
