@@ -101,11 +101,10 @@ class MediaSource:
                 else:
                     self._blocks[0] = [pos + take, block[:, take:]]
             self._queued -= k
-            if k < n:
-                if self._eof and not self._blocks:
-                    self.finished = True
-                elif self.failed is None:
-                    self.underruns += 1
+            if self._eof and not self._blocks:
+                self.finished = True
+            elif k < n and self.failed is None:
+                self.underruns += 1
             self._cond.notify_all()
         return out[:, :k]
 
@@ -226,13 +225,16 @@ class MediaSource:
         to48 = None if rate == RATE else soxr.ResampleStream(rate, RATE, channels,
                                                              dtype="float32", quality="HQ")
         start_native = int(target * rate / RATE)
+        # Timestamps count from the stream's start time (an MP3's encoder
+        # delay, for one), which is sample 0 of the audio.
+        origin = stream.start_time or 0
         if rewind:
-            container.seek(int(start_native / rate / stream.time_base), stream=stream,
+            container.seek(int(start_native / rate / stream.time_base) + origin, stream=stream,
                            backward=True, any_frame=False)
         position = target
         for frame in container.decode(stream):
             if frame.pts is not None:
-                first = int(round(float(frame.pts * frame.time_base) * rate))
+                first = int(round(float((frame.pts - origin) * frame.time_base) * rate))
             else:
                 first = None
             for piece in resampler.resample(frame):
@@ -258,6 +260,8 @@ class MediaSource:
     def _queue(self, x, position):
         """Put ``x`` (1 or 2 channels) in the queue, waiting for room; False if a
         seek or stop came meanwhile (``x`` is then dropped)."""
+        if x.shape[1] == 0:
+            return True
         if x.shape[0] == 1:
             x = np.repeat(x, CHANNELS, axis=0)
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -275,13 +279,16 @@ class MediaSource:
         return True
 
     def _wait_drained(self):
-        """Wait until the reader has taken the last pass; False if a seek came."""
+        """Wait until the reader has taken the last pass; False if a seek or
+        stop came first."""
         with self._cond:
             self._eof = True
-            while self._blocks and not self._stop and self._seek_to is None:
+            while not self.finished and not self._stop and self._seek_to is None:
+                if not self._blocks:
+                    self.finished = True
+                    break
                 self._cond.wait(POLL_S)
             if self._seek_to is not None:
-                self._eof = False
+                self._eof = self.finished = False
                 return False
-            self.finished = True
-            return not self._stop
+            return self.finished
