@@ -1,16 +1,15 @@
 """The decode-ahead media source of music mixing (engine.media_source):
 formats, failures as events, seeking, loops."""
 
-import threading
-
 import numpy as np
 import pytest
 import scipy.signal as ss
 import soundfile as sf
 import soxr
 
-from stagevox.engine.media_source import MediaSource
+from music_helpers import StateRecorder
 from stagevox.dsp.errors import ParameterError
+from stagevox.engine.media_source import MediaSource
 
 RATE = 48000
 FILE_RATE = 44100
@@ -49,17 +48,6 @@ def files(tmp_path_factory):
     return paths
 
 
-class Recorder:
-    def __init__(self):
-        self.events = []
-        self.done = threading.Event()
-
-    def __call__(self, state, reason):
-        self.events.append((state, reason))
-        if state in ("stopped", "failed"):
-            self.done.set()
-
-
 def read_all(source, limit_s=10.0):
     """Everything the source gives until its last pass has been read."""
     out = []
@@ -78,7 +66,7 @@ def dominant_hz(x):
 
 @pytest.mark.parametrize("suffix", ["wav", "flac", "ogg", "mp3"])
 def test_reads_each_format_at_48k_stereo(files, suffix):
-    rec = Recorder()
+    rec = StateRecorder()
     source = MediaSource(files[suffix], rec)
     try:
         y = read_all(source)
@@ -99,7 +87,7 @@ def test_reads_each_format_at_48k_stereo(files, suffix):
 
 def test_missing_and_unsupported_files_are_events_not_exceptions(files, tmp_path):
     for path, reason in ((tmp_path / "gone.mp3", "not_found"), (files["text"], "unsupported")):
-        rec = Recorder()
+        rec = StateRecorder()
         source = MediaSource(path, rec)
         assert rec.done.wait(5.0)
         assert rec.events == [("failed", reason)]
@@ -132,7 +120,7 @@ def test_seek_lands_within_20_ms(files, suffix):
 
 
 def test_plays_cycle_times_then_stops(files):
-    rec = Recorder()
+    rec = StateRecorder()
     source = MediaSource(files["flac"], rec, cycle=3)
     try:
         y = read_all(source)
@@ -149,7 +137,7 @@ def test_plays_cycle_times_then_stops(files):
 
 
 def test_cycle_minus_one_keeps_looping(files):
-    rec = Recorder()
+    rec = StateRecorder()
     source = MediaSource(files["wav"], rec, cycle=-1)
     try:
         got = 0

@@ -1,12 +1,11 @@
 """Music mixing (engine.music): volumes, pitch, speed, ducking, loopback,
 events and the Client's methods, without a network."""
 
-import threading
-
 import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from music_helpers import StateRecorder
 
 from stagevox import engine
 from stagevox.dsp.errors import ParameterError
@@ -172,25 +171,14 @@ def test_bad_arguments_raise_parameter_errors(files):
             call(arg)
 
 
-class Handler:
-    def __init__(self):
-        self.events = []
-        self.failed = threading.Event()
-
-    def on_audio_mixing_state_changed(self, state, reason):
-        self.events.append((state, reason))
-        if state == "failed":
-            self.failed.set()
-
-
 def test_client_methods_events_and_local_playout(files, tmp_path):
     """Without joining: the music plays into pull_audio at the playout volume
     while push_audio clocks it; a missing file is an event on the handler."""
     client = engine.Client(channels=2)
-    handler = Handler()
+    handler = StateRecorder()
     client.register_event_handler(handler)
     client.start_audio_mixing(str(tmp_path / "missing.mp3"))
-    assert handler.failed.wait(5.0)
+    assert handler.done.wait(5.0)
     assert handler.events == [("failed", "not_found")]
     client.start_audio_mixing(str(files["noise"]))
     client._music.source.wait_ready(full=True)
