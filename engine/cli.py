@@ -4,6 +4,7 @@
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
     stagevox host --server H:P --channel C --uid N [--token T] --input FILE
                   [--preset NAME] [--loop] [--volume 0-400]
+                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME]
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
 
@@ -33,6 +34,7 @@ from stagevox.dsp.errors import StagevoxError
 
 from . import session
 from .client import Client, RefusedError
+from .profiles import PROFILES
 from .rtp import CLOCK_RATE
 from .server import Server
 from .token import make_token
@@ -232,6 +234,10 @@ class _Events:
         elif state == "reconnecting":
             _note(f"{self.label}: {reason}")
 
+    def on_audio_mixing_state_changed(self, state, reason):
+        if state == "failed":
+            _note(f"{self.label}: the music cannot be played ({reason})")
+
     def on_token_privilege_will_expire(self, expires_at):
         _note(f"{self.label}: the token expires at {expires_at} (unix s); the server will "
               "remove this user then")
@@ -394,6 +400,9 @@ def cmd_host(args):
     """Join as host and stream ``--input`` in real time."""
     if not 0 <= args.volume <= 400:
         raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
+    if not 0 <= args.music_volume <= 100:
+        raise CommandError(f"--music-volume must be in 0..100 (100 = as the file), got "
+                           f"{args.music_volume:g}")
     try:
         reader = fileio.open_input(args.input)
     except fileio.AudioFileError as exc:
@@ -408,9 +417,13 @@ def cmd_host(args):
             client.adjust_recording_signal_volume(args.volume)
             if args.preset:
                 client.set_audio_effect_preset(args.preset)
+            client.set_audio_profile(args.audio_profile or (
+                "music_standard_stereo" if args.music else "speech"))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         events = _join(client, args, "host", "host")
+        if args.music:
+            _start_music(client, args)
         try:
             sent = _stream(client, events, reader, channels, args, file_s)
             stats = client.stats()
@@ -425,6 +438,13 @@ def cmd_host(args):
           f"{100 * stats['uplink_loss']:.1f} %, RED depth {stats['red_depth']}, "
           f"round trip {rtt}", flush=True)
     return 0
+
+
+def _start_music(client, args):
+    """Mix ``--music`` under the voice; a file that cannot be played is told
+    on stderr by the event handler, and the voice goes on."""
+    client.start_audio_mixing(args.music)
+    client.adjust_audio_mixing_volume(args.music_volume)
 
 
 def _stream(client, events, reader, channels, args, file_s):
@@ -641,6 +661,13 @@ def add_commands(sub):
     p.add_argument("--loop", action="store_true", help="start the file again at its end")
     p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
                    help="recording volume, 100 = unchanged, 400 = +12 dB (default 100)")
+    p.add_argument("--music", metavar="FILE_OR_URL",
+                   help="a music file or URL (anything FFmpeg opens) mixed under the input")
+    p.add_argument("--music-volume", type=float, default=100.0, metavar="0-100",
+                   help="volume of --music, 100 = as the file (default 100)")
+    p.add_argument("--audio-profile", choices=tuple(PROFILES), metavar="NAME",
+                   help="the stream's encoding: " + ", ".join(PROFILES) + " (default: "
+                        "music_standard_stereo with --music, else speech)")
     p.set_defaults(run=_guard(cmd_host))
 
     p = sub.add_parser(
