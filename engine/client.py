@@ -762,9 +762,10 @@ class Client(MusicMixing):
         ``"speech"``, the default, mono 32 kb/s for voice; ``"music_standard"``,
         ``"music_standard_stereo"``, ``"music_high_quality"``,
         ``"music_high_quality_stereo"``: full band, up to 128 kb/s, stereo or
-        mono).  Before joining or between songs; a stereo profile on a mono
-        client sends the voice in both channels.  Raises ``ParameterError``
-        naming the valid profiles and scenarios for an unknown one.
+        mono).  ``scenario``: only ``"default"`` so far.  Before joining or
+        between songs; a stereo profile on a mono client sends the voice in
+        both channels.  Raises ``ParameterError`` naming the valid profiles and
+        scenarios for an unknown one, or on a client of the pcm codec.
         """
         p = audio_profile(profile, scenario)
         if self.codec != "opus":

@@ -349,33 +349,55 @@ class MusicMixing:
             self._music.resume()
 
     def adjust_audio_mixing_volume(self, volume):
-        """Music volume, 0-100, both published and played locally."""
+        """Set the music's ``volume``, 0-100, both published and played locally.
+
+        Raises ``ParameterError`` outside that range.
+        """
         _check("volume", volume, 0, 100)
         self._music_mixer().set_publish_volume(volume)
         self._music.set_playout_volume(volume)
 
     def adjust_audio_mixing_publish_volume(self, volume):
-        """Music volume in the published stream, 0-100."""
+        """Set the music's ``volume`` in the published stream, 0-100.
+
+        Raises ``ParameterError`` outside that range.
+        """
         self._music_mixer().set_publish_volume(volume)
 
     def adjust_audio_mixing_playout_volume(self, volume):
-        """Music volume played locally, 0-100."""
+        """Set the music's ``volume`` played locally, 0-100.
+
+        Raises ``ParameterError`` outside that range.
+        """
         self._music_mixer().set_playout_volume(volume)
 
     def set_audio_mixing_pitch(self, pitch):
-        """Music pitch, -12 to 12 semitones."""
+        """Set the music's ``pitch``: -12 to 12 semitones (0: unchanged).
+
+        Raises ``ParameterError`` outside that range.
+        """
         self._music_mixer().set_pitch(pitch)
 
     def set_audio_mixing_playback_speed(self, speed):
-        """Music speed, 50-400 % (the pitch is kept)."""
+        """Set the music's ``speed``: 50-400 % (100: unchanged); the pitch is kept.
+
+        Raises ``ParameterError`` outside that range.
+        """
         self._music_mixer().set_speed(speed)
 
     def set_audio_mixing_position(self, position_ms):
-        """Move the music to ``position_ms``."""
+        """Move the music to ``position_ms`` (ms from the file's start).
+
+        Raises ``ParameterError`` past the end or without music.
+        """
         self._music_mixer().set_position(position_ms)
 
     def enable_audio_mixing_ducking(self, enabled=True, depth_db=-12.0):
-        """Duck the music under the voice by up to ``depth_db`` (-40..0 dB)."""
+        """Duck the music under the voice (``enabled``) by up to ``depth_db``.
+
+        ``depth_db``: -40..0 dB, reached while the voice is well above
+        ``DUCK_THRESHOLD_DB``.  Raises ``ParameterError`` outside that range.
+        """
         self._music_mixer().set_ducking(enabled, depth_db)
 
     def get_audio_mixing_duration(self):
