@@ -28,8 +28,9 @@ RATE = 48000
 CHANNELS = 2
 #: Decoded audio kept ahead of the reader, ms.
 BUFFER_MS = 1000
-#: The worker looks at requests (seek, stop) at least this often while the queue is full, s.
-POLL_S = 0.02
+#: The worker looks at its requests at least this often while it waits, s
+#: (seek and close wake it at once; this is a safety net).
+POLL_S = 0.2
 
 
 def _classify(exc, url, opening):
@@ -105,8 +106,14 @@ class MediaSource:
                 self.finished = True
             elif k < n and self.failed is None:
                 self.underruns += 1
-            self._cond.notify_all()
+            if self._queued <= self._capacity // 2 or not self._blocks:
+                self._cond.notify_all()
         return out[:, :k]
+
+    @property
+    def available(self):
+        """Samples queued for ``read`` now (at 48 kHz)."""
+        return self._queued
 
     @property
     def position_ms(self):
@@ -266,10 +273,13 @@ class MediaSource:
             x = np.repeat(x, CHANNELS, axis=0)
         x = np.ascontiguousarray(x, dtype=np.float32)
         with self._cond:
-            while self._queued >= self._capacity:
-                if self._stop or self._seek_to is not None:
-                    return False
-                self._cond.wait(POLL_S)
+            if self._queued >= self._capacity:
+                # Full: decode again once half of it has been read (one wake-up
+                # per half a buffer, not one per read).
+                while self._queued > self._capacity // 2:
+                    if self._stop or self._seek_to is not None:
+                        return False
+                    self._cond.wait(POLL_S)
             if self._stop or self._seek_to is not None:
                 return False
             self._blocks.append([position, x])

@@ -264,13 +264,14 @@ class MusicMixer:
             with self._fifo_lock:
                 kept = int(PLAYOUT_KEPT_S * RATE)
                 self._playout = np.concatenate([self._playout, music], axis=1)[:, -kept:]
-            gain = self._ducked(voice) * self.publish_gain
-            out = voice + _to_channels(music, voice.shape[0]) * gain[None, :]
+            gain = self._ducked(voice) * np.float32(self.publish_gain)
+            out = voice + _to_channels(music, voice.shape[0]) * gain
         y, _ = dsp.as_block(self._limiter.process(np.ascontiguousarray(out, np.float32), RATE))
         return y
 
     def _ducked(self, voice):
-        """Per-sample music gain (1 without ducking) from the voice's level."""
+        """The music's gain under the voice: a scalar while it holds still,
+        else a per-sample ramp to the new value over the block."""
         n = voice.shape[1]
         if not self.ducking or n == 0:
             target = 1.0
@@ -282,9 +283,11 @@ class MusicMixer:
             env_db = 20.0 * math.log10(max(self._env, 1e-9))
             amount = min(1.0, max(0.0, (env_db - DUCK_THRESHOLD_DB) / DUCK_KNEE_DB))
             target = 10.0 ** (self.duck_depth_db * amount / 20.0)
-        ramp = np.linspace(self._duck_gain, target, n + 1, dtype=np.float32)[1:]
-        self._duck_gain = target
-        return ramp
+        start, self._duck_gain = self._duck_gain, target
+        if abs(target - start) < 1e-6:
+            return target
+        ramp = np.arange(1, n + 1, dtype=np.float32) / np.float32(n)
+        return np.float32(start) + np.float32(target - start) * ramp
 
     def playout(self, n, rate, channels):
         """The music to play locally: ``(channels, n)`` at ``rate``, at the
