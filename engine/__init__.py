@@ -30,7 +30,10 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``server`` and ``client`` (thin front ends), and
+per-listener packets), ``profiles`` (audio profiles: channels, bitrate,
+Opus application), ``media_source`` (a music file or URL decoded ahead on a
+worker thread), ``music`` (music mixed into the published voice and the
+local playout), ``server`` and ``client`` (thin front ends), and
 ``cli`` (the ``stagevox server | token | host | listen`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
