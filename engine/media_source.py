@@ -139,6 +139,11 @@ class MediaSource:
             self._position = self._seek_to
             self._eof = self.finished = False
             self._cond.notify_all()
+            if not self._thread.is_alive() and self.failed is None and not self._stop:
+                # Played to its end: a seek plays it again from there.
+                self._thread = threading.Thread(target=self._run, name="stagevox-music",
+                                                daemon=True)
+                self._thread.start()
 
     def close(self, timeout=2.0):
         """Stop the worker and drop what is queued (idempotent)."""

@@ -165,3 +165,19 @@ def test_bad_arguments_raise_parameter_errors(files):
             source.seek(5000)
     finally:
         source.close()
+
+
+def test_a_seek_after_the_end_plays_again_from_there(files):
+    rec = StateRecorder()
+    source = MediaSource(files["noise.wav"], rec)
+    try:
+        read_all(source)
+        assert rec.done.wait(2.0) and source.finished
+        source.seek(500)
+        assert source.wait_ready(full=True)
+        got = source.read(int(0.15 * RATE))[0]
+    finally:
+        source.close()
+    corr = ss.correlate(files["noise"][0], got, mode="valid")
+    assert abs(1000 * np.argmax(corr) / RATE - 500) <= 20
+    assert rec.events.count(("playing", "started")) == 2
