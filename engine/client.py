@@ -18,7 +18,9 @@ to the objects given to ``register_event_handler`` (any of ``on_user_joined(uid)
 ``on_token_privilege_will_expire(token_expires_at)``,
 ``on_encryption_error(uid, reason)``), called from the network thread, and
 ``on_audio_mixing_state_changed(state, reason)`` (see ``music``), called from
-the music's worker thread or the thread that changed the music.  Raw
+the music's worker thread or the thread that changed the music, and
+``on_audio_effect_finished(sound_id)`` (see ``sound_effects``), called from
+the thread of ``push_audio``.  Raw
 audio goes to the objects given to ``register_audio_frame_observer`` (see
 ``AudioFrameObserver``).
 """

@@ -29,6 +29,7 @@ from stagevox import dsp
 from stagevox.dsp.errors import ParameterError
 
 from .media_source import BUFFER_MS, CHANNELS, RATE, MediaSource
+from .sound_effects import SoundEffects
 
 #: Limiter on the published voice + music.
 CEILING_DB = -1.0
@@ -89,6 +90,8 @@ class MusicMixer:
         self._playout = np.zeros((CHANNELS, 0), np.float32)
         self._playout_reader = None       # resampler to the client's rate
         self.render_samples = 0
+        self.effects = SoundEffects(lambda sound_id: self.on_effect_finished(sound_id))
+        self.on_effect_finished = lambda sound_id: None
 
     # ------------------------------------------------------------ control
 
@@ -255,17 +258,23 @@ class MusicMixer:
     def mix_publish(self, voice):
         """The published block: ``voice`` (float32 ``(channels, n)`` at 48 kHz)
         plus the music at the publish volume (unless loopback), ducked under
-        the voice if asked, through the limiter.  Keeps the music for the local
-        playout."""
+        the voice if asked, plus the published sound effects, through the
+        limiter.  Keeps the music and every effect for the local playout."""
         n = voice.shape[1]
-        out = voice
-        if not self.loopback:
+        added, local = None, None
+        if not self.loopback and self.source is not None:
             music = self.render(n)
+            local = music * np.float32(self.playout_gain)
+            added = music * (self._ducked(voice) * np.float32(self.publish_gain))
+        if self.effects.active:
+            fx_published, fx_local = self.effects.render(n)
+            local = fx_local if local is None else local + fx_local
+            added = fx_published if added is None else added + fx_published
+        if local is not None:
             with self._fifo_lock:
                 kept = int(PLAYOUT_KEPT_S * RATE)
-                self._playout = np.concatenate([self._playout, music], axis=1)[:, -kept:]
-            gain = self._ducked(voice) * np.float32(self.publish_gain)
-            out = voice + _to_channels(music, voice.shape[0]) * gain
+                self._playout = np.concatenate([self._playout, local], axis=1)[:, -kept:]
+        out = voice if added is None else voice + _to_channels(added, voice.shape[0])
         y, _ = dsp.as_block(self._limiter.process(np.ascontiguousarray(out, np.float32), RATE))
         return y
 
@@ -290,19 +299,22 @@ class MusicMixer:
         return np.float32(start) + np.float32(target - start) * ramp
 
     def playout(self, n, rate, channels):
-        """The music to play locally: ``(channels, n)`` at ``rate``, at the
-        playout volume."""
-        if self.source is None:
-            return np.zeros((channels, n), np.float32)
-        source = self.render if self.loopback else self._take_playout
+        """What to play locally: ``(channels, n)`` at ``rate``: the music at the
+        playout volume and the sound effects."""
         if rate == RATE:
-            x = source(n)
+            x = self._local(n)
         else:
             if self._playout_reader is None or self._playout_reader.rate != rate:
                 from .receiver import _Resampled
                 self._playout_reader = _Resampled(CHANNELS, rate)
-            x = self._playout_reader.read(n, source)
-        return _to_channels(x, channels) * np.float32(self.playout_gain)
+            x = self._playout_reader.read(n, self._local)
+        return _to_channels(x, channels)
+
+    def _local(self, n):
+        x = self._take_playout(n)
+        if self.loopback and self.source is not None:
+            x = x + self.render(n) * np.float32(self.playout_gain)
+        return x
 
     def _take_playout(self, n):
         with self._fifo_lock:
@@ -325,8 +337,11 @@ class MusicMixing:
 
     def _music_mixer(self):
         if self._music is None:
-            self._music = MusicMixer(
+            music = MusicMixer(
                 lambda state, reason: self._emit("on_audio_mixing_state_changed", state, reason))
+            music.on_effect_finished = lambda sound_id: self._emit(
+                "on_audio_effect_finished", sound_id)
+            self._music = music
         return self._music
 
     def start_audio_mixing(self, path_or_url, loopback=False, cycle=1, start_pos_ms=0):
@@ -410,3 +425,55 @@ class MusicMixing:
     def get_audio_mixing_current_position(self):
         """The music's position in ms (None without music)."""
         return None if self._music is None else self._music.position_ms
+
+    # sound effects (see sound_effects)
+
+    def preload_effect(self, sound_id, path):
+        """Decode the file at ``path`` into memory as effect ``sound_id`` (an int).
+
+        Raises ``ParameterError`` for a bad id or a file that cannot be read.
+        """
+        self._music_mixer().effects.preload(sound_id, path)
+
+    def unload_effect(self, sound_id):
+        """Forget effect ``sound_id``, freeing its memory.
+
+        It stops if it plays; an unknown id is ignored.
+        """
+        self._music_mixer().effects.unload(sound_id)
+
+    def play_effect(self, sound_id, path=None, loop_count=0, pitch=1.0, pan=0.0, gain=100,
+                    publish=True):
+        """Play effect ``sound_id`` (preloaded, else read from ``path`` now).
+
+        ``loop_count``: extra plays (-1: forever); ``pitch`` 0.5-2.0; ``pan``
+        -1..1; ``gain`` 0-100; ``publish``: sent to the channel too, else heard
+        only here.  Several play at once; ``on_audio_effect_finished(sound_id)``
+        follows the last loop.  Raises ``ParameterError`` for a bad argument.
+        """
+        self._music_mixer().effects.play(sound_id, path, loop_count, pitch, pan, gain, publish)
+
+    def stop_effect(self, sound_id):
+        """Stop effect ``sound_id``.
+
+        Nothing happens if it does not play.
+        """
+        self._music_mixer().effects.stop(sound_id)
+
+    def stop_all_effects(self):
+        """Stop every effect."""
+        self._music_mixer().effects.stop_all()
+
+    def pause_effect(self, sound_id):
+        """Pause effect ``sound_id`` where it is.
+
+        ``resume_effect`` goes on from there.
+        """
+        self._music_mixer().effects.pause(sound_id)
+
+    def resume_effect(self, sound_id):
+        """Resume effect ``sound_id`` after ``pause_effect``.
+
+        Nothing happens if it is not paused.
+        """
+        self._music_mixer().effects.resume(sound_id)

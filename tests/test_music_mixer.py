@@ -35,8 +35,8 @@ def files(tmp_path_factory):
 
 
 def started(path, **kw):
-    events = []
-    mixer = MusicMixer(lambda state, reason: events.append((state, reason)))
+    events = StateRecorder()
+    mixer = MusicMixer(events)
     mixer.start(path, buffer_ms=5000, **kw)
     assert mixer.source.wait_ready(full=True)
     return mixer, events
@@ -122,7 +122,8 @@ def test_speed_changes_the_duration_as_asked(files, speed):
     sounding = np.nonzero(np.abs(y) > 0.02)[0]
     seconds = (sounding[-1] - sounding[0]) / RATE
     assert abs(seconds / (100 / speed) - 1) < 0.02, seconds
-    assert ("stopped", "all_loops_completed") in events
+    assert events.done.wait(2.0)          # from the worker, once the last sample is read
+    assert ("stopped", "all_loops_completed") in events.events
 
 
 def test_ducking_lowers_the_music_under_the_voice_only(files):
@@ -155,7 +156,7 @@ def test_pause_resume_stop_and_position(files):
     assert mixer.duration_ms == pytest.approx(1000, abs=1)
     mixer.stop()
     assert mixer.position_ms is None
-    assert events == [("playing", "started"), ("paused", "paused_by_user"),
+    assert events.events == [("playing", "started"), ("paused", "paused_by_user"),
                       ("playing", "resumed_by_user"), ("stopped", "stopped_by_user")]
 
 
