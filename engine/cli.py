@@ -417,8 +417,8 @@ def cmd_host(args):
             client.adjust_recording_signal_volume(args.volume)
             if args.preset:
                 client.set_audio_effect_preset(args.preset)
-            client.set_audio_profile(args.audio_profile or (
-                "music_standard_stereo" if args.music else "speech"))
+            if args.audio_profile or args.music:
+                client.set_audio_profile(args.audio_profile or "music_standard_stereo")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         events = _join(client, args, "host", "host")
@@ -667,7 +667,8 @@ def add_commands(sub):
                    help="volume of --music, 100 = as the file (default 100)")
     p.add_argument("--audio-profile", choices=tuple(PROFILES), metavar="NAME",
                    help="the stream's encoding: " + ", ".join(PROFILES) + " (default: "
-                        "music_standard_stereo with --music, else speech)")
+                        "music_standard_stereo with --music, else mono or stereo as the "
+                        "input at 32 kb/s)")
     p.set_defaults(run=_guard(cmd_host))
 
     p = sub.add_parser(

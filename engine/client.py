@@ -45,7 +45,7 @@ from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, Receive
                       Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
                       clamped_report_block)
 from .music import MusicMixing, _to_channels
-from .profiles import DEFAULT_PROFILE, audio_profile
+from .profiles import audio_profile
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
 from .sender import Sender
@@ -137,7 +137,10 @@ class Client(MusicMixing):
         self.frame_ms = frame_ms
         self.ssrc = ssrc if ssrc is not None else random.randrange(1, 2**32)
         self._sender = Sender(codec, channels, bitrate, frame_ms, self.ssrc)
-        self.audio_profile = DEFAULT_PROFILE
+        #: The profile set by ``set_audio_profile``; None: the constructor's
+        #: ``channels`` and ``bitrate`` in Opus's VoIP mode (so the default
+        #: mono client sends the "speech" profile).
+        self.audio_profile = None
         self._min_delay_ms = min_delay_ms
         self._max_delay_ms = max_delay_ms
         self.uid = None
