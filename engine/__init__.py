@@ -33,7 +33,9 @@ measurement and RED depth), ``forwarding`` (the server's uplink cache and
 per-listener packets), ``profiles`` (audio profiles: channels, bitrate,
 Opus application), ``media_source`` (a music file or URL decoded ahead on a
 worker thread), ``music`` (music mixed into the published voice and the
-local playout), ``server`` and ``client`` (thin front ends), and
+local playout), ``sound_effects`` (short sounds over the voice),
+``media_relay`` (a host's audio published in other channels: co-hosting,
+PK), ``server`` and ``client`` (thin front ends), and
 ``cli`` (the ``stagevox server | token | host | listen`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
@@ -48,6 +50,7 @@ from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
 from .jitter import JitterBuffer
+from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
 from .server import Server
 from .session import SessionError
@@ -56,7 +59,7 @@ from .token import TokenClaims, TokenError, make_token, verify_token
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
-    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
-    "TokenError",
+    "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
+    "TokenClaims", "TokenError",
     "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

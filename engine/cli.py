@@ -34,6 +34,7 @@ from stagevox.dsp.errors import StagevoxError
 
 from . import session
 from .client import Client, RefusedError
+from .media_relay import MAX_DESTINATIONS, RelayDestination
 from .profiles import PROFILES
 from .rtp import CLOCK_RATE
 from .server import Server
@@ -242,6 +243,9 @@ class _Events:
         _note(f"{self.label}: the token expires at {expires_at} (unix s); the server will "
               "remove this user then")
 
+    def on_channel_media_relay_state_changed(self, state, reason):
+        _note(f"{self.label}: relay {state} ({reason})")
+
 
 def _join(client, args, role, label):
     """Join with the command's arguments; refusals and timeouts become CommandError."""
@@ -421,10 +425,13 @@ def cmd_host(args):
                 client.set_audio_profile(args.audio_profile or "music_standard_stereo")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        destinations = _relay_destinations(args)
         events = _join(client, args, "host", "host")
         if args.music:
             _start_music(client, args)
         try:
+            if destinations:
+                client.start_channel_media_relay(destinations)
             sent = _stream(client, events, reader, channels, args, file_s)
             stats = client.stats()
         except KeyboardInterrupt:
@@ -445,6 +452,35 @@ def _start_music(client, args):
     on stderr by the event handler, and the voice goes on."""
     client.start_audio_mixing(args.music)
     client.adjust_audio_mixing_volume(args.music_volume)
+
+
+def _relay_destinations(args):
+    """The ``--relay CHANNEL UID TOKEN`` options as ``RelayDestination``s (on
+    ``--relay-server`` with ``--relay-server-key`` when given)."""
+    if not args.relay:
+        if args.relay_server or args.relay_server_key:
+            raise CommandError("--relay-server and --relay-server-key go with --relay", status=2)
+        return []
+    server = key = None
+    if args.relay_server or args.relay_server_key:
+        if not (args.relay_server and args.relay_server_key):
+            raise CommandError("--relay-server needs --relay-server-key (the key that "
+                               "server printed), and the other way round", status=2)
+        server = parse_address(args.relay_server)
+        try:
+            key = session.parse_public_key(args.relay_server_key)
+        except session.SessionError as exc:
+            raise CommandError(f"--relay-server-key: {exc}") from None
+    out = []
+    for channel, uid, token in args.relay:
+        try:
+            out.append(RelayDestination(channel, int(uid), token, server, key))
+        except ValueError as exc:
+            raise CommandError(f"--relay {channel} {uid} ...: {exc}", status=2) from None
+    if len(out) > MAX_DESTINATIONS:
+        raise CommandError(f"at most {MAX_DESTINATIONS} --relay channels, got {len(out)}",
+                           status=2)
+    return out
 
 
 def _stream(client, events, reader, channels, args, file_s):
@@ -669,6 +705,12 @@ def add_commands(sub):
                    help="the stream's encoding: " + ", ".join(PROFILES) + " (default: "
                         "music_standard_stereo with --music, else mono or stereo as the "
                         "input at 32 kb/s)")
+    p.add_argument("--relay", nargs=3, action="append", metavar=("CHANNEL", "UID", "TOKEN"),
+                   help="also publish into CHANNEL as UID with that channel's host TOKEN "
+                        "(co-hosting; repeatable, at most 6)")
+    p.add_argument("--relay-server", metavar="HOST:PORT",
+                   help="the --relay channels are on this other server")
+    p.add_argument("--relay-server-key", metavar="KEY", help="that server's public key")
     p.set_defaults(run=_guard(cmd_host))
 
     p = sub.add_parser(
