@@ -71,6 +71,7 @@ class MediaSource:
         self._seek_to = int(round(start_pos_ms * RATE / 1000))
         self._stop = False
         self._eof = False                     # the last pass is all in the queue
+        self._resting = False                 # the worker waits for room in the queue
         self._position = self._seek_to        # of the next sample read
         self.duration_ms = None               # known once the file is open
         self.failed = None                    # the reason, after a "failed" event
@@ -156,16 +157,21 @@ class MediaSource:
             self._thread.join(timeout)
 
     def wait_ready(self, timeout=5.0, full=False):
-        """Wait until audio is queued (``full``: until the queue is full or holds
-        the rest of the last pass), the source failed, or ``timeout`` s pass;
+        """Wait until audio is queued (``full``: until the worker has filled the
+        queue and rests, or has queued the rest of the last pass), the source
+        failed, or ``timeout`` s pass;
         returns True if audio is queued.  For tests and tools, not for the
         real-time thread."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while (self.failed is None and not self._eof and time.monotonic() < deadline
-                   and (self._queued < self._capacity if full else not self._blocks)):
+                   and (not self._full() if full else not self._blocks)):
                 self._cond.wait(0.01)
             return bool(self._blocks)
+
+    def _full(self):
+        """The worker rests on a queue it need not refill yet."""
+        return self._resting and self._queued > self._capacity // 2
 
     # ------------------------------------------------------------ worker
 
@@ -281,10 +287,14 @@ class MediaSource:
             if self._queued >= self._capacity:
                 # Full: decode again once half of it has been read (one wake-up
                 # per half a buffer, not one per read).
+                self._resting = True
+                self._cond.notify_all()
                 while self._queued > self._capacity // 2:
                     if self._stop or self._seek_to is not None:
+                        self._resting = False
                         return False
                     self._cond.wait(POLL_S)
+                self._resting = False
             if self._stop or self._seek_to is not None:
                 return False
             self._blocks.append([position, x])
