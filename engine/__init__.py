@@ -35,8 +35,9 @@ Opus application), ``media_source`` (a music file or URL decoded ahead on a
 worker thread), ``music`` (music mixed into the published voice and the
 local playout), ``sound_effects`` (short sounds over the voice),
 ``media_relay`` (a host's audio published in other channels: co-hosting,
-PK), ``server`` and ``client`` (thin front ends), and
-``cli`` (the ``stagevox server | token | host | listen`` commands).
+PK), ``inject`` (an online stream published as a host), ``pacing``
+(real-time deadlines), ``server`` and ``client`` (thin front ends), and
+``cli`` (the ``stagevox server | token | host | listen | inject`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
@@ -49,6 +50,7 @@ from stagevox.dsp.errors import ParameterError, ProtocolError, RefusedError, Sta
 from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
+from .inject import StreamInjector
 from .jitter import JitterBuffer
 from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
@@ -60,6 +62,6 @@ __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
     "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
-    "TokenClaims", "TokenError",
+    "StreamInjector", "TokenClaims", "TokenError",
     "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

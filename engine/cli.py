@@ -35,6 +35,8 @@ from stagevox.dsp.errors import StagevoxError
 from . import session
 from .client import Client, RefusedError
 from .media_relay import MAX_DESTINATIONS, RelayDestination
+from .inject import MAX_RETRIES, StreamInjector
+from .pacing import FRAME_S, Pacer
 from .profiles import PROFILES
 from .rtp import CLOCK_RATE
 from .server import Server
@@ -45,13 +47,8 @@ SECRET_ENV = "STAGEVOX_SECRET"
 TOKEN_ENV = "STAGEVOX_TOKEN"
 SERVER_KEY_ENV = "STAGEVOX_SERVER_KEY"
 KEY_FILE_ENV = "STAGEVOX_KEY_FILE"
-#: The live frame, seconds: the host pushes and the listener pulls one per period.
-FRAME_S = 0.01
 #: Frames read from the input file at a time.
 READ_BLOCK = 4800
-#: Behind the schedule by more than this (a stalled process): start a new
-#: schedule from now rather than sending or pulling the backlog in a burst.
-MAX_LAG_S = 0.2
 #: Silence a host sends after its file, seconds: more than a listener's
 #: jitter buffer holds, so the end of the file is heard before the host leaves.
 TAIL_S = 0.2
@@ -141,50 +138,6 @@ def _log_membership(quiet):
 def _note(text):
     """One line of progress or news on stderr."""
     print(text, file=sys.stderr, flush=True)
-
-
-class Pacer:
-    """Deadlines every ``period_s`` seconds on a monotonic clock, without drift.
-
-    ``start()`` sets tick 0 to now; each ``wait()`` sleeps until the next
-    tick's deadline ``t0 + k * period_s`` (returning at once when it has
-    passed), so sleeping too long once does not delay the ticks after it.
-    Behind by more than ``max_lag_s`` (the process stalled), the schedule
-    restarts from now and ``slips`` counts it.  ``clock`` and ``sleep`` are
-    ``time.monotonic`` and ``time.sleep`` unless given (for tests).
-    """
-
-    def __init__(self, period_s=FRAME_S, *, max_lag_s=MAX_LAG_S, clock=time.monotonic,
-                 sleep=time.sleep):
-        if not period_s > 0:
-            raise ValueError(f"period_s must be positive, got {period_s!r}")
-        self.period_s = period_s
-        self.max_lag_s = max_lag_s
-        self.clock = clock
-        self.sleep = sleep
-        self.t0 = None
-        self.ticks = 0
-        self.slips = 0
-
-    def start(self):
-        """Make now tick 0; returns the start time."""
-        self.t0 = self.clock()
-        self.ticks = 0
-        return self.t0
-
-    def wait(self):
-        """Sleep until the next tick's deadline; returns the tick number (1, 2, ...)."""
-        if self.t0 is None:
-            self.start()
-        self.ticks += 1
-        deadline = self.t0 + self.ticks * self.period_s
-        now = self.clock()
-        if now < deadline:
-            self.sleep(deadline - now)
-        elif now - deadline > self.max_lag_s:
-            self.t0 += now - deadline
-            self.slips += 1
-        return self.ticks
 
 
 class _Progress:
@@ -483,6 +436,35 @@ def _relay_destinations(args):
     return out
 
 
+def cmd_inject(args):
+    """Publish ``--url`` as a host until it ends (status 0), gives up or is
+    refused (status 1), or Ctrl+C (130)."""
+    if args.max_retries < 1:
+        raise CommandError(f"--max-retries must be at least 1, got {args.max_retries}", status=2)
+    address = parse_address(args.server)
+    token = _token(args)
+    key = _server_key(args)
+    try:
+        injector = StreamInjector(address, key, args.channel, args.uid, token, args.url,
+                                  volume=args.volume, max_retries=args.max_retries,
+                                  on_state=lambda state, reason: _note(f"inject: {state} "
+                                                                       f"({reason})"))
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
+    injector.start()
+    try:
+        while not injector.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        injector.stop()
+        _note("inject: interrupted; left the channel")
+        return 130
+    if injector.reason != "finished":
+        raise CommandError(f"inject: {args.url}: {injector.reason}")
+    print(f"inject: published {injector.played_s:.2f} s of {args.url}", flush=True)
+    return 0
+
+
 def _stream(client, events, reader, channels, args, file_s):
     """Push the file's frames on the 10 ms schedule; returns the seconds sent."""
     progress = _Progress("host", None if args.loop else file_s)
@@ -627,12 +609,13 @@ def _guard(command):
     return run
 
 
-def _client_options(p, role):
+def _client_options(p, role, uid=None):
     p.add_argument("--server", required=True, metavar="HOST:PORT",
                    help="the stagevox server (as printed by 'stagevox server')")
     p.add_argument("--channel", required=True, metavar="NAME", help="the channel to join")
-    p.add_argument("--uid", required=True, type=int, metavar="N",
-                   help="this user's id, 1..4294967295, unique in the channel")
+    p.add_argument("--uid", required=uid is None, default=uid, type=int, metavar="N",
+                   help="this user's id, 1..4294967295, unique in the channel"
+                        + ("" if uid is None else f" (default {uid})"))
     p.add_argument("--token", metavar="TOKEN",
                    help=f"a {role} token from 'stagevox token' (default: ${TOKEN_ENV})")
     p.add_argument("--server-key", metavar="KEY",
@@ -644,7 +627,7 @@ def _client_options(p, role):
 
 
 def add_commands(sub):
-    """Register ``server``, ``token``, ``host`` and ``listen`` on the subparsers ``sub``."""
+    """Register ``server``, ``token``, ``host``, ``listen`` and ``inject`` on the subparsers ``sub``."""
     p = sub.add_parser(
         "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
         description="Run a live channel server on one UDP port until Ctrl+C (SIGINT) or "
@@ -732,3 +715,20 @@ def add_commands(sub):
                    help="1 (mono, default) or 2 (stereo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     p.set_defaults(run=_guard(cmd_listen))
+
+    p = sub.add_parser(
+        "inject", help="publish an online stream or a file into a channel, as a host",
+        description="Join a channel as a host and publish URL in real time (an HTTP file, an "
+                    "HLS playlist, an RTMP stream or a local file: anything FFmpeg opens), in "
+                    "stereo, until it ends or Ctrl+C. A URL that fails is tried again with "
+                    "back-off.",
+        epilog="example: stagevox inject --server 127.0.0.1:5000 --server-key KEY --channel room "
+               "--token $(stagevox token --channel room --uid 666 --role host) "
+               "--url https://example.org/concert.m3u8")
+    _client_options(p, "host", uid=666)
+    p.add_argument("--url", required=True, metavar="URL", help="the stream or file to publish")
+    p.add_argument("--volume", type=float, default=100.0, metavar="0-100",
+                   help="the stream's level, 100 = as it is (default 100)")
+    p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
+                   help=f"failed tries in a row before giving up (default {MAX_RETRIES})")
+    p.set_defaults(run=_guard(cmd_inject))

@@ -799,9 +799,6 @@ class Client(MusicMixing):
             if self._record_gain != 1.0:
                 x = x * np.float32(self._record_gain)
             x = self._apply_effects(x)
-            relay = self._relay
-            if relay is not None and self.role == "host" and not self._muted:
-                relay.push(x)
             self._local_fifo = np.concatenate([self._local_fifo, x], axis=1)[
                 :, -int(0.2 * self.sample_rate):]
             if self.sample_rate != CLOCK_RATE:
@@ -814,6 +811,9 @@ class Client(MusicMixing):
             x = _to_channels(x, self._sender.channels)
             if self._music is not None:
                 x = self._music.mix_publish(x)
+            relay = self._relay
+            if relay is not None and self.role == "host" and not self._muted:
+                relay.push(x)
             self._pending = np.concatenate([self._pending, x], axis=1)
             step = self._sender.frame_samples
             while self._pending.shape[1] >= step:
