@@ -30,8 +30,10 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``server`` and ``client`` (thin front ends), and
-``cli`` (the ``stagevox server | token | host | listen`` commands).
+per-listener packets), ``server`` and ``client`` (thin front ends), ``devices`` (sound cards
+through PortAudio, driving a client from the card's callback), and ``cli``
+and ``device_cli`` (the ``stagevox server | token | host | listen | talk |
+devices`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
@@ -44,6 +46,7 @@ from stagevox.dsp.errors import ParameterError, ProtocolError, RefusedError, Sta
 from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
+from .devices import DeviceError, DeviceInfo, DeviceLink, list_devices
 from .jitter import JitterBuffer
 from .rtp import PacketError, RtpPacket
 from .server import Server
@@ -51,9 +54,11 @@ from .session import SessionError
 from .token import TokenClaims, TokenError, make_token, verify_token
 
 __all__ = [
-    "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
+    "AudioFrameObserver", "Client", "CodecError", "ControlError", "DeviceError", "DeviceInfo",
+    "DeviceLink", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
     "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
     "TokenError",
-    "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
+    "list_devices", "load_libopus", "make_decoder", "make_encoder", "make_token",
+    "verify_token",
 ]
