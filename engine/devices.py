@@ -284,8 +284,10 @@ class DeviceLink:
             self.output = find_device(output, "output")
             channels = min(self.output.max_output_channels, 2)
             self._out = self._direction(self.output, "output", channels, sample_rate)
-        self._counts = dict(overruns=0, underruns=0, dropped_samples=0, silent_samples=0,
-                            worker_errors=0)
+        # Each counter has one writer: the input callback, the output callback
+        # or the worker (an increment from two threads could be lost).
+        self._counts = dict(overruns=0, dropped_samples=0, underruns=0, silent_samples=0,
+                            skips=0, skipped_samples=0, worker_errors=0)
         self.last_error = None
         self._delays = {"input": [0.0, 0], "output": [0.0, 0]}   # sum of s, count
         self._last_write = None            # monotonic time of the last input callback
@@ -358,6 +360,9 @@ class DeviceLink:
                 d["stream"] = stream
             for stream in self._streams:
                 stream.start()
+            for d in (self._in, self._out):
+                if d is not None:
+                    d["latency"] = float(d["stream"].latency)
         except BaseException:
             self.stop()
             raise
@@ -433,8 +438,8 @@ class DeviceLink:
         while ring.fill >= block:
             backlog = ring.fill - block
             if backlog > MAX_BACKLOG_BLOCKS * block:
-                self._counts["dropped_samples"] += ring.skip(backlog)
-                self._counts["overruns"] += 1
+                self._counts["skipped_samples"] += ring.skip(backlog)
+                self._counts["skips"] += 1
             waited = (ring.fill - block) / d["rate"]
             if self._last_write is not None:
                 waited += time.monotonic() - self._last_write
@@ -476,7 +481,8 @@ class DeviceLink:
         (``*_resampler_ms``); ``worker_errors`` and ``last_error``.
         """
         c = self._counts
-        s = {"block_ms": self.block_ms, "overruns": c["overruns"], "underruns": c["underruns"],
+        s = {"block_ms": self.block_ms, "overruns": c["overruns"] + c["skips"],
+             "underruns": c["underruns"],
              "worker_errors": c["worker_errors"], "last_error": self.last_error}
         for kind, d in (("input", self._in), ("output", self._out)):
             s[f"{kind}_device"] = None if d is None else d["device"].name
@@ -486,8 +492,7 @@ class DeviceLink:
                 s[key] = None
             if d is None:
                 continue
-            stream = d.get("stream")
-            pa = float(stream.latency) if stream is not None else 0.0
+            pa = d.get("latency", 0.0)
             total, count = self._delays[kind]
             buffered = total / count if count else 0.0
             r = d["resampler"]
@@ -499,6 +504,6 @@ class DeviceLink:
             s[f"{kind}_latency_ms"] = 1e3 * (pa + buffered + resampler)
         rate_in = self._in["rate"] if self._in else 1
         rate_out = self._out["rate"] if self._out else 1
-        s["dropped_ms"] = 1e3 * c["dropped_samples"] / rate_in
+        s["dropped_ms"] = 1e3 * (c["dropped_samples"] + c["skipped_samples"]) / rate_in
         s["silence_ms"] = 1e3 * c["silent_samples"] / rate_out
         return s

@@ -33,8 +33,8 @@ RATE = 48000
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 ALSA_JACK_PLUGIN = "libasound_module_pcm_jack.so"
 #: Seconds of speech judged, and of other speech before it (the adaptive parts settle).
-SPEECH_S = 4.0
-LEAD_S = 2.0
+SPEECH_S = 3.0
+LEAD_S = 1.5
 
 
 def _have_alsa_jack_plugin():
@@ -273,6 +273,24 @@ def test_a_starved_callback_counts_over_and_under_runs(card):
     assert after["overruns"] - before["overruns"] >= 2
     assert dropped >= 1e3 * stall_s - 10 * (devices.MAX_BACKLOG_BLOCKS + 1) - 30
     assert dropped <= 1e3 * stall_s + 100
+
+
+def test_monitor_plays_ones_own_processed_voice(card):
+    from stagevox import engine
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(2 * RATE) / RATE)).astype(np.float32)
+    card.play(tone)
+    client = engine.Client()                       # in no channel: the room is silent
+    client.adjust_recording_signal_volume(200)     # processed: +6 dB
+    client.start_audio_device(input="svmic", output="svspk", monitor=True)
+    try:
+        time.sleep(1.5)
+    finally:
+        client.stop_audio_device()
+    played = card.heard()[RATE // 2:RATE]          # the tone is steady here
+    fit = np.linalg.lstsq(np.stack([np.sin(2 * np.pi * 440 * np.arange(len(played)) / RATE),
+                                    np.cos(2 * np.pi * 440 * np.arange(len(played)) / RATE)],
+                                   axis=1), played, rcond=None)[0]
+    assert np.hypot(*fit) == pytest.approx(0.4, rel=0.02)
 
 
 def test_cli_talk_both_ways(card, speech_parts):
