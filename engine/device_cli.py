@@ -82,7 +82,8 @@ def _run(client, events, label, duration, **link_options):
         with cli._stop_on_signals():
             try:
                 while duration is None or time.monotonic() - started < duration:
-                    time.sleep(POLL_S)
+                    left = POLL_S if duration is None else duration - (time.monotonic() - started)
+                    time.sleep(min(POLL_S, max(0.0, left)))
                     cli._check_removed(events)
                     s = link.stats()
                     progress.update(time.monotonic() - started,

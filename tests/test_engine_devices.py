@@ -17,6 +17,7 @@ under CI=true their absence fails.
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
-from engine_helpers import Session, stream
+import threading
+
+from engine_helpers import Session, stream, token
 from live_session import align, score
 
 RATE = 48000
@@ -286,11 +289,66 @@ def test_monitor_plays_ones_own_processed_voice(card):
         time.sleep(1.5)
     finally:
         client.stop_audio_device()
-    played = card.heard()[RATE // 2:RATE]          # the tone is steady here
-    fit = np.linalg.lstsq(np.stack([np.sin(2 * np.pi * 440 * np.arange(len(played)) / RATE),
-                                    np.cos(2 * np.pi * 440 * np.arange(len(played)) / RATE)],
-                                   axis=1), played, rcond=None)[0]
-    assert np.hypot(*fit) == pytest.approx(0.4, rel=0.02)
+    assert _tone_amplitude(card.heard()[RATE // 2:RATE]) == pytest.approx(0.4, rel=0.02)
+
+
+def _tone_amplitude(x, freq=440.0):
+    """The amplitude of the ``freq`` sine in ``x`` (least squares)."""
+    t = np.arange(len(x)) / RATE
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+    return float(np.hypot(*np.linalg.lstsq(basis, x, rcond=None)[0]))
+
+
+def _cli_args(s, uid, role):
+    return ["--server", f"127.0.0.1:{s.server.address[1]}", "--server-key",
+            s.server.public_key_text, "--channel", s.channel, "--uid", str(uid),
+            "--token", token(s.channel, uid, role)]
+
+
+def test_cli_host_from_the_microphone(card, capsys):
+    from stagevox import cli
+    card.play((0.2 * np.sin(2 * np.pi * 440 * np.arange(3 * RATE) / RATE)).astype(np.float32))
+    heard, done = [], threading.Event()
+    with Session() as s:
+        listener = s.join(2)
+
+        def pull():
+            t0 = time.monotonic()
+            for i in range(300):
+                time.sleep(max(0.0, t0 + 0.01 * i - time.monotonic()))
+                heard.append(listener.pull_audio(480)[0])
+            done.set()
+
+        puller = threading.Thread(target=pull)
+        puller.start()
+        status = cli.main(["host", *_cli_args(s, 1, "host"), "--input", "mic", "--device",
+                           "svmic", "--duration", "2"])
+        puller.join(10)
+    out = capsys.readouterr().out
+    assert status == 0 and done.is_set()
+    assert re.search(r"host: sent 2\.0 s from 'svmic' in \d+ packets; \d+ over-runs", out)
+    y = np.concatenate(heard)
+    assert _tone_amplitude(y[RATE:2 * RATE]) == pytest.approx(0.2, rel=0.1)
+
+
+def test_cli_listen_on_the_speaker(card, capsys):
+    from stagevox import cli
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(4 * RATE) / RATE)).astype(np.float32)
+    with Session() as s:
+        host = s.join(1, "host")
+
+        def push():
+            stream({host: tone}, [], 3.0)
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        status = cli.main(["listen", *_cli_args(s, 2, "audience"), "--output", "speaker",
+                           "--device", "svspk", "--duration", "2"])
+        pusher.join(10)
+    out = capsys.readouterr().out
+    assert status == 0
+    assert re.search(r"listen: played 2\.0 s on 'svspk'; .* \d+ under-runs", out)
+    assert _tone_amplitude(card.heard()[RATE:int(1.8 * RATE)]) == pytest.approx(0.2, rel=0.1)
 
 
 def test_cli_talk_both_ways(card, speech_parts):
