@@ -950,8 +950,9 @@ class Client:
         ``input``/``output``: ``True`` for the default device, a PortAudio
         index or a device name (``devices.list_devices()``), ``None`` for
         none that way.  ``block_ms``: the card's block, 2.5-100 ms.
-        ``options``: ``sample_rate`` (the card's rate in Hz) and ``monitor``
-        (play one's own processed voice too), see ``devices.DeviceLink``.
+        ``options``: ``sample_rate`` (the card's rate in Hz), ``monitor``
+        (play one's own processed voice too) and ``latency`` (PortAudio's
+        buffering: "low", "high" or seconds), see ``devices.DeviceLink``.
         Needs ``pip install 'stagevox[devices]'`` and PortAudio.  Returns the
         ``DeviceLink``; its counters and delays are ``stats()["device"]``.
 

@@ -18,6 +18,7 @@ are those of ``engine.cli``; ``engine.cli`` calls ``host_mic`` and
 ``listen_speaker`` for ``--input mic`` and ``--output speaker``.
 """
 
+import argparse
 import math
 import time
 
@@ -66,12 +67,22 @@ def cmd_devices(args):
     return 0
 
 
+def _latency(text):
+    """``--device-latency``: "low", "high" or seconds."""
+    if text in ("low", "high"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be low, high or seconds, got {text!r}") from None
+
+
 def _run(client, events, label, duration, **link_options):
     """Run the sound card on ``client`` for ``duration`` seconds (None: until
     Ctrl+C/SIGTERM); returns ``(seconds, device stats)``."""
     try:
         link = client.start_audio_device(**link_options)
-    except devices.DeviceError as exc:
+    except ValueError as exc:           # DeviceError is one too
         raise cli.CommandError(str(exc)) from None
     names = " and ".join(f"{kind} {getattr(link, kind).name!r}" for kind in ("input", "output")
                          if getattr(link, kind) is not None)
@@ -136,7 +147,8 @@ def host_mic(args):
     device = _find(args.device, "input", "--device")
     client = Client(sample_rate=CLOCK_RATE, channels=1)
     _voice(client, args)
-    seconds, s, stats = _member(client, args, "host", "host", input=device.index)
+    seconds, s, stats = _member(client, args, "host", "host", input=device.index,
+                                latency=args.device_latency)
     print(f"host: sent {seconds:.1f} s from {device.name!r} in {stats['packets_sent']} "
           f"packets; {_describe(s)}", flush=True)
     return 0
@@ -150,7 +162,8 @@ def listen_speaker(args):
         client = Client(sample_rate=args.sample_rate, channels=args.channels)
     except ValueError as exc:
         raise cli.CommandError(f"--sample-rate: {exc}") from None
-    seconds, s, stats = _member(client, args, "audience", "listen", output=device.index)
+    seconds, s, stats = _member(client, args, "audience", "listen", output=device.index,
+                                latency=args.device_latency)
     heard = cli._Heard()
     heard.update(stats)
     print(f"listen: played {seconds:.1f} s on {device.name!r}; {heard.describe()}; "
@@ -168,12 +181,19 @@ def cmd_talk(args):
     client = Client(sample_rate=CLOCK_RATE, channels=1)
     _voice(client, args)
     seconds, s, stats = _member(client, args, "host", "talk", input=mic.index,
-                                output=speaker.index, monitor=args.monitor)
+                                output=speaker.index, monitor=args.monitor,
+                                latency=args.device_latency)
     heard = cli._Heard()
     heard.update(stats)
     print(f"talk: {seconds:.1f} s, sent {stats['packets_sent']} packets; {heard.describe()}; "
           f"{_describe(s)}", flush=True)
     return 0
+
+
+def _latency_option(p):
+    p.add_argument("--device-latency", type=_latency, default="low", metavar="low|high|S",
+                   help="the sound card's buffering: low (default), high or seconds; more "
+                        "avoids over- and under-runs on a busy machine, at that much delay")
 
 
 def add_device_options(p, kind):
@@ -184,6 +204,7 @@ def add_device_options(p, kind):
                    help=f"with --{'input mic' if kind == 'input' else 'output speaker'}: "
                         f"the {kind} device, a name or index from 'stagevox devices' "
                         "(default: the system's default)")
+    _latency_option(p)
     if kind == "input":
         p.add_argument("--duration", type=float, metavar="S",
                        help="with --input mic: seconds to speak (default: until Ctrl+C)")
@@ -211,6 +232,7 @@ def add_commands(sub):
     p.add_argument("--input-device", metavar="NAME", help="the microphone, if another")
     p.add_argument("--output-device", metavar="NAME", help="the speaker, if another")
     p.add_argument("--preset", metavar="NAME", help="a voice preset (see 'stagevox presets')")
+    _latency_option(p)
     p.add_argument("--monitor", action="store_true",
                    help="hear one's own processed voice with the room")
     p.add_argument("--duration", type=float, metavar="S",

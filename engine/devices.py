@@ -34,8 +34,10 @@ MAX_BUFFER_MS = 200.0
 #: (after a stall) is dropped, the newest block kept, so the voice does not
 #: stay late for the rest of the session (counted as an overrun).
 MAX_BACKLOG_BLOCKS = 4
-#: Played audio queued beyond the callback's block, in blocks: the worker may
-#: be this late before the card runs dry.
+#: Played audio queued beyond the callback's block, in blocks, at the start:
+#: the worker may be this late before the card runs dry.  Each under-run
+#: adds a block, up to MAX_BUFFER_MS (a card that asks for several blocks at
+#: once, or a worker often late, gets the queue it needs).
 OUTPUT_MARGIN_BLOCKS = 1
 
 
@@ -244,7 +246,10 @@ class DeviceLink:
     (10 is the live frame).  ``sample_rate``: the cards' rate in Hz (default:
     the client's rate if the card takes it, else the card's own default;
     soxr converts between them).  ``monitor``: play one's own processed voice
-    with the room (needs an output).
+    with the room (needs an output).  ``latency``: the buffering asked of
+    PortAudio, ``"low"`` (default), ``"high"`` or seconds; more lets the
+    card's callback be late (a busy machine, other Python threads holding
+    the GIL) without an over- or under-run, at that much more delay.
 
     The recording is opened with at most the client's channel count, the
     playback with at most two (a mono client is heard on both).  ``stats()``
@@ -254,12 +259,12 @@ class DeviceLink:
     reports the delay the device path adds.
 
     Raises ``DeviceError`` for an unknown device or settings the card
-    refuses, ``ValueError`` for a bad ``block_ms``, no device at all, or
-    ``monitor`` without an output.
+    refuses, ``ValueError`` for a bad ``block_ms`` or ``latency``, no device
+    at all, or ``monitor`` without an output.
     """
 
     def __init__(self, client, input=None, output=None, block_ms=10.0, *, sample_rate=None,
-                 monitor=False):
+                 monitor=False, latency="low"):
         if input is None and output is None:
             raise ValueError("give an input device, an output device or both "
                              "(True for the default one)")
@@ -268,6 +273,11 @@ class DeviceLink:
                              f"got {block_ms!r}")
         if monitor and output is None:
             raise ValueError("monitor plays one's own voice: it needs an output device")
+        if not (latency in ("low", "high") or isinstance(latency, (int, float))
+                and 0 < latency <= 1):
+            raise ValueError(f"latency must be 'low', 'high' or seconds in (0, 1], "
+                             f"got {latency!r}")
+        self.latency = latency
         self.client = client
         self.block_ms = float(block_ms)
         self._sd = _sounddevice()
@@ -327,7 +337,9 @@ class DeviceLink:
             d["buffer"] = np.zeros((channels, block), np.float32)
         else:
             d["target"] = block * (1 + OUTPUT_MARGIN_BLOCKS)
-            d["ring"] = _Ring(channels, d["target"] + 2 * block + rate // 100)
+            d["max_target"] = max(d["target"], block + round(rate * MAX_BUFFER_MS / 1000))
+            d["underruns_seen"] = 0
+            d["ring"] = _Ring(channels, d["max_target"] + 2 * block + rate // 100)
         return d
 
     # ------------------------------------------------------------ life cycle
@@ -352,7 +364,7 @@ class DeviceLink:
                 try:
                     stream = cls(device=d["device"].index, samplerate=d["rate"],
                                  blocksize=d["block"], channels=d["channels"], dtype="float32",
-                                 latency="low", callback=cb)
+                                 latency=self.latency, callback=cb)
                 except (sd.PortAudioError, ValueError) as exc:
                     raise DeviceError(f"cannot open {kind} device {d['device'].name!r} at "
                                       f"{d['rate']} Hz: {exc}") from None
@@ -454,6 +466,10 @@ class DeviceLink:
     def _play(self):
         d = self._out
         ring = d["ring"]
+        underruns = self._counts["underruns"]
+        if underruns > d["underruns_seen"]:
+            d["underruns_seen"] = underruns
+            d["target"] = min(d["target"] + d["block"], d["max_target"])
         while ring.fill < d["target"]:
             y = self.client.pull_audio(self._client_block)
             if self._monitor is not None and self._monitor.frame is not None:
@@ -474,6 +490,8 @@ class DeviceLink:
         ``output_rate`` (Hz), ``block_ms``; ``overruns`` (times recorded
         audio was dropped) with ``dropped_ms``; ``underruns`` (times the card
         played silence for want of audio) with ``silence_ms``;
+        ``output_queue_ms``: the audio the worker now keeps queued for the
+        card (it grows by a block at each under-run);
         ``input_latency_ms``/``output_latency_ms``: the delay the device path
         adds each way, the sum of PortAudio's reported stream latency
         (``portaudio_*_latency_ms``), the mean time audio waits in the link's
@@ -502,6 +520,8 @@ class DeviceLink:
             s[f"{kind}_buffer_ms"] = 1e3 * buffered
             s[f"{kind}_resampler_ms"] = 1e3 * resampler
             s[f"{kind}_latency_ms"] = 1e3 * (pa + buffered + resampler)
+        s["output_queue_ms"] = (1e3 * self._out["target"] / self._out["rate"]
+                                if self._out else None)
         rate_in = self._in["rate"] if self._in else 1
         rate_out = self._out["rate"] if self._out else 1
         s["dropped_ms"] = 1e3 * (c["dropped_samples"] + c["skipped_samples"]) / rate_in
