@@ -30,7 +30,12 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``server`` and ``client`` (thin front ends), ``devices`` (sound cards
+per-listener packets), ``profiles`` (audio profiles: channels, bitrate,
+Opus application), ``media_source`` (a music file or URL decoded ahead on a
+worker thread), ``music`` (music mixed into the published voice and the
+local playout), ``sound_effects`` (short sounds over the voice),
+``media_relay`` (a host's audio published in other channels: co-hosting,
+PK), ``server`` and ``client`` (thin front ends), ``devices`` (sound cards
 through PortAudio, driving a client from the card's callback), and ``cli``
 and ``device_cli`` (the ``stagevox server | token | host | listen | talk |
 devices`` commands).
@@ -48,6 +53,7 @@ from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_deco
 from .control import ControlError
 from .devices import DeviceError, DeviceInfo, DeviceLink, list_devices
 from .jitter import JitterBuffer
+from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
 from .server import Server
 from .session import SessionError
@@ -57,8 +63,7 @@ __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "DeviceError", "DeviceInfo",
     "DeviceLink", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
-    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
-    "TokenError",
-    "list_devices", "load_libopus", "make_decoder", "make_encoder", "make_token",
-    "verify_token",
+    "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
+    "TokenClaims", "TokenError",
+    "list_devices", "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

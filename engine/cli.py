@@ -6,6 +6,7 @@
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
     stagevox host --server H:P --channel C --uid N [--token T] --input FILE
                   [--preset NAME] [--loop] [--volume 0-400]
+                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME]
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
 
@@ -35,6 +36,8 @@ from stagevox.dsp.errors import StagevoxError
 
 from . import session
 from .client import Client, RefusedError
+from .media_relay import MAX_DESTINATIONS, RelayDestination
+from .profiles import PROFILES
 from .rtp import CLOCK_RATE
 from .server import Server
 from .token import make_token
@@ -234,9 +237,16 @@ class _Events:
         elif state == "reconnecting":
             _note(f"{self.label}: {reason}")
 
+    def on_audio_mixing_state_changed(self, state, reason):
+        if state == "failed":
+            _note(f"{self.label}: the music cannot be played ({reason})")
+
     def on_token_privilege_will_expire(self, expires_at):
         _note(f"{self.label}: the token expires at {expires_at} (unix s); the server will "
               "remove this user then")
+
+    def on_channel_media_relay_state_changed(self, state, reason):
+        _note(f"{self.label}: relay {state} ({reason})")
 
 
 def _join(client, args, role, label):
@@ -396,6 +406,9 @@ def cmd_host(args):
     """Join as host and stream ``--input`` in real time."""
     if not 0 <= args.volume <= 400:
         raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
+    if not 0 <= args.music_volume <= 100:
+        raise CommandError(f"--music-volume must be in 0..100 (100 = as the file), got "
+                           f"{args.music_volume:g}")
     from . import device_cli
     if args.input == device_cli.MIC:
         return device_cli.host_mic(args)
@@ -416,10 +429,17 @@ def cmd_host(args):
             client.adjust_recording_signal_volume(args.volume)
             if args.preset:
                 client.set_audio_effect_preset(args.preset)
+            if args.audio_profile or args.music:
+                client.set_audio_profile(args.audio_profile or "music_standard_stereo")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        destinations = _relay_destinations(args)
         events = _join(client, args, "host", "host")
+        if args.music:
+            _start_music(client, args)
         try:
+            if destinations:
+                client.start_channel_media_relay(destinations)
             sent = _stream(client, events, reader, channels, args, file_s)
             stats = client.stats()
         except KeyboardInterrupt:
@@ -433,6 +453,42 @@ def cmd_host(args):
           f"{100 * stats['uplink_loss']:.1f} %, RED depth {stats['red_depth']}, "
           f"round trip {rtt}", flush=True)
     return 0
+
+
+def _start_music(client, args):
+    """Mix ``--music`` under the voice; a file that cannot be played is told
+    on stderr by the event handler, and the voice goes on."""
+    client.start_audio_mixing(args.music)
+    client.adjust_audio_mixing_volume(args.music_volume)
+
+
+def _relay_destinations(args):
+    """The ``--relay CHANNEL UID TOKEN`` options as ``RelayDestination``s (on
+    ``--relay-server`` with ``--relay-server-key`` when given)."""
+    if not args.relay:
+        if args.relay_server or args.relay_server_key:
+            raise CommandError("--relay-server and --relay-server-key go with --relay", status=2)
+        return []
+    server = key = None
+    if args.relay_server or args.relay_server_key:
+        if not (args.relay_server and args.relay_server_key):
+            raise CommandError("--relay-server needs --relay-server-key (the key that "
+                               "server printed), and the other way round", status=2)
+        server = parse_address(args.relay_server)
+        try:
+            key = session.parse_public_key(args.relay_server_key)
+        except session.SessionError as exc:
+            raise CommandError(f"--relay-server-key: {exc}") from None
+    out = []
+    for channel, uid, token in args.relay:
+        try:
+            out.append(RelayDestination(channel, int(uid), token, server, key))
+        except ValueError as exc:
+            raise CommandError(f"--relay {channel} {uid} ...: {exc}", status=2) from None
+    if len(out) > MAX_DESTINATIONS:
+        raise CommandError(f"at most {MAX_DESTINATIONS} --relay channels, got {len(out)}",
+                           status=2)
+    return out
 
 
 def _stream(client, events, reader, channels, args, file_s):
@@ -658,6 +714,20 @@ def add_commands(sub):
     p.add_argument("--loop", action="store_true", help="start the file again at its end")
     p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
                    help="recording volume, 100 = unchanged, 400 = +12 dB (default 100)")
+    p.add_argument("--music", metavar="FILE_OR_URL",
+                   help="a music file or URL (anything FFmpeg opens) mixed under the input")
+    p.add_argument("--music-volume", type=float, default=100.0, metavar="0-100",
+                   help="volume of --music, 100 = as the file (default 100)")
+    p.add_argument("--audio-profile", choices=tuple(PROFILES), metavar="NAME",
+                   help="the stream's encoding: " + ", ".join(PROFILES) + " (default: "
+                        "music_standard_stereo with --music, else mono or stereo as the "
+                        "input at 32 kb/s)")
+    p.add_argument("--relay", nargs=3, action="append", metavar=("CHANNEL", "UID", "TOKEN"),
+                   help="also publish into CHANNEL as UID with that channel's host TOKEN "
+                        "(co-hosting; repeatable, at most 6)")
+    p.add_argument("--relay-server", metavar="HOST:PORT",
+                   help="the --relay channels are on this other server")
+    p.add_argument("--relay-server-key", metavar="KEY", help="that server's public key")
     device_cli.add_device_options(p, "input")
     p.set_defaults(run=_guard(cmd_host))
 

@@ -16,7 +16,13 @@ to the objects given to ``register_event_handler`` (any of ``on_user_joined(uid)
 ``on_user_offline(uid, reason)``, ``on_client_role_changed(old, new)``,
 ``on_connection_state_changed(state, reason)``,
 ``on_token_privilege_will_expire(token_expires_at)``,
-``on_encryption_error(uid, reason)``), called from the network thread.  Raw
+``on_encryption_error(uid, reason)``,
+``on_channel_media_relay_state_changed(state, reason)``), called from the
+network thread (relay states from the relay's worker thread), and
+``on_audio_mixing_state_changed(state, reason)`` (see ``music``), called from
+the music's worker thread or the thread that changed the music, and
+``on_audio_effect_finished(sound_id)`` (see ``sound_effects``), called from
+the thread of ``push_audio``.  Raw
 audio goes to the objects given to ``register_audio_frame_observer`` (see
 ``AudioFrameObserver``).
 """
@@ -34,12 +40,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from stagevox import dsp
-from stagevox.dsp.errors import RefusedError
+from stagevox.dsp.errors import ParameterError, RefusedError
 
-from . import control, session
+from . import control, media_relay, session
 from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
                       Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
                       clamped_report_block)
+from .music import MusicMixing, _to_channels
+from .profiles import audio_profile
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
 from .sender import Sender
@@ -108,7 +116,7 @@ class AudioFrameObserver:
         """
 
 
-class Client:
+class Client(MusicMixing):
     """One participant of a live channel.
 
     ``sample_rate``: the rate of ``push_audio``/``pull_audio`` (8000-48000; the
@@ -131,6 +139,10 @@ class Client:
         self.frame_ms = frame_ms
         self.ssrc = ssrc if ssrc is not None else random.randrange(1, 2**32)
         self._sender = Sender(codec, channels, bitrate, frame_ms, self.ssrc)
+        #: The profile set by ``set_audio_profile``; None: the constructor's
+        #: ``channels`` and ``bitrate`` in Opus's VoIP mode (so the default
+        #: mono client sends the "speech" profile).
+        self.audio_profile = None
         self._min_delay_ms = min_delay_ms
         self._max_delay_ms = max_delay_ms
         self.uid = None
@@ -168,10 +180,11 @@ class Client:
         self._voice = {}                  # "pitch" / "eq" / "reverb" -> processor
         self._preset = None
         self._to_wire = None              # soxr stream, client rate -> 48 kHz
-        self._pending = np.zeros((channels, 0), np.float32)
+        self._pending = np.zeros((channels, 0), np.float32)   # at the stream's channels
         self._local_fifo = np.zeros((channels, 0), np.float32)
         self._first_push = None
         self._pushed_samples = 0
+        self._relay = None                # media_relay.ChannelMediaRelay while relaying
         # receiving
         self._spatial = None
         self._device = None               # devices.DeviceLink while a sound card runs
@@ -316,6 +329,7 @@ class Client:
 
     def leave_channel(self):
         """Leave the channel (idempotent); the remote streams stop."""
+        self.stop_channel_media_relay()
         if self.channel is None:
             self._stop_network()
             return
@@ -359,6 +373,57 @@ class Client:
         reply = self._request(rid, RenewToken(rid, token), timeout)
         self._token = token
         self._token_expires_at = reply.expires_at
+
+    # ----------------------------------------------------------- media relay
+
+    def start_channel_media_relay(self, destinations):
+        """Publish this host's audio in other channels too (co-hosting, PK).
+
+        ``destinations``: up to 6 ``media_relay.RelayDestination`` (channel,
+        uid, host token, and the server for a channel on another server).
+        Returns at once; each destination is joined on a worker thread and
+        the outcome arrives as ``on_channel_media_relay_state_changed(state,
+        reason)`` (``connecting``, ``running``, ``failure``; see
+        ``media_relay``).  Raises ``RuntimeError`` outside a channel, when not
+        a host or when a relay runs already, ``ParameterError`` for a bad list.
+        """
+        self._need_channel()
+        if self.role != "host":
+            raise RuntimeError("only a host can relay its audio to other channels; "
+                               "set_client_role('host') first")
+        if self._relay is not None:
+            raise RuntimeError("a channel media relay runs already; "
+                               "use update_channel_media_relay")
+        relay = media_relay.ChannelMediaRelay(self)
+        relay.update(destinations)
+        self._relay = relay
+
+    def update_channel_media_relay(self, destinations):
+        """Relay into exactly ``destinations`` from now on: new ones are joined,
+        dropped ones left, the rest go on without a gap.  Raises
+        ``RuntimeError`` when no relay runs, ``ParameterError`` for a bad list."""
+        if self._relay is None:
+            raise RuntimeError("no channel media relay runs; start_channel_media_relay first")
+        self._relay.update(destinations)
+
+    def stop_channel_media_relay(self):
+        """Leave every destination channel (idempotent)."""
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()
+
+    def pause_all_channel_media_relay(self):
+        """Stop sending into the destinations, staying in them.  Raises
+        ``RuntimeError`` when no relay runs."""
+        if self._relay is None:
+            raise RuntimeError("no channel media relay runs")
+        self._relay.pause_all()
+
+    def resume_all_channel_media_relay(self):
+        """Send into the destinations again.  Raises ``RuntimeError`` when no relay runs."""
+        if self._relay is None:
+            raise RuntimeError("no channel media relay runs")
+        self._relay.resume_all()
 
     def enable_encryption(self, key):
         """Seal every published frame end to end with the channel ``key`` and
@@ -735,6 +800,9 @@ class Client:
             if self._record_gain != 1.0:
                 x = x * np.float32(self._record_gain)
             x = self._apply_effects(x)
+            relay = self._relay
+            if relay is not None and self.role == "host" and not self._muted:
+                relay.push(x)
             self._local_fifo = np.concatenate([self._local_fifo, x], axis=1)[
                 :, -int(0.2 * self.sample_rate):]
             if self.sample_rate != CLOCK_RATE:
@@ -744,11 +812,33 @@ class Client:
                                                         self.channels, dtype="float32")
                 x = np.ascontiguousarray(
                     self._to_wire.resample_chunk(np.ascontiguousarray(x.T)).T)
+            x = _to_channels(x, self._sender.channels)
+            if self._music is not None:
+                x = self._music.mix_publish(x)
             self._pending = np.concatenate([self._pending, x], axis=1)
             step = self._sender.frame_samples
             while self._pending.shape[1] >= step:
                 frame, self._pending = self._pending[:, :step], self._pending[:, step:]
                 self._send_frame(frame)
+
+    def set_audio_profile(self, profile, scenario="default"):
+        """Encode the published stream with ``profile`` (``profiles.PROFILES``:
+        ``"speech"``, the default, mono 32 kb/s for voice; ``"music_standard"``,
+        ``"music_standard_stereo"``, ``"music_high_quality"``,
+        ``"music_high_quality_stereo"``: full band, up to 128 kb/s, stereo or
+        mono).  ``scenario``: only ``"default"`` so far.  Before joining or
+        between songs; a stereo profile on a mono client sends the voice in
+        both channels.  Raises ``ParameterError`` naming the valid profiles and
+        scenarios for an unknown one, or on a client of the pcm codec.
+        """
+        p = audio_profile(profile, scenario)
+        if self.codec != "opus":
+            raise ParameterError(f"audio profiles are Opus settings; this client sends "
+                                 f"{self.codec!r} (make it with codec='opus')")
+        with self._push_lock:
+            self._sender.set_profile(p.channels, p.bitrate, p.application)
+            self._pending = _to_channels(self._pending, p.channels)
+            self.audio_profile = p.name
 
     def _send_frame(self, frame):
         if self.channel is None or self.role != "host" or self._muted:
@@ -873,6 +963,8 @@ class Client:
             mix += _position(frame, remote.volume * remote.gain, remote.pan)
         if spatial:
             mix += self._spatial.render(spatial, self.sample_rate)
+        if self._music is not None:
+            mix += self._music.playout(num_samples, self.sample_rate, self.channels)
         np.clip(mix, -1.0, 1.0, out=mix)
         mix = self._observe("on_playback_audio_frame", mix)
         if any(getattr(o, "on_mixed_audio_frame", None) for o in self._observers):

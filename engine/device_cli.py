@@ -144,6 +144,12 @@ def _member(client, args, role, label, **link_options):
 def host_mic(args):
     """``stagevox host --input mic``: join as host and speak from the microphone."""
     _check_duration(args.duration)
+    given = [opt for opt, attr in (("--music", "music"), ("--relay", "relay"),
+                                   ("--audio-profile", "audio_profile"))
+             if getattr(args, attr, None)]
+    if given:
+        raise cli.CommandError(f"{', '.join(given)} go with a file --input; with --input mic "
+                               "they are not built yet")
     device = _find(args.device, "input", "--device")
     client = Client(sample_rate=CLOCK_RATE, channels=1)
     _voice(client, args)
