@@ -5,7 +5,7 @@
     stagevox effects [NAME]
     stagevox --version
     stagevox presets
-    stagevox server | token | host | listen    (the live channel)
+    stagevox server | token | host | listen | talk | devices    (the live channel)
 
 This package sits above ``stagevox.dsp``, ``stagevox.presets`` and
 ``stagevox.engine``: each of them registers its own subcommands

@@ -36,8 +36,10 @@ worker thread), ``music`` (music mixed into the published voice and the
 local playout), ``sound_effects`` (short sounds over the voice),
 ``media_relay`` (a host's audio published in other channels: co-hosting,
 PK), ``inject`` (an online stream published as a host), ``pacing``
-(real-time deadlines), ``server`` and ``client`` (thin front ends), and
-``cli`` (the ``stagevox server | token | host | listen | inject`` commands).
+(real-time deadlines), ``server`` and ``client`` (thin front ends),
+``devices`` (sound cards through PortAudio, driving a client from the
+card's callback), and ``cli`` and ``device_cli`` (the ``stagevox server |
+token | host | listen | inject | talk | devices`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
@@ -51,6 +53,7 @@ from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
 from .inject import StreamInjector
+from .devices import DeviceError, DeviceInfo, DeviceLink, list_devices
 from .jitter import JitterBuffer
 from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
@@ -59,9 +62,10 @@ from .session import SessionError
 from .token import TokenClaims, TokenError, make_token, verify_token
 
 __all__ = [
-    "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
+    "AudioFrameObserver", "Client", "CodecError", "ControlError", "DeviceError", "DeviceInfo",
+    "DeviceLink", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
     "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
     "StreamInjector", "TokenClaims", "TokenError",
-    "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
+    "list_devices", "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

@@ -1,4 +1,6 @@
-"""The live channel's command line: ``stagevox server | token | host | listen``.
+"""The live channel's command line: ``stagevox server | token | host | listen``
+(and, in ``device_cli``, the sound card: ``devices``, ``talk``, ``--input mic``,
+``--output speaker``).
 
     stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
@@ -360,6 +362,12 @@ def cmd_host(args):
     if not 0 <= args.music_volume <= 100:
         raise CommandError(f"--music-volume must be in 0..100 (100 = as the file), got "
                            f"{args.music_volume:g}")
+    from . import device_cli
+    if args.input == device_cli.MIC:
+        return device_cli.host_mic(args)
+    if args.duration is not None or args.device is not None:
+        raise CommandError("--duration and --device go with --input mic (a file is sent "
+                           "whole; --loop repeats it)")
     try:
         reader = fileio.open_input(args.input)
     except fileio.AudioFileError as exc:
@@ -546,6 +554,13 @@ class _Heard:
 
 def cmd_listen(args):
     """Join as audience and record ``--duration`` seconds of what is heard."""
+    from . import device_cli
+    if args.output == device_cli.SPEAKER:
+        return device_cli.listen_speaker(args)
+    if args.device is not None:
+        raise CommandError("--device goes with --output speaker")
+    if args.duration is None:
+        raise CommandError("--duration is needed to record into a file")
     if not (args.duration > 0 and math.isfinite(args.duration)):
         raise CommandError(f"--duration must be a positive number of seconds, "
                            f"got {args.duration}")
@@ -627,7 +642,10 @@ def _client_options(p, role, uid=None):
 
 
 def add_commands(sub):
-    """Register ``server``, ``token``, ``host``, ``listen`` and ``inject`` on the subparsers ``sub``."""
+    """Register ``server``, ``token``, ``host``, ``listen`` and ``inject`` on the
+    subparsers ``sub``, and the sound-card commands of ``device_cli`` (``devices``,
+    ``talk``)."""
+    from . import device_cli
     p = sub.add_parser(
         "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
         description="Run a live channel server on one UDP port until Ctrl+C (SIGINT) or "
@@ -675,7 +693,7 @@ def add_commands(sub):
                "--input speech.wav --preset ktv")
     _client_options(p, "host")
     p.add_argument("--input", required=True, metavar="FILE",
-                   help="any audio file libsndfile reads")
+                   help="any audio file libsndfile reads, or 'mic' for the microphone")
     p.add_argument("--preset", metavar="NAME", help="a voice preset (see 'stagevox presets')")
     p.add_argument("--loop", action="store_true", help="start the file again at its end")
     p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
@@ -694,6 +712,7 @@ def add_commands(sub):
     p.add_argument("--relay-server", metavar="HOST:PORT",
                    help="the --relay channels are on this other server")
     p.add_argument("--relay-server-key", metavar="KEY", help="that server's public key")
+    device_cli.add_device_options(p, "input")
     p.set_defaults(run=_guard(cmd_host))
 
     p = sub.add_parser(
@@ -706,14 +725,17 @@ def add_commands(sub):
                "--output heard.wav --duration 10")
     _client_options(p, "audience")
     p.add_argument("--output", required=True, metavar="FILE",
-                   help="where to write what was heard (.wav, .flac, .ogg, ...)")
-    p.add_argument("--duration", type=float, required=True, metavar="S",
-                   help="seconds to record")
+                   help="where to write what was heard (.wav, .flac, .ogg, ...), or "
+                        "'speaker' to play it on the sound card")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="seconds to record (with --output speaker: to play; default "
+                        "until Ctrl+C)")
     p.add_argument("--sample-rate", type=int, default=CLOCK_RATE, metavar="HZ",
                    help="rate of the recording, 8000-48000 (default 48000)")
     p.add_argument("--channels", type=int, default=1, choices=(1, 2),
                    help="1 (mono, default) or 2 (stereo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    device_cli.add_device_options(p, "output")
     p.set_defaults(run=_guard(cmd_listen))
 
     p = sub.add_parser(
@@ -732,3 +754,5 @@ def add_commands(sub):
     p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
                    help=f"failed tries in a row before giving up (default {MAX_RETRIES})")
     p.set_defaults(run=_guard(cmd_inject))
+
+    device_cli.add_commands(sub)

@@ -187,6 +187,7 @@ class Client(MusicMixing):
         self._relay = None                # media_relay.ChannelMediaRelay while relaying
         # receiving
         self._spatial = None
+        self._device = None               # devices.DeviceLink while a sound card runs
         # network
         self._loop = None
         self._endpoint = None
@@ -1031,6 +1032,39 @@ class Client(MusicMixing):
         """The uids of the channel's other hosts."""
         return sorted(self._uids)
 
+    # ----------------------------------------------------------- sound card
+
+    def start_audio_device(self, input=None, output=None, block_ms=10, **options):
+        """Record from and/or play to sound cards: the ``input`` device's audio
+        is pushed (``push_audio``) and the ``output`` device plays what
+        ``pull_audio`` gives, both driven by the card's callback.
+
+        ``input``/``output``: ``True`` for the default device, a PortAudio
+        index or a device name (``devices.list_devices()``), ``None`` for
+        none that way.  ``block_ms``: the card's block, 2.5-100 ms.
+        ``options``: ``sample_rate`` (the card's rate in Hz), ``monitor``
+        (play one's own processed voice too) and ``latency`` (PortAudio's
+        buffering: "low", "high" or seconds), see ``devices.DeviceLink``.
+        Needs ``pip install 'stagevox[devices]'`` and PortAudio.  Returns the
+        ``DeviceLink``; its counters and delays are ``stats()["device"]``.
+
+        Raises ``devices.DeviceError`` (a ``ValueError``) for an unknown
+        device, listing the devices there are, for settings the card refuses
+        or without PortAudio; ``RuntimeError`` when a device runs already.
+        """
+        from .devices import DeviceLink
+        if self._device is not None:
+            raise RuntimeError("a sound card runs already; stop_audio_device() first")
+        link = DeviceLink(self, input, output, block_ms, **options)
+        self._device = link.start()
+        return link
+
+    def stop_audio_device(self):
+        """Stop the sound card started by ``start_audio_device`` (idempotent)."""
+        link, self._device = self._device, None
+        if link is not None:
+            link.stop()
+
     # ----------------------------------------------------------- statistics
 
     def stats(self):
@@ -1057,6 +1091,7 @@ class Client(MusicMixing):
             u["end_to_end_delay_ms"] = (self.frame_ms + 1e3 * rtt / 2 + u["buffer_delay_ms"])
             users[remote.uid] = u
         s["users"] = users
+        s["device"] = None if self._device is None else self._device.stats()
         for key in ("received", "lost", "recovered_red", "recovered_fec",
                     "recovered_retransmission", "concealed", "expanded_ms", "shortened_ms",
                     "lengthened_ms"):
