@@ -31,7 +31,9 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
 per-listener packets), ``server`` and ``client`` (thin front ends), and
-``cli`` (the ``stagevox server | token | host | listen`` commands).
+``cli`` (the ``stagevox server | token | host | listen | gateway`` commands);
+``gateway`` (the browser gateway, ``Gateway``: a web page and WebRTC bridged
+to a channel; needs the ``gateway`` extra, and is imported on first use).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
@@ -48,12 +50,20 @@ from .jitter import JitterBuffer
 from .rtp import PacketError, RtpPacket
 from .server import Server
 from .session import SessionError
-from .token import TokenClaims, TokenError, make_token, verify_token
+from .token import TokenClaims, TokenError, make_token, read_claims, verify_token
 
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
     "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
     "TokenError",
-    "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
+    "load_libopus", "make_decoder", "make_encoder", "make_token", "read_claims", "verify_token",
 ]
+
+
+def __getattr__(name):
+    """``engine.Gateway`` imports the gateway (aiortc, aiohttp) on first use only."""
+    if name == "Gateway":
+        from .gateway import Gateway
+        return Gateway
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

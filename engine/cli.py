@@ -1,4 +1,4 @@
-"""The live channel's command line: ``stagevox server | token | host | listen``.
+"""The live channel's command line: ``stagevox server | token | host | listen | gateway``.
 
     stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
@@ -6,10 +6,11 @@
                   [--preset NAME] [--loop] [--volume 0-400]
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
+    stagevox gateway --server H:P --server-key KEY [--http-host H] [--http-port 8080]
 
 The server's secret comes from the environment variable ``STAGEVOX_SECRET``;
 a client's token from ``--token`` or ``STAGEVOX_TOKEN``.  ``add_commands``
-registers the four subcommands on the parser of the ``stagevox`` command
+registers the five subcommands on the parser of the ``stagevox`` command
 (``stagevox.cli``).
 
 Exit status: 0 done, 1 a refused join or another error (one line on stderr
@@ -557,6 +558,39 @@ def _record(client, events, out, rate, duration, heard):
     return done
 
 
+# ------------------------------------------------------------------ gateway
+
+def cmd_gateway(args):
+    """Serve the browser gateway until SIGINT/SIGTERM; prints the page's link first."""
+    address = parse_address(args.server)
+    key = _server_key(args)
+    if not 0 <= args.http_port <= 65535:
+        raise CommandError(f"--http-port must be in 0..65535 (0: a free one), "
+                           f"got {args.http_port}", status=2)
+    try:
+        from .gateway import Gateway
+    except ImportError as exc:
+        raise CommandError(f"the gateway needs aiortc and aiohttp ({exc}); install them with: "
+                           f"pip install 'stagevox[gateway]'") from None
+    _log_membership(args.quiet)
+    try:
+        gateway = Gateway(address, key, args.http_host, args.http_port).start()
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    with _stop_on_signals():
+        try:
+            print(f"gateway on {gateway.url}", flush=True)
+            print(f"open {gateway.url}room/CHANNEL?token=TOKEN (a token from 'stagevox token "
+                  f"--channel CHANNEL --uid N --role host|audience')", flush=True)
+            while True:
+                time.sleep(3600)
+        except _Stop:
+            pass
+        finally:
+            gateway.stop()
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def _guard(command):
@@ -588,7 +622,8 @@ def _client_options(p, role):
 
 
 def add_commands(sub):
-    """Register ``server``, ``token``, ``host`` and ``listen`` on the subparsers ``sub``."""
+    """Register ``server``, ``token``, ``host``, ``listen`` and ``gateway`` on the
+    subparsers ``sub``."""
     p = sub.add_parser(
         "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
         description="Run a live channel server on one UDP port until Ctrl+C (SIGINT) or "
@@ -662,3 +697,24 @@ def add_commands(sub):
                    help="1 (mono, default) or 2 (stereo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     p.set_defaults(run=_guard(cmd_listen))
+
+    p = sub.add_parser(
+        "gateway", help="serve a web page that bridges browsers (WebRTC) to the channels",
+        description="Serve the room page and bridge browsers to the channels of the server "
+                    "at --server, until Ctrl+C (SIGINT) or SIGTERM. A person opens "
+                    "http://HOST:PORT/room/CHANNEL?token=TOKEN and presses Listen or Talk. "
+                    "Needs the gateway extra: pip install 'stagevox[gateway]'.",
+        epilog="example: stagevox gateway --server 127.0.0.1:5000 --server-key KEY "
+               "--http-port 8080")
+    p.add_argument("--server", required=True, metavar="HOST:PORT",
+                   help="the stagevox server (as printed by 'stagevox server')")
+    p.add_argument("--server-key", metavar="KEY",
+                   help="the server's public key, as 'stagevox server' prints it "
+                        f"(default: ${SERVER_KEY_ENV})")
+    p.add_argument("--http-host", default="127.0.0.1",
+                   help="address to serve the page on (default 127.0.0.1; 0.0.0.0 for all; "
+                        "browsers allow the microphone on localhost or https only)")
+    p.add_argument("--http-port", type=int, default=8080, metavar="P",
+                   help="HTTP port (default 8080; 0 picks a free one and prints it)")
+    p.add_argument("--quiet", action="store_true", help="do not log who joins and leaves")
+    p.set_defaults(run=_guard(cmd_gateway))
