@@ -88,12 +88,14 @@ function waitForIce(pc) {
   });
 }
 
-async function microphone() {
+// The browser's own voice cleanup (echo cancellation, noise suppression, gain
+// control) unless the person turns it off (a clean microphone, music).
+async function microphone(cleanup) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia)
     throw new PageError("no_microphone", "this page needs https or localhost for the microphone");
   try {
     return await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audio: { echoCancellation: cleanup, noiseSuppression: cleanup, autoGainControl: cleanup },
     });
   } catch (e) {
     if (e.name === "NotAllowedError" || e.name === "SecurityError")
@@ -110,7 +112,7 @@ async function connect(mode) {
   page.pc = pc;
   try {
     if (mode === "talk") {
-      const stream = await microphone();
+      const stream = await microphone($("cleanup").checked);
       stream.getTracks().forEach((t) => pc.addTrack(t, stream));
     } else {
       pc.addTransceiver("audio", { direction: "recvonly" });
