@@ -16,11 +16,14 @@ import io
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,12 +63,11 @@ def token(uid, role="host", **kw):
 
 
 class GatewayProcess:
-    """``stagevox gateway`` run as a user runs it, in a process of its own (so
-    its real-time work does not share this process' interpreter lock)."""
+    """``stagevox gateway`` in a process of its own: ``url``, ``room_url``."""
 
     def __init__(self, server):
         self.proc = Proc("gateway", "--server", format_address(server.address), "--server-key",
-                         server.public_key_text, "--http-port", 0, env=cli_env())
+                         server.public_key, "--http-port", 0, env=cli_env())
         first = self.proc.next_line("stdout", START_S) or ""
         assert first.startswith("gateway on http://127.0.0.1:"), \
             f"first line {first!r}; stderr: {''.join(self.proc.text['stderr'])}"
@@ -76,18 +78,38 @@ class GatewayProcess:
         return f"{self.url}room/{urllib.parse.quote(channel)}?token={token}"
 
 
+class ServerProcess:
+    """``stagevox server --port 0`` in a process of its own: ``address``, ``public_key``."""
+
+    def __init__(self):
+        self.proc = Proc("server", "--port", 0, "--quiet", env=cli_env(STAGEVOX_SECRET=SECRET))
+        first = self.proc.next_line("stdout", START_S) or ""
+        assert first.startswith("listening on 127.0.0.1:"), \
+            f"first line {first!r}; stderr: {''.join(self.proc.text['stderr'])}"
+        self.address = ("127.0.0.1", int(first.rsplit(":", 1)[1]))
+        self.public_key = (self.proc.next_line("stdout", START_S) or "").split()[-1]
+
+
 @pytest.fixture(scope="module")
 def room():
-    """A server (here) and a gateway (``stagevox gateway``, HTTP on a free port)."""
+    """A server and a gateway (HTTP on a free port), each run as a user runs them
+    (``stagevox server``, ``stagevox gateway``) in a process of its own, so the
+    real-time work of neither shares this process' interpreter lock."""
     require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
-    with engine.Server(secret=SECRET) as server:
+    procs = []
+    try:
+        server = ServerProcess()
+        procs.append(server.proc)
         gw = GatewayProcess(server)
-        try:
-            yield server, gw
-        finally:
-            gw.proc.popen.send_signal(signal.SIGTERM)
-            status, _, err = gw.proc.finish(20)
+        procs.append(gw.proc)
+        yield server, gw
+        for p in reversed(procs):
+            p.popen.send_signal(signal.SIGTERM)
+            status, _, err = p.finish(20)
             assert status == 0, err
+    finally:
+        for p in procs:
+            p.kill()
 
 
 @pytest.fixture(scope="module")
@@ -182,16 +204,16 @@ class Recorder:
         return np.concatenate(self.frames) if self.frames else np.zeros(0, np.float32)
 
 
-def post(gw, path, body, method="POST"):
-    """``(status, json)`` of a request to the gateway."""
+def post(gw, path, body, method="POST", headers=None):
+    """``(status, json, headers)`` of a request to the gateway."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(gw.url.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers=headers or {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as res:
-            return res.status, json.loads(res.read())
+            return res.status, json.loads(res.read()), res.headers
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        return err.code, json.loads(err.read()), err.headers
 
 
 # ------------------------------------------------------------------ bad input, no browser
@@ -215,15 +237,34 @@ def test_bad_requests_get_a_clear_error_and_the_gateway_keeps_serving(room):
          400, "bad_sdp", "SDP"),
     ]
     for body, status, code, words in cases:
-        got_status, got = post(gw, "/api/session", body)
+        got_status, got, _ = post(gw, "/api/session", body)
         assert (got_status, got["code"]) == (status, code), (body, got)
         assert words in got["error"], got
     # A signature the server does not accept is its refusal, passed on.
     forged = token(3)[:-4] + "AAAA"
-    status, got = post(gw, "/api/session", {"channel": CHANNEL, "token": forged,
-                                            "mode": "listen", "sdp": "v=0"})
+    status, got, _ = post(gw, "/api/session", {"channel": CHANNEL, "token": forged,
+                                               "mode": "listen", "sdp": "v=0"})
     assert (status, got["code"]) == (403, "bad_signature"), got
     assert post(gw, "/api/session/nope", b"", "DELETE")[0] == 404
+    # WHIP and WHEP: the token as a Bearer header, the offer as application/sdp.
+    sdp = {"Content-Type": "application/sdp"}
+    whip_cases = [
+        ("/whip/" + CHANNEL, sdp, 401, "no_token", "Bearer"),
+        ("/whip/" + CHANNEL, {**sdp, "Authorization": f"Bearer {token(6, 'audience')}"}, 403,
+         "no_publish_privilege", "audience"),
+        ("/whip/" + CHANNEL, {"Content-Type": "text/plain",
+                              "Authorization": f"Bearer {token(6)}"}, 415, "bad_request", "SDP"),
+        ("/whep/other", {**sdp, "Authorization": f"Bearer {token(6)}"}, 403, "wrong_channel",
+         "'lobby'"),
+        ("/whep/" + CHANNEL, {**sdp, "Authorization": f"Bearer {token(6)}"}, 400, "bad_sdp",
+         "SDP"),
+    ]
+    for path, headers, status, code, words in whip_cases:
+        got_status, got, got_headers = post(gw, path, b"v=0\r\nnonsense", headers=headers)
+        assert (got_status, got["code"]) == (status, code), (path, headers, got)
+        assert words in got["error"], got
+        if status == 401:
+            assert got_headers["WWW-Authenticate"] == "Bearer"
     with urllib.request.urlopen(gw.url + f"api/info?token={token(4, 'audience')}") as res:
         info = json.loads(res.read())
     assert (info["channel"], info["uid"], info["can_publish"]) == (CHANNEL, 4, False)
@@ -334,3 +375,31 @@ def decode(data):
             out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
         out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(out).astype(np.float32)
+
+
+# ------------------------------------------------------------------ WHIP and WHEP
+
+def test_whip_publishes_into_the_channel_and_whep_listens(room, speech, tmp_path):
+    """aiortc peers (in a process of their own, ``whip_peers.py``) as the
+    standard tools: one publishes with WHIP, one listens with WHEP; a Python
+    listener hears the publisher too."""
+    server, gw = room
+    judged = speech[2 * RATE:7 * RATE]
+    lead = np.resize(speech[::-1], int(LEAD_S * RATE))
+    sf.write(tmp_path / "published.wav",
+             np.concatenate([lead, judged, np.zeros(RATE // 2, np.float32)]), RATE,
+             subtype="FLOAT")
+    with Recorder(server, 41) as rec:
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("whip_peers.py")), gw.url, CHANNEL,
+             token(42), token(43, "audience"), tmp_path / "published.wav", tmp_path / "WHEP.wav"],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    whep, _ = sf.read(tmp_path / "WHEP.wav", dtype="float32")
+    for name, received, threshold in (("WHIP -> Python listener", rec.audio(), 0.95),
+                                      ("WHIP -> WHEP", whep, 0.90)):
+        sf.write(tmp_path / f"{name.split()[-1]}.wav", received, RATE)
+        aligned, _ = locate(judged, received)
+        stoi, pesq = score(judged, aligned)
+        print(f"\n{name}: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}")
+        assert stoi >= threshold, f"{name}: STOI {stoi:.3f} < {threshold}"

@@ -20,6 +20,13 @@ HTTP API (JSON bodies; an error is ``{"error": text, "code": code}`` with a
   status (``Person.status``) every 0.25 s and takes requests
   (``Person.command``), answering ``{"error": ...}`` to a bad one.
 - ``DELETE /api/session/ID``: leave.
+
+Standard tools (RFC 9725 WHIP, and WHEP): ``POST /whip/CHANNEL`` publishes
+(host token), ``POST /whep/CHANNEL`` listens (any token); the body is the
+SDP offer (``application/sdp``), the token a ``Bearer`` ``Authorization``
+header.  The answer comes back with 201 Created and a ``Location`` that a
+``DELETE`` ends.  ICE candidates go in the offer and the answer (no trickle:
+a ``PATCH`` gets 405).
 """
 
 import asyncio
@@ -145,6 +152,9 @@ class Gateway:
             web.post("/api/session", self._open_session),
             web.delete("/api/session/{id}", self._close_session),
             web.get("/api/session/{id}/ws", self._status_socket),
+            web.post("/whip/{channel}", self._whip), web.post("/whep/{channel}", self._whep),
+            web.delete("/whip/{channel}/{id}", self._close_session),
+            web.delete("/whep/{channel}/{id}", self._close_session),
         ])
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -199,7 +209,35 @@ class Gateway:
             return exc.response()
         return web.json_response({"id": person.id, "sdp": person.answer, "type": "answer"})
 
-    async def _join(self, body):
+    async def _whip(self, request):
+        return await self._ingest_or_egress(request, "whip", "talk")
+
+    async def _whep(self, request):
+        return await self._ingest_or_egress(request, "whep", "listen")
+
+    async def _ingest_or_egress(self, request, kind, mode):
+        """WHIP (``mode`` "talk", nothing sent back) or WHEP ("listen")."""
+        try:
+            if request.content_type != "application/sdp":
+                raise ApiError(415, "bad_request", f"the body must be an SDP offer "
+                               f"(Content-Type: application/sdp), got {request.content_type!r}")
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "no_token", "give the token as 'Authorization: Bearer "
+                               "TOKEN' (a token from 'stagevox token')")
+            channel = request.match_info["channel"]
+            sdp = await request.text()
+            person = await self._join({"token": token.strip(), "channel": channel, "mode": mode,
+                                       "sdp": sdp}, send_channel=(kind == "whep"))
+        except ApiError as exc:
+            response = exc.response()
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return web.Response(status=201, text=person.answer, content_type="application/sdp",
+                            headers={"Location": f"/{kind}/{channel}/{person.id}"})
+
+    async def _join(self, body, send_channel=True):
         """Check the request, join the person and answer the offer (an ``ApiError`` if not)."""
         token, channel, mode, sdp = (body.get(k) for k in ("token", "channel", "mode", "sdp"))
         claims = _claims(token)
@@ -214,7 +252,7 @@ class Gateway:
         if not isinstance(sdp, str) or not sdp.strip():
             raise ApiError(400, "bad_sdp", "the request has no SDP offer (field 'sdp')")
         # A Client compiles or loads the kernels when it is made: off the loop.
-        person = await asyncio.to_thread(Person, claims, token, mode)
+        person = await asyncio.to_thread(Person, claims, token, mode, send_channel)
         try:
             person.answer = await person.start(self.server_address, self.server_key, sdp,
                                                self.join_timeout)

@@ -23,6 +23,10 @@ from ..rtp import CLOCK_RATE
 FRAME_SAMPLES = 960
 #: Behind the schedule by more than this (a stalled loop): start a new one from now.
 MAX_LAG_S = 0.2
+#: A gap in the browser's stream up to this long (lost packets, which aiortc
+#: does not conceal) is pushed as silence, so what follows keeps its time;
+#: a longer one (the sender paused) is not.
+MAX_GAP_S = 0.5
 
 
 class ChannelTrack(MediaStreamTrack):
@@ -66,13 +70,27 @@ class ChannelTrack(MediaStreamTrack):
 
 async def pump_to_channel(track, push):
     """Push what ``track`` (a received aiortc audio track) carries to ``push(frames)``,
-    as float32 ``(1, n)`` at 48 kHz, until the track ends."""
+    as float32 ``(1, n)`` at 48 kHz, until the track ends.
+
+    Frames are placed by their timestamps: a short gap (lost packets) is
+    pushed as silence, a frame from before the last one (late) is dropped.
+    """
     resampler = av.AudioResampler(format="flt", layout="mono", rate=CLOCK_RATE)
+    expected = None                      # the next frame's pts, in the frame's time base
     while True:
         try:
             frame = await track.recv()
         except MediaStreamError:
             return
+        if frame.pts is not None and frame.time_base is not None:
+            if expected is not None:
+                gap_s = float((frame.pts - expected) * frame.time_base)
+                if gap_s < 0:
+                    continue
+                if 0 < gap_s <= MAX_GAP_S:
+                    await asyncio.to_thread(push, np.zeros((1, round(gap_s * CLOCK_RATE)),
+                                                           np.float32))
+            expected = frame.pts + round(frame.samples / frame.sample_rate / frame.time_base)
         for out in resampler.resample(frame):
             x = out.to_ndarray().reshape(1, -1).astype(np.float32, copy=False)
             await asyncio.to_thread(push, x)

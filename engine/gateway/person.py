@@ -63,15 +63,18 @@ class Meters(AudioFrameObserver):
 class Person:
     """A browser person: ``claims`` (``TokenClaims`` read from ``token``), ``mode``
     "listen" or "talk".  ``start`` joins and answers the browser's offer;
-    ``close`` leaves.  ``id`` names the person in the gateway's URLs."""
+    ``close`` leaves.  ``id`` names the person in the gateway's URLs.
+    ``send_channel`` False: the channel is not sent back (a WHIP publisher).
+    """
 
-    def __init__(self, claims, token, mode):
+    def __init__(self, claims, token, mode, send_channel=True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.id = secrets.token_urlsafe(12)
         self.claims = claims
         self.token = token
         self.mode = mode
+        self.send_channel = send_channel
         self.preset = "off"
         self.muted = False
         self.client = Client(sample_rate=CLOCK_RATE, channels=1)
@@ -114,7 +117,8 @@ class Person:
             raise ValueError(f"the SDP offer cannot be used: {exc}") from None
         if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
             raise ValueError("the SDP offer has no audio section")
-        self.pc.addTrack(ChannelTrack(self.client.pull_audio))
+        if self.send_channel:
+            self.pc.addTrack(ChannelTrack(self.client.pull_audio))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription.sdp
 
