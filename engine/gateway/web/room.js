@@ -110,6 +110,9 @@ async function connect(mode) {
   $("state").textContent = "connecting…";
   const pc = new RTCPeerConnection();
   page.pc = pc;
+  // Pressing Listen or Talk again while this one connects replaces it.
+  const replaced = () => page.pc !== pc;
+  let session = null;
   try {
     if (mode === "talk") {
       const stream = await microphone($("cleanup").checked);
@@ -123,7 +126,7 @@ async function connect(mode) {
       player.play().catch(() => {});
     };
     pc.onconnectionstatechange = () => {
-      if (pc === page.pc && pc.connectionState === "failed") {
+      if (!replaced() && pc.connectionState === "failed") {
         disconnect();
         showError(new PageError("webrtc_failed", ""));
       }
@@ -132,6 +135,8 @@ async function connect(mode) {
     await waitForIce(pc);
     const answer = await api("POST", "/api/session",
                              { channel: room, token, mode, sdp: pc.localDescription.sdp });
+    session = answer.id;
+    if (replaced()) throw new PageError("replaced", "");
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     page.session = answer.id;
     page.mode = mode;
@@ -139,6 +144,12 @@ async function connect(mode) {
     const preset = $("preset").value;
     if (mode === "talk" && preset !== "off") send({ preset });
   } catch (err) {
+    if (replaced()) {               // quietly end this one; the newer one goes on
+      pc.getSenders().forEach((s) => s.track && s.track.stop());
+      pc.close();
+      if (session) api("DELETE", `/api/session/${session}`).catch(() => {});
+      return;
+    }
     await disconnect();
     showError(err instanceof PageError ? err : new PageError("webrtc_failed", String(err)));
   }
