@@ -82,7 +82,9 @@ class ServerProcess:
     """``stagevox server --port 0`` in a process of its own: ``address``, ``public_key``."""
 
     def __init__(self):
-        self.proc = Proc("server", "--port", 0, "--quiet", env=cli_env(STAGEVOX_SECRET=SECRET))
+        # One host at most: the stage is full as soon as one is on it.
+        self.proc = Proc("server", "--port", 0, "--quiet", "--max-hosts", 1,
+                         env=cli_env(STAGEVOX_SECRET=SECRET))
         first = self.proc.next_line("stdout", START_S) or ""
         assert first.startswith("listening on 127.0.0.1:"), \
             f"first line {first!r}; stderr: {''.join(self.proc.text['stderr'])}"
@@ -305,6 +307,21 @@ def test_page_says_when_the_gateway_does_not_answer(room, browser, tmp_path):
     finally:
         browser.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
     assert text_of(browser, "state") == "not connected"
+
+
+def test_page_says_when_the_stage_is_full(room, browser, tmp_path):
+    server, gw = room
+    host = engine.Client()
+    host.join_channel(server.address, CHANNEL, 32, token(32), "host",
+                      server_key=server.public_key)
+    try:
+        browser.get(gw.room_url(CHANNEL, token(13)))
+        wait_for_text(browser, "who", "listen and talk")
+        browser.find_element("id", "talk").click()
+        wait_for_text(browser, "error", "The stage is full")
+        browser.save_screenshot(str(tmp_path / "stage_full.png"))
+    finally:
+        host.leave_channel()
 
 
 def test_page_talks_and_a_python_listener_hears_it(room, browser, speech, tmp_path):

@@ -65,6 +65,7 @@ class ApiError(Exception):
         self.code = code
 
     def response(self):
+        """The error as a JSON response ``{"error", "code"}`` with its status."""
         return web.json_response({"error": str(self), "code": self.code}, status=self.status)
 
 

@@ -76,6 +76,7 @@ function setButtons() {
   $("mute").disabled = !connected || page.mode !== "talk";
   $("preset").disabled = !connected || page.mode !== "talk";
   $("stage").hidden = !(info && info.can_publish);
+  $("cleanup").parentElement.hidden = !(info && info.can_publish);
   $("stage").disabled = !connected;
 }
 
