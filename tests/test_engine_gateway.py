@@ -5,8 +5,10 @@ page talks and a Python listener on the channel hears it (STOI against the
 file).  A Python host streams speech and the page records what it plays
 (``MediaRecorder`` on the stream the page plays, handed back as base64
 webm and decoded with PyAV).  Screenshots of the page's states go to the
-test's tmp folder.  Bad input (tokens, SDP, requests) gets a clear error
-and the gateway goes on serving.
+test's tmp folder.  Bad input (tokens, SDP, requests) gets a clear error,
+and the gateway goes on serving; the page says in words what went wrong (a
+bad or expired token, a full stage, a refused microphone, no gateway).
+WHIP and WHEP are tested with aiortc peers (``whip_peers.py``).
 
 Printed for the record (``pytest -s``): STOI and PESQ-WB both ways.
 """
@@ -125,9 +127,8 @@ def capture_wav(tmp_path_factory, speech):
     return path
 
 
-@pytest.fixture(scope="module")
-def browser(room, capture_wav):
-    """Headless Chromium with the fake microphone playing ``capture_wav``."""
+def chromium(*args):
+    """A headless Chromium (Selenium) with a fake microphone and ``args`` besides."""
     require(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None,
             "chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
     from selenium import webdriver
@@ -136,12 +137,19 @@ def browser(room, capture_wav):
     opts = Options()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={capture_wav}",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=800,700"):
+                "--use-fake-device-for-media-stream", "--window-size=800,700", *args):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_script_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(room, capture_wav):
+    """Headless Chromium that grants the microphone, playing ``capture_wav`` as it."""
+    driver = chromium("--use-fake-ui-for-media-stream",
+                      f"--use-file-for-fake-audio-capture={capture_wav}",
+                      "--autoplay-policy=no-user-gesture-required")
     try:
         yield driver
     finally:
@@ -307,6 +315,20 @@ def test_page_says_when_the_gateway_does_not_answer(room, browser, tmp_path):
     finally:
         browser.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
     assert text_of(browser, "state") == "not connected"
+
+
+def test_page_says_when_the_microphone_is_refused(room, tmp_path):
+    _, gw = room
+    driver = chromium("--deny-permission-prompts")    # a person who says no
+    try:
+        driver.get(gw.room_url(CHANNEL, token(14)))
+        wait_for_text(driver, "who", "listen and talk")
+        driver.find_element("id", "talk").click()
+        wait_for_text(driver, "error", "No microphone permission")
+        driver.save_screenshot(str(tmp_path / "no_microphone.png"))
+        assert text_of(driver, "state") == "not connected"
+    finally:
+        driver.quit()
 
 
 def test_page_says_when_the_stage_is_full(room, browser, tmp_path):
