@@ -291,11 +291,8 @@ def test_page_says_what_is_wrong_with_a_bad_token(room, browser, tmp_path):
     assert not browser.find_element("id", "listen").is_enabled()
     browser.save_screenshot(str(tmp_path / "expired_token.png"))
 
-    browser.get(gw.room_url(CHANNEL, token(5)[:-4] + "AAAA"))      # forged signature
-    wait_for_text(browser, "who", "listen and talk")
-    browser.find_element("id", "listen").click()
-    wait_for_text(browser, "error", "not issued by this room's server")
-    browser.save_screenshot(str(tmp_path / "forged_token.png"))
+    press_and_read_error(browser, gw.room_url(CHANNEL, token(5)[:-4] + "AAAA"), "listen",
+                         "not issued by this room's server", tmp_path / "forged_token.png")
 
     browser.get(gw.url + "room/" + CHANNEL)
     wait_for_text(browser, "error", "This link has no token")
@@ -317,16 +314,23 @@ def test_page_says_when_the_gateway_does_not_answer(room, browser, tmp_path):
     assert text_of(browser, "state") == "not connected"
 
 
+def press_and_read_error(driver, url, button, words, screenshot):
+    """Open ``url`` (a host token's page), press ``button``, wait for an error
+    holding ``words`` and save a screenshot; the page is left not connected."""
+    driver.get(url)
+    wait_for_text(driver, "who", "listen and talk")
+    driver.find_element("id", button).click()
+    wait_for_text(driver, "error", words)
+    driver.save_screenshot(str(screenshot))
+    assert text_of(driver, "state") == "not connected"
+
+
 def test_page_says_when_the_microphone_is_refused(room, tmp_path):
     _, gw = room
     driver = chromium("--deny-permission-prompts")    # a person who says no
     try:
-        driver.get(gw.room_url(CHANNEL, token(14)))
-        wait_for_text(driver, "who", "listen and talk")
-        driver.find_element("id", "talk").click()
-        wait_for_text(driver, "error", "No microphone permission")
-        driver.save_screenshot(str(tmp_path / "no_microphone.png"))
-        assert text_of(driver, "state") == "not connected"
+        press_and_read_error(driver, gw.room_url(CHANNEL, token(14)), "talk",
+                             "No microphone permission", tmp_path / "no_microphone.png")
     finally:
         driver.quit()
 
@@ -337,11 +341,8 @@ def test_page_says_when_the_stage_is_full(room, browser, tmp_path):
     host.join_channel(server.address, CHANNEL, 32, token(32), "host",
                       server_key=server.public_key)
     try:
-        browser.get(gw.room_url(CHANNEL, token(13)))
-        wait_for_text(browser, "who", "listen and talk")
-        browser.find_element("id", "talk").click()
-        wait_for_text(browser, "error", "The stage is full")
-        browser.save_screenshot(str(tmp_path / "stage_full.png"))
+        press_and_read_error(browser, gw.room_url(CHANNEL, token(13)), "talk",
+                             "The stage is full", tmp_path / "stage_full.png")
     finally:
         host.leave_channel()
 
