@@ -362,6 +362,22 @@ def test_page_talks_and_a_python_listener_hears_it(room, browser, speech, tmp_pa
         browser.save_screenshot(str(tmp_path / "talking.png"))
         assert "on stage" in text_of(browser, "role")
         heard = rec.client.stats()
+        # The stage switch: the gateway moves the person's member to the
+        # audience and back, and the page shows the role the server gave.
+        browser.find_element("id", "stage").click()
+        wait_for_text(browser, "role", "audience")
+        assert wait_until(lambda: rec.client.remote_users() == [], 5.0)
+        browser.find_element("id", "stage").click()
+        wait_for_text(browser, "role", "on stage")
+        assert wait_until(lambda: rec.client.remote_users() == [11], 5.0)
+        # Mute: the gateway stops sending the person's voice; unmute: it sends again.
+        browser.find_element("id", "mute").click()
+        time.sleep(0.5)
+        muted_at = rec.client.stats()["received"]
+        time.sleep(0.5)
+        assert rec.client.stats()["received"] == muted_at
+        browser.find_element("id", "mute").click()
+        assert wait_until(lambda: rec.client.stats()["received"] > muted_at + 10, 5.0)
     leave(browser)
     received = rec.audio()
     sf.write(tmp_path / "heard.wav", received, RATE)
