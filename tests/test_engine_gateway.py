@@ -475,3 +475,38 @@ def test_whip_publishes_into_the_channel_and_whep_listens(room, speech, tmp_path
         stoi, pesq = score(judged, aligned)
         print(f"\n{name}: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}")
         assert stoi >= threshold, f"{name}: STOI {stoi:.3f} < {threshold}"
+
+
+def test_a_peer_that_goes_away_is_forgotten_and_leaves_the_channel():
+    """An aiortc peer listens, then closes its connection without a DELETE:
+    the gateway closes the person (the member leaves the channel) and forgets them."""
+    import asyncio
+
+    import aiohttp
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+
+    async def listen_and_vanish(server, gw):
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{gw.url}whep/{CHANNEL}", data=pc.localDescription.sdp,
+                                    headers={"Content-Type": "application/sdp",
+                                             "Authorization": f"Bearer {token(44)}"}) as res:
+                assert res.status == 201, await res.text()
+                answer = await res.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        assert server.members(CHANNEL)
+        for _ in range(100):
+            if pc.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        assert pc.connectionState == "connected"
+        await pc.close()
+
+    with engine.Server(secret=SECRET) as server, \
+            engine.Gateway(server.address, server.public_key, http_port=0) as gw:
+        asyncio.run(listen_and_vanish(server, gw))
+        assert wait_until(lambda: not gw.people, 10.0), gw.people
+        assert wait_until(lambda: not server.members(CHANNEL), 5.0), server.members(CHANNEL)

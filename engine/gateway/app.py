@@ -272,6 +272,8 @@ class Gateway:
             await person.close()
             raise
         self.people[person.id] = person
+        # A browser that goes away without a word (its connection fails) is forgotten too.
+        person.on_closed = lambda p: self.people.pop(p.id, None)
         log.info("gateway: uid %d %ss in %r", claims.uid, mode, claims.channel)
         return person
 

@@ -83,6 +83,8 @@ class Person:
         self.pc = None
         self._tasks = set()
         self.closed = False
+        #: Called once when the person is closed (the gateway forgets them).
+        self.on_closed = None
 
     @property
     def role(self):
@@ -174,6 +176,8 @@ class Person:
         if self.closed:
             return
         self.closed = True
+        if self.on_closed is not None:
+            self.on_closed(self)
         for task in list(self._tasks):
             task.cancel()
         if self.pc is not None:
