@@ -30,10 +30,12 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``server`` and ``client`` (thin front ends), and
-``cli`` (the ``stagevox server | token | host | listen | gateway`` commands);
-``gateway`` (the browser gateway, ``Gateway``: a web page and WebRTC bridged
-to a channel; needs the ``gateway`` extra, and is imported on first use).
+per-listener packets), ``media_relay`` (a host's audio published in
+other channels: co-hosting, PK), ``server`` and ``client`` (thin front
+ends), ``cli`` (the ``stagevox server | token | host | listen | gateway``
+commands), and ``gateway`` (the browser gateway, ``Gateway``: a web page
+and WebRTC bridged to a channel; needs the ``gateway`` extra, and is
+imported on first use).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
@@ -47,6 +49,7 @@ from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
 from .jitter import JitterBuffer
+from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
 from .server import Server
 from .session import SessionError
@@ -55,8 +58,8 @@ from .token import TokenClaims, TokenError, make_token, read_claims, verify_toke
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
-    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
-    "TokenError",
+    "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
+    "TokenClaims", "TokenError",
     "load_libopus", "make_decoder", "make_encoder", "make_token", "read_claims", "verify_token",
 ]
 
