@@ -30,9 +30,14 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``media_relay`` (a host's audio published in
-other channels: co-hosting, PK), ``server`` and ``client`` (thin front
-ends), ``cli`` (the ``stagevox server | token | host | listen | gateway``
+per-listener packets), ``profiles`` (audio profiles: channels, bitrate,
+Opus application), ``media_source`` (a music file or URL decoded ahead on a
+worker thread), ``music`` (music mixed into the published voice and the
+local playout), ``sound_effects`` (short sounds over the voice),
+``media_relay`` (a host's audio published in other channels: co-hosting,
+PK), ``inject`` (an online stream published as a host), ``pacing``
+(real-time deadlines), ``server`` and ``client`` (thin front ends),
+``cli`` (the ``stagevox server | token | host | listen | inject | gateway``
 commands), and ``gateway`` (the browser gateway, ``Gateway``: a web page
 and WebRTC bridged to a channel; needs the ``gateway`` extra, and is
 imported on first use).
@@ -48,6 +53,7 @@ from stagevox.dsp.errors import ParameterError, ProtocolError, RefusedError, Sta
 from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
+from .inject import StreamInjector
 from .jitter import JitterBuffer
 from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
@@ -59,7 +65,7 @@ __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
     "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
-    "TokenClaims", "TokenError",
+    "StreamInjector", "TokenClaims", "TokenError",
     "load_libopus", "make_decoder", "make_encoder", "make_token", "read_claims", "verify_token",
 ]
 

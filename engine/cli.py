@@ -1,16 +1,19 @@
-"""The live channel's command line: ``stagevox server | token | host | listen | gateway``.
+"""The live channel's command line: ``stagevox server | token | host | listen | inject |
+gateway``.
 
     stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
     stagevox host --server H:P --channel C --uid N [--token T] --input FILE
                   [--preset NAME] [--loop] [--volume 0-400]
+                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME]
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
+    stagevox inject --server H:P --channel C [--uid N] [--token T] --url URL
     stagevox gateway --server H:P --server-key KEY [--http-host H] [--http-port 8080]
 
 The server's secret comes from the environment variable ``STAGEVOX_SECRET``;
 a client's token from ``--token`` or ``STAGEVOX_TOKEN``.  ``add_commands``
-registers the five subcommands on the parser of the ``stagevox`` command
+registers the six subcommands on the parser of the ``stagevox`` command
 (``stagevox.cli``).
 
 Exit status: 0 done, 1 a refused join or another error (one line on stderr
@@ -35,6 +38,9 @@ from stagevox.dsp.errors import StagevoxError
 from . import session
 from .client import Client, RefusedError
 from .media_relay import MAX_DESTINATIONS, RelayDestination
+from .inject import MAX_RETRIES, StreamInjector
+from .pacing import FRAME_S, Pacer
+from .profiles import PROFILES
 from .rtp import CLOCK_RATE
 from .server import Server
 from .token import make_token
@@ -44,13 +50,8 @@ SECRET_ENV = "STAGEVOX_SECRET"
 TOKEN_ENV = "STAGEVOX_TOKEN"
 SERVER_KEY_ENV = "STAGEVOX_SERVER_KEY"
 KEY_FILE_ENV = "STAGEVOX_KEY_FILE"
-#: The live frame, seconds: the host pushes and the listener pulls one per period.
-FRAME_S = 0.01
 #: Frames read from the input file at a time.
 READ_BLOCK = 4800
-#: Behind the schedule by more than this (a stalled process): start a new
-#: schedule from now rather than sending or pulling the backlog in a burst.
-MAX_LAG_S = 0.2
 #: Silence a host sends after its file, seconds: more than a listener's
 #: jitter buffer holds, so the end of the file is heard before the host leaves.
 TAIL_S = 0.2
@@ -142,50 +143,6 @@ def _note(text):
     print(text, file=sys.stderr, flush=True)
 
 
-class Pacer:
-    """Deadlines every ``period_s`` seconds on a monotonic clock, without drift.
-
-    ``start()`` sets tick 0 to now; each ``wait()`` sleeps until the next
-    tick's deadline ``t0 + k * period_s`` (returning at once when it has
-    passed), so sleeping too long once does not delay the ticks after it.
-    Behind by more than ``max_lag_s`` (the process stalled), the schedule
-    restarts from now and ``slips`` counts it.  ``clock`` and ``sleep`` are
-    ``time.monotonic`` and ``time.sleep`` unless given (for tests).
-    """
-
-    def __init__(self, period_s=FRAME_S, *, max_lag_s=MAX_LAG_S, clock=time.monotonic,
-                 sleep=time.sleep):
-        if not period_s > 0:
-            raise ValueError(f"period_s must be positive, got {period_s!r}")
-        self.period_s = period_s
-        self.max_lag_s = max_lag_s
-        self.clock = clock
-        self.sleep = sleep
-        self.t0 = None
-        self.ticks = 0
-        self.slips = 0
-
-    def start(self):
-        """Make now tick 0; returns the start time."""
-        self.t0 = self.clock()
-        self.ticks = 0
-        return self.t0
-
-    def wait(self):
-        """Sleep until the next tick's deadline; returns the tick number (1, 2, ...)."""
-        if self.t0 is None:
-            self.start()
-        self.ticks += 1
-        deadline = self.t0 + self.ticks * self.period_s
-        now = self.clock()
-        if now < deadline:
-            self.sleep(deadline - now)
-        elif now - deadline > self.max_lag_s:
-            self.t0 += now - deadline
-            self.slips += 1
-        return self.ticks
-
-
 class _Progress:
     """Progress on stderr: a tqdm bar on a terminal, else a line per second."""
 
@@ -233,6 +190,10 @@ class _Events:
             self.failed = reason
         elif state == "reconnecting":
             _note(f"{self.label}: {reason}")
+
+    def on_audio_mixing_state_changed(self, state, reason):
+        if state == "failed":
+            _note(f"{self.label}: the music cannot be played ({reason})")
 
     def on_token_privilege_will_expire(self, expires_at):
         _note(f"{self.label}: the token expires at {expires_at} (unix s); the server will "
@@ -399,6 +360,9 @@ def cmd_host(args):
     """Join as host and stream ``--input`` in real time."""
     if not 0 <= args.volume <= 400:
         raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
+    if not 0 <= args.music_volume <= 100:
+        raise CommandError(f"--music-volume must be in 0..100 (100 = as the file), got "
+                           f"{args.music_volume:g}")
     try:
         reader = fileio.open_input(args.input)
     except fileio.AudioFileError as exc:
@@ -413,10 +377,14 @@ def cmd_host(args):
             client.adjust_recording_signal_volume(args.volume)
             if args.preset:
                 client.set_audio_effect_preset(args.preset)
+            if args.audio_profile or args.music:
+                client.set_audio_profile(args.audio_profile or "music_standard_stereo")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         destinations = _relay_destinations(args)
         events = _join(client, args, "host", "host")
+        if args.music:
+            _start_music(client, args)
         try:
             if destinations:
                 client.start_channel_media_relay(destinations)
@@ -433,6 +401,13 @@ def cmd_host(args):
           f"{100 * stats['uplink_loss']:.1f} %, RED depth {stats['red_depth']}, "
           f"round trip {rtt}", flush=True)
     return 0
+
+
+def _start_music(client, args):
+    """Mix ``--music`` under the voice; a file that cannot be played is told
+    on stderr by the event handler, and the voice goes on."""
+    client.start_audio_mixing(args.music)
+    client.adjust_audio_mixing_volume(args.music_volume)
 
 
 def _relay_destinations(args):
@@ -462,6 +437,35 @@ def _relay_destinations(args):
         raise CommandError(f"at most {MAX_DESTINATIONS} --relay channels, got {len(out)}",
                            status=2)
     return out
+
+
+def cmd_inject(args):
+    """Publish ``--url`` as a host until it ends (status 0), gives up or is
+    refused (status 1), or Ctrl+C (130)."""
+    if args.max_retries < 1:
+        raise CommandError(f"--max-retries must be at least 1, got {args.max_retries}", status=2)
+    address = parse_address(args.server)
+    token = _token(args)
+    key = _server_key(args)
+    try:
+        injector = StreamInjector(address, key, args.channel, args.uid, token, args.url,
+                                  volume=args.volume, max_retries=args.max_retries,
+                                  on_state=lambda state, reason: _note(f"inject: {state} "
+                                                                       f"({reason})"))
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
+    injector.start()
+    try:
+        while not injector.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        injector.stop()
+        _note("inject: interrupted; left the channel")
+        return 130
+    if injector.reason != "finished":
+        raise CommandError(f"inject: {args.url}: {injector.reason}")
+    print(f"inject: published {injector.played_s:.2f} s of {args.url}", flush=True)
+    return 0
 
 
 def _stream(client, events, reader, channels, args, file_s):
@@ -641,12 +645,13 @@ def _guard(command):
     return run
 
 
-def _client_options(p, role):
+def _client_options(p, role, uid=None):
     p.add_argument("--server", required=True, metavar="HOST:PORT",
                    help="the stagevox server (as printed by 'stagevox server')")
     p.add_argument("--channel", required=True, metavar="NAME", help="the channel to join")
-    p.add_argument("--uid", required=True, type=int, metavar="N",
-                   help="this user's id, 1..4294967295, unique in the channel")
+    p.add_argument("--uid", required=uid is None, default=uid, type=int, metavar="N",
+                   help="this user's id, 1..4294967295, unique in the channel"
+                        + ("" if uid is None else f" (default {uid})"))
     p.add_argument("--token", metavar="TOKEN",
                    help=f"a {role} token from 'stagevox token' (default: ${TOKEN_ENV})")
     p.add_argument("--server-key", metavar="KEY",
@@ -658,8 +663,8 @@ def _client_options(p, role):
 
 
 def add_commands(sub):
-    """Register ``server``, ``token``, ``host``, ``listen`` and ``gateway`` on the
-    subparsers ``sub``."""
+    """Register ``server``, ``token``, ``host``, ``listen``, ``inject`` and ``gateway``
+    on the subparsers ``sub``."""
     p = sub.add_parser(
         "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
         description="Run a live channel server on one UDP port until Ctrl+C (SIGINT) or "
@@ -712,6 +717,14 @@ def add_commands(sub):
     p.add_argument("--loop", action="store_true", help="start the file again at its end")
     p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
                    help="recording volume, 100 = unchanged, 400 = +12 dB (default 100)")
+    p.add_argument("--music", metavar="FILE_OR_URL",
+                   help="a music file or URL (anything FFmpeg opens) mixed under the input")
+    p.add_argument("--music-volume", type=float, default=100.0, metavar="0-100",
+                   help="volume of --music, 100 = as the file (default 100)")
+    p.add_argument("--audio-profile", choices=tuple(PROFILES), metavar="NAME",
+                   help="the stream's encoding: " + ", ".join(PROFILES) + " (default: "
+                        "music_standard_stereo with --music, else mono or stereo as the "
+                        "input at 32 kb/s)")
     p.add_argument("--relay", nargs=3, action="append", metavar=("CHANNEL", "UID", "TOKEN"),
                    help="also publish into CHANNEL as UID with that channel's host TOKEN "
                         "(co-hosting; repeatable, at most 6)")
@@ -739,6 +752,23 @@ def add_commands(sub):
                    help="1 (mono, default) or 2 (stereo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     p.set_defaults(run=_guard(cmd_listen))
+
+    p = sub.add_parser(
+        "inject", help="publish an online stream or a file into a channel, as a host",
+        description="Join a channel as a host and publish URL in real time (an HTTP file, an "
+                    "HLS playlist, an RTMP stream or a local file: anything FFmpeg opens), in "
+                    "stereo, until it ends or Ctrl+C. A URL that fails is tried again with "
+                    "back-off.",
+        epilog="example: stagevox inject --server 127.0.0.1:5000 --server-key KEY --channel room "
+               "--token $(stagevox token --channel room --uid 666 --role host) "
+               "--url https://example.org/concert.m3u8")
+    _client_options(p, "host", uid=666)
+    p.add_argument("--url", required=True, metavar="URL", help="the stream or file to publish")
+    p.add_argument("--volume", type=float, default=100.0, metavar="0-100",
+                   help="the stream's level, 100 = as it is (default 100)")
+    p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
+                   help=f"failed tries in a row before giving up (default {MAX_RETRIES})")
+    p.set_defaults(run=_guard(cmd_inject))
 
     p = sub.add_parser(
         "gateway", help="serve a web page that bridges browsers (WebRTC) to the channels",

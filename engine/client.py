@@ -18,7 +18,11 @@ to the objects given to ``register_event_handler`` (any of ``on_user_joined(uid)
 ``on_token_privilege_will_expire(token_expires_at)``,
 ``on_encryption_error(uid, reason)``,
 ``on_channel_media_relay_state_changed(state, reason)``), called from the
-network thread (relay states from the relay's worker thread).  Raw
+network thread (relay states from the relay's worker thread), and
+``on_audio_mixing_state_changed(state, reason)`` (see ``music``), called from
+the music's worker thread or the thread that changed the music, and
+``on_audio_effect_finished(sound_id)`` (see ``sound_effects``), called from
+the thread of ``push_audio``.  Raw
 audio goes to the objects given to ``register_audio_frame_observer`` (see
 ``AudioFrameObserver``).
 """
@@ -36,12 +40,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from stagevox import dsp
-from stagevox.dsp.errors import RefusedError
+from stagevox.dsp.errors import ParameterError, RefusedError
 
 from . import control, media_relay, session
 from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
                       Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
                       clamped_report_block)
+from .music import MusicMixing, _to_channels
+from .profiles import audio_profile
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
 from .sender import Sender
@@ -110,7 +116,7 @@ class AudioFrameObserver:
         """
 
 
-class Client:
+class Client(MusicMixing):
     """One participant of a live channel.
 
     ``sample_rate``: the rate of ``push_audio``/``pull_audio`` (8000-48000; the
@@ -133,6 +139,10 @@ class Client:
         self.frame_ms = frame_ms
         self.ssrc = ssrc if ssrc is not None else random.randrange(1, 2**32)
         self._sender = Sender(codec, channels, bitrate, frame_ms, self.ssrc)
+        #: The profile set by ``set_audio_profile``; None: the constructor's
+        #: ``channels`` and ``bitrate`` in Opus's VoIP mode (so the default
+        #: mono client sends the "speech" profile).
+        self.audio_profile = None
         self._min_delay_ms = min_delay_ms
         self._max_delay_ms = max_delay_ms
         self.uid = None
@@ -170,7 +180,7 @@ class Client:
         self._voice = {}                  # "pitch" / "eq" / "reverb" -> processor
         self._preset = None
         self._to_wire = None              # soxr stream, client rate -> 48 kHz
-        self._pending = np.zeros((channels, 0), np.float32)
+        self._pending = np.zeros((channels, 0), np.float32)   # at the stream's channels
         self._local_fifo = np.zeros((channels, 0), np.float32)
         self._first_push = None
         self._pushed_samples = 0
@@ -789,9 +799,6 @@ class Client:
             if self._record_gain != 1.0:
                 x = x * np.float32(self._record_gain)
             x = self._apply_effects(x)
-            relay = self._relay
-            if relay is not None and self.role == "host" and not self._muted:
-                relay.push(x)
             self._local_fifo = np.concatenate([self._local_fifo, x], axis=1)[
                 :, -int(0.2 * self.sample_rate):]
             if self.sample_rate != CLOCK_RATE:
@@ -801,11 +808,36 @@ class Client:
                                                         self.channels, dtype="float32")
                 x = np.ascontiguousarray(
                     self._to_wire.resample_chunk(np.ascontiguousarray(x.T)).T)
+            x = _to_channels(x, self._sender.channels)
+            if self._music is not None:
+                x = self._music.mix_publish(x)
+            relay = self._relay
+            if relay is not None and self.role == "host" and not self._muted:
+                relay.push(x)
             self._pending = np.concatenate([self._pending, x], axis=1)
             step = self._sender.frame_samples
             while self._pending.shape[1] >= step:
                 frame, self._pending = self._pending[:, :step], self._pending[:, step:]
                 self._send_frame(frame)
+
+    def set_audio_profile(self, profile, scenario="default"):
+        """Encode the published stream with ``profile`` (``profiles.PROFILES``:
+        ``"speech"``, the default, mono 32 kb/s for voice; ``"music_standard"``,
+        ``"music_standard_stereo"``, ``"music_high_quality"``,
+        ``"music_high_quality_stereo"``: full band, up to 128 kb/s, stereo or
+        mono).  ``scenario``: only ``"default"`` so far.  Before joining or
+        between songs; a stereo profile on a mono client sends the voice in
+        both channels.  Raises ``ParameterError`` naming the valid profiles and
+        scenarios for an unknown one, or on a client of the pcm codec.
+        """
+        p = audio_profile(profile, scenario)
+        if self.codec != "opus":
+            raise ParameterError(f"audio profiles are Opus settings; this client sends "
+                                 f"{self.codec!r} (make it with codec='opus')")
+        with self._push_lock:
+            self._sender.set_profile(p.channels, p.bitrate, p.application)
+            self._pending = _to_channels(self._pending, p.channels)
+            self.audio_profile = p.name
 
     def _send_frame(self, frame):
         if self.channel is None or self.role != "host" or self._muted:
@@ -930,6 +962,8 @@ class Client:
             mix += _position(frame, remote.volume * remote.gain, remote.pan)
         if spatial:
             mix += self._spatial.render(spatial, self.sample_rate)
+        if self._music is not None:
+            mix += self._music.playout(num_samples, self.sample_rate, self.channels)
         np.clip(mix, -1.0, 1.0, out=mix)
         mix = self._observe("on_playback_audio_frame", mix)
         if any(getattr(o, "on_mixed_audio_frame", None) for o in self._observers):

@@ -7,7 +7,8 @@ feeds an edge server whose own listeners hear the channel.
 
 Each destination is a ``Client`` of its own (its own handshake, session,
 token, uid and encoder) joined as a host; the source client hands it every
-frame it publishes, after its volume and effects.  Joins run on a worker
+frame it publishes (its voice after volume and effects, with the music
+mixed in), with the same audio profile.  Joins run on a worker
 thread, so ``start`` never waits on the network; how they went arrives as
 ``on_channel_media_relay_state_changed(state, reason)`` events on the
 source client's handlers (states ``RELAY_STATES``): ``connecting`` while
@@ -20,6 +21,8 @@ import dataclasses
 import threading
 
 from stagevox.dsp.errors import ParameterError
+
+from .rtp import CLOCK_RATE
 
 #: At most this many destination channels (as the well-known SDK).
 MAX_DESTINATIONS = 6
@@ -141,8 +144,8 @@ class ChannelMediaRelay:
     # ------------------------------------------------------------------ audio
 
     def push(self, frames):
-        """Publish ``frames`` (the source's processed audio, float32 ``(channels,
-        n)`` at its rate) into every joined destination."""
+        """Publish ``frames`` (what the source publishes: its processed voice and
+        music, float32 ``(channels, n)`` at 48 kHz) into every joined destination."""
         for client in self.clients():
             client.push_audio(frames)
 
@@ -171,11 +174,15 @@ class ChannelMediaRelay:
         src = self._source
         from .client import Client
         for d in destinations:
-            client = Client(src.sample_rate, src.channels, codec=src.codec,
-                            bitrate=src._sender.bitrate, frame_ms=src.frame_ms)
             address = d.server_address or src.server_address
             key = d.server_key if d.server_key is not None else src._server_key
             try:
+                # What the source sends (voice and music, at the wire's rate and
+                # channels) is what the destination gets, with the same profile.
+                client = Client(CLOCK_RATE, src._sender.channels, codec=src.codec,
+                                bitrate=src._sender.bitrate, frame_ms=src.frame_ms)
+                if src.audio_profile is not None:
+                    client.set_audio_profile(src.audio_profile)
                 client.join_channel(address, d.channel, d.uid, d.token, "host", server_key=key)
             except Exception as exc:     # refused, timed out, unreachable: reported, not raised
                 with self._lock:

@@ -62,6 +62,59 @@ class _RefusingDecoder(_SealedDecoder):
         raise ValueError("an unsealed frame while end-to-end encryption is on")
 
 
+class _StreamLayout:
+    """An Opus decoder with as many channels as the stream has, giving the
+    listener's ``channels``.
+
+    The stream's channel count is the stereo flag of each packet's TOC byte
+    (RFC 6716 section 3.1), so it follows a host that changes its audio
+    profile, with no control message.  Decoding a mono stream in a stereo
+    libopus decoder would be right for packets but not for concealment,
+    which then differs between the channels (a mono voice heard in stereo
+    would wander between the ears through each loss); so the decoder is made
+    for the stream, and its output is copied to both channels or mixed down.
+    """
+
+    has_fec = True
+
+    def __init__(self, channels):
+        self.channels = channels
+        self.stream_channels = channels
+        self.inner = make_decoder("opus", channels)
+
+    def _follow(self, payload):
+        stream_channels = 2 if payload and payload[0] & 0x04 else 1
+        if stream_channels != self.stream_channels:
+            self.inner = make_decoder("opus", stream_channels)
+            self.stream_channels = stream_channels
+
+    def _layout(self, x):
+        if x.shape[0] == self.channels:
+            return x
+        if self.channels == 2:
+            return np.repeat(x, 2, axis=0)
+        return x.mean(axis=0, keepdims=True, dtype=np.float32)
+
+    def decode(self, payload):
+        self._follow(payload)
+        return self._layout(self.inner.decode(payload))
+
+    def decode_fec(self, next_payload, frame_samples):
+        self._follow(next_payload)
+        return self._layout(self.inner.decode_fec(next_payload, frame_samples))
+
+    def conceal(self, frame_samples):
+        return self._layout(self.inner.conceal(frame_samples))
+
+    def reset(self):
+        self.inner.reset()
+
+
+def _decoder(codec, channels):
+    """The decoder of a remote stream for a listener with ``channels``."""
+    return _StreamLayout(channels) if codec == "opus" else make_decoder(codec, channels)
+
+
 class _Resampled:
     """Exactly-n reads at the client's rate from a source at 48 kHz."""
 
@@ -99,7 +152,7 @@ class Receiver:
         self.ssrc = ssrc
         self.channels = channels
         self.sample_rate = sample_rate
-        self.jb = JitterBuffer(make_decoder(codec, channels), min_delay_ms=min_delay_ms,
+        self.jb = JitterBuffer(_decoder(codec, channels), min_delay_ms=min_delay_ms,
                                max_delay_ms=max_delay_ms)
         self.codec = codec
         self.decryptor = decryptor
@@ -129,7 +182,7 @@ class Receiver:
         codec = _CODEC_OF.get(pt)
         if codec is None:
             return
-        decoder = make_decoder(codec, self.channels)
+        decoder = _decoder(codec, self.channels)
         if pt == PT_SEALED_OPUS:
             decoder = _SealedDecoder(decoder, self.decryptor, self.on_crypto_failure, self.ssrc)
         elif self.decryptor is not None:

@@ -24,19 +24,15 @@ class Sender:
     """Encodes and packetizes one published stream.
 
     ``codec``: ``"opus"`` or ``"pcm"``; ``bitrate`` in bits per second (Opus);
-    ``frame_ms``: 10 or 20; ``ssrc``: the stream's RTP source.
+    ``frame_ms``: 10 or 20; ``ssrc``: the stream's RTP source;
+    ``application``: the Opus application (``"voip"`` or ``"audio"``).
     """
 
-    def __init__(self, codec, channels, bitrate, frame_ms, ssrc):
+    def __init__(self, codec, channels, bitrate, frame_ms, ssrc, application="voip"):
         self.codec = codec
         self.ssrc = ssrc
-        if codec == "opus":
-            self.encoder = make_encoder(codec, channels=channels, bitrate=bitrate,
-                                        frame_ms=frame_ms)
-        else:
-            self.encoder = make_encoder(codec, channels=channels, frame_ms=frame_ms)
-        self.bitrate = bitrate
-        self.frame_samples = self.encoder.frame_samples
+        self.frame_ms = frame_ms
+        self._make_encoder(channels, bitrate, application)
         self.uplink = RedundancyControl()       # RED depth from the server's reports
         self.stats = collections.Counter()
         self.encryptor = None                   # an e2ee.FrameEncryptor, when on
@@ -47,6 +43,24 @@ class Sender:
         self._ts = random.randrange(2**32)
         self._history = collections.deque(maxlen=MAX_DEPTH)
         self._sent = {}                         # sequence number -> [packet, resends]
+        self._fec_on = False
+
+    def _make_encoder(self, channels, bitrate, application):
+        if self.codec == "opus":
+            self.encoder = make_encoder(self.codec, channels=channels, bitrate=bitrate,
+                                        frame_ms=self.frame_ms, application=application)
+        else:
+            self.encoder = make_encoder(self.codec, channels=channels, frame_ms=self.frame_ms)
+        self.channels = channels
+        self.bitrate = bitrate
+        self.frame_samples = self.encoder.frame_samples
+
+    def set_profile(self, channels, bitrate, application):
+        """Encode from now on with ``channels``, ``bitrate`` (bit/s) and the Opus
+        ``application``: a new encoder; sequence numbers and timestamps run on,
+        redundancy starts afresh."""
+        self._make_encoder(channels, bitrate, application)
+        self._history.clear()
         self._fec_on = False
 
     def set_encryptor(self, encryptor):

@@ -477,6 +477,43 @@ def test_host_relay_server_without_its_key_exits_2(live_server, speech_wav):
     assert sum(live_server.counters.values()) == 0
 
 
+def test_inject_publishes_a_file_and_exits_0_at_its_end(live_server, speech_wav):
+    """``stagevox inject --url FILE`` (uid 666 by default) joins, publishes the
+    2.5 s file in real time and exits 0; a listener is told 666 joined and the
+    server forwards it the whole file (at least 120 packets of 20 ms)."""
+    wav, _ = speech_wav
+    listener = engine.Client()
+    rec = Recorder()
+    listener.register_event_handler(rec)
+    listener.join_channel(live_server.address, "room", 2,
+                          engine.make_token(SECRET, "room", 2, "audience"), "audience",
+                          server_key=live_server.public_key)
+    try:
+        host, port = live_server.address
+        status, out, err = run("inject", "--server", f"{host}:{port}", "--server-key",
+                               live_server.public_key_text, "--channel", "room",
+                               "--token", engine.make_token(SECRET, "room", 666, "host"),
+                               "--url", wav, env=cli_env())
+    finally:
+        listener.leave_channel()
+    assert status == 0, err
+    assert out.startswith("inject: published 2.5"), out
+    assert "inject: playing (started)" in err and "inject: stopped (finished)" in err
+    assert rec.of("on_user_joined") == [(666,)]
+    assert live_server.counters["forwarded"] >= 120
+
+
+def test_inject_of_a_missing_file_exits_1_with_the_reason(live_server, tmp_path):
+    host, port = live_server.address
+    status, _, err = run("inject", "--server", f"{host}:{port}", "--server-key",
+                         live_server.public_key_text, "--channel", "room",
+                         "--token", engine.make_token(SECRET, "room", 666, "host"),
+                         "--url", tmp_path / "gone.mp3", "--max-retries", 1, env=cli_env())
+    assert status == 1
+    assert "gone.mp3: gave_up after 1 failed tries (not_found)" in err, err
+    assert "Traceback" not in err
+
+
 def test_host_without_token_says_where_to_get_one(live_server, speech_wav):
     wav, _ = speech_wav
     host, port = live_server.address
