@@ -38,8 +38,11 @@ local playout), ``sound_effects`` (short sounds over the voice),
 PK), ``inject`` (an online stream published as a host), ``pacing``
 (real-time deadlines), ``server`` and ``client`` (thin front ends),
 ``devices`` (sound cards through PortAudio, driving a client from the
-card's callback), and ``cli`` and ``device_cli`` (the ``stagevox server |
-token | host | listen | inject | talk | devices`` commands).
+card's callback), ``cli`` and ``device_cli`` (the ``stagevox server |
+token | host | listen | inject | gateway | talk | devices`` commands), and
+``gateway`` (the browser gateway, ``Gateway``: a web page and WebRTC
+bridged to a channel; needs the ``gateway`` extra, and is imported on first
+use).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses
@@ -59,7 +62,7 @@ from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
 from .server import Server
 from .session import SessionError
-from .token import TokenClaims, TokenError, make_token, verify_token
+from .token import TokenClaims, TokenError, make_token, read_claims, verify_token
 
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "DeviceError", "DeviceInfo",
@@ -67,5 +70,14 @@ __all__ = [
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
     "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
     "StreamInjector", "TokenClaims", "TokenError",
-    "list_devices", "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
+    "list_devices", "load_libopus", "make_decoder", "make_encoder", "make_token", "read_claims",
+    "verify_token",
 ]
+
+
+def __getattr__(name):
+    """``engine.Gateway`` imports the gateway (aiortc, aiohttp) on first use only."""
+    if name == "Gateway":
+        from .gateway import Gateway
+        return Gateway
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

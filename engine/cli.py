@@ -1,5 +1,5 @@
-"""The live channel's command line: ``stagevox server | token | host | listen``
-(and, in ``device_cli``, the sound card: ``devices``, ``talk``, ``--input mic``,
+"""The live channel's command line: ``stagevox server | token | host | listen | inject |
+gateway`` (and, in ``device_cli``, the sound card: ``devices``, ``talk``, ``--input mic``,
 ``--output speaker``).
 
     stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
@@ -9,10 +9,12 @@
                   [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME]
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
+    stagevox inject --server H:P --channel C [--uid N] [--token T] --url URL
+    stagevox gateway --server H:P --server-key KEY [--http-host H] [--http-port 8080]
 
 The server's secret comes from the environment variable ``STAGEVOX_SECRET``;
 a client's token from ``--token`` or ``STAGEVOX_TOKEN``.  ``add_commands``
-registers the four subcommands on the parser of the ``stagevox`` command
+registers the six subcommands on the parser of the ``stagevox`` command
 (``stagevox.cli``).
 
 Exit status: 0 done, 1 a refused join or another error (one line on stderr
@@ -610,6 +612,39 @@ def _record(client, events, out, rate, duration, heard):
     return done
 
 
+# ------------------------------------------------------------------ gateway
+
+def cmd_gateway(args):
+    """Serve the browser gateway until SIGINT/SIGTERM; prints the page's link first."""
+    address = parse_address(args.server)
+    key = _server_key(args)
+    if not 0 <= args.http_port <= 65535:
+        raise CommandError(f"--http-port must be in 0..65535 (0: a free one), "
+                           f"got {args.http_port}", status=2)
+    try:
+        from .gateway import Gateway
+    except ImportError as exc:
+        raise CommandError(f"the gateway needs aiortc and aiohttp ({exc}); install them with: "
+                           f"pip install 'stagevox[gateway]'") from None
+    _log_membership(args.quiet)
+    try:
+        gateway = Gateway(address, key, args.http_host, args.http_port).start()
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    with _stop_on_signals():
+        try:
+            print(f"gateway on {gateway.url}", flush=True)
+            print(f"open {gateway.url}room/CHANNEL?token=TOKEN (a token from 'stagevox token "
+                  f"--channel CHANNEL --uid N --role host|audience')", flush=True)
+            while True:
+                time.sleep(3600)
+        except _Stop:
+            pass
+        finally:
+            gateway.stop()
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def _guard(command):
@@ -642,9 +677,9 @@ def _client_options(p, role, uid=None):
 
 
 def add_commands(sub):
-    """Register ``server``, ``token``, ``host``, ``listen`` and ``inject`` on the
-    subparsers ``sub``, and the sound-card commands of ``device_cli`` (``devices``,
-    ``talk``)."""
+    """Register ``server``, ``token``, ``host``, ``listen``, ``inject`` and ``gateway``
+    on the subparsers ``sub``, and the sound-card commands of ``device_cli``
+    (``devices``, ``talk``)."""
     from . import device_cli
     p = sub.add_parser(
         "server", help="run a live channel server (secret from $STAGEVOX_SECRET)",
@@ -754,5 +789,26 @@ def add_commands(sub):
     p.add_argument("--max-retries", type=int, default=MAX_RETRIES, metavar="N",
                    help=f"failed tries in a row before giving up (default {MAX_RETRIES})")
     p.set_defaults(run=_guard(cmd_inject))
+
+    p = sub.add_parser(
+        "gateway", help="serve a web page that bridges browsers (WebRTC) to the channels",
+        description="Serve the room page and bridge browsers to the channels of the server "
+                    "at --server, until Ctrl+C (SIGINT) or SIGTERM. A person opens "
+                    "http://HOST:PORT/room/CHANNEL?token=TOKEN and presses Listen or Talk. "
+                    "Needs the gateway extra: pip install 'stagevox[gateway]'.",
+        epilog="example: stagevox gateway --server 127.0.0.1:5000 --server-key KEY "
+               "--http-port 8080")
+    p.add_argument("--server", required=True, metavar="HOST:PORT",
+                   help="the stagevox server (as printed by 'stagevox server')")
+    p.add_argument("--server-key", metavar="KEY",
+                   help="the server's public key, as 'stagevox server' prints it "
+                        f"(default: ${SERVER_KEY_ENV})")
+    p.add_argument("--http-host", default="127.0.0.1",
+                   help="address to serve the page on (default 127.0.0.1; 0.0.0.0 for all; "
+                        "browsers allow the microphone on localhost or https only)")
+    p.add_argument("--http-port", type=int, default=8080, metavar="P",
+                   help="HTTP port (default 8080; 0 picks a free one and prints it)")
+    p.add_argument("--quiet", action="store_true", help="do not log who joins and leaves")
+    p.set_defaults(run=_guard(cmd_gateway))
 
     device_cli.add_commands(sub)

@@ -115,6 +115,43 @@ def verify_token(secret: bytes | str, token: str, channel: str, uid: int,
     order; ``ValueError`` for an empty secret (``TypeError`` if not bytes or str).
     """
     key = _secret_bytes(secret)
+    payload, mac, version, token_uid, privileges, expires_at = _split(token)
+    expected = hmac.digest(key, payload, "sha256")
+    if not hmac.compare_digest(mac, expected):
+        raise TokenError("bad_signature", "token signature does not match; "
+                         "it was not issued with this server's secret or was altered")
+    token_channel = _claimed_channel(payload, privileges)
+    if token_channel != channel:
+        raise TokenError("wrong_channel",
+                         f"token is for channel {token_channel!r}, not {channel!r}")
+    if token_uid != uid:
+        raise TokenError("wrong_uid", f"token is for uid {token_uid}, not {uid!r}")
+    if now is None:
+        now = time.time()
+    if now >= expires_at:
+        raise TokenError("expired_token",
+                         f"token expired at {expires_at} (unix s), {now - expires_at:.0f} s ago")
+    return TokenClaims(token_channel, token_uid, privileges, expires_at)
+
+
+def read_claims(token: str) -> TokenClaims:
+    """The claims ``token`` states, checked for form but not for authenticity.
+
+    For a member that does not hold the secret (the browser gateway) and must
+    know which channel, uid and role a token is for before the server judges
+    it.  Raises ``TokenError`` with code "no_token", "malformed_token" (see
+    ``verify_token``) or "expired_token"; a token that passes may still be
+    refused by the server ("bad_signature").
+    """
+    payload, _, _, uid, privileges, expires_at = _split(token)
+    channel = _claimed_channel(payload, privileges)
+    if time.time() >= expires_at:
+        raise TokenError("expired_token", f"token expired at {expires_at} (unix s)")
+    return TokenClaims(channel, uid, privileges, expires_at)
+
+
+def _split(token):
+    """``(payload, mac, version, uid, privileges, expires_at)`` of a token of the right form."""
     if not token:
         raise TokenError("no_token", "no token was given")
     if not isinstance(token, str):
@@ -138,27 +175,17 @@ def verify_token(secret: bytes | str, token: str, channel: str, uid: int,
     if version != TOKEN_VERSION:
         raise TokenError("malformed_token",
                          f"unsupported token version {version} (this build reads {TOKEN_VERSION})")
-    expected = hmac.digest(key, payload, "sha256")
-    if not hmac.compare_digest(mac, expected):
-        raise TokenError("bad_signature", "token signature does not match; "
-                         "it was not issued with this server's secret or was altered")
+    return payload, mac, version, token_uid, privileges, expires_at
+
+
+def _claimed_channel(payload, privileges):
     try:
-        token_channel = payload[_FIXED.size:].decode("utf-8")
+        channel = payload[_FIXED.size:].decode("utf-8")
     except UnicodeDecodeError:
         raise TokenError("malformed_token", "token channel is not valid UTF-8") from None
     if not privileges & PRIVILEGE_JOIN or privileges & ~(PRIVILEGE_JOIN | PRIVILEGE_PUBLISH):
         raise TokenError("malformed_token", f"token privileges {privileges:#x} are not valid")
-    if token_channel != channel:
-        raise TokenError("wrong_channel",
-                         f"token is for channel {token_channel!r}, not {channel!r}")
-    if token_uid != uid:
-        raise TokenError("wrong_uid", f"token is for uid {token_uid}, not {uid!r}")
-    if now is None:
-        now = time.time()
-    if now >= expires_at:
-        raise TokenError("expired_token",
-                         f"token expired at {expires_at} (unix s), {now - expires_at:.0f} s ago")
-    return TokenClaims(token_channel, token_uid, privileges, expires_at)
+    return channel
 
 
 def _secret_bytes(secret):

@@ -42,7 +42,11 @@ def test_wheel_holds_packages_presets_and_data(wheel):
     for required in ("stagevox/dsp/__init__.py", "stagevox/dsp/kernels/__init__.py",
                      "stagevox/engine/__init__.py", "stagevox/presets/__init__.py",
                      "stagevox/cli/__init__.py", "stagevox/cli/__main__.py",
-                     "stagevox/dsp/data/speech.flac", "stagevox/dsp/data/README.md"):
+                     "stagevox/dsp/data/speech.flac", "stagevox/dsp/data/README.md",
+                     "stagevox/engine/gateway/__init__.py",
+                     "stagevox/engine/gateway/web/room.html",
+                     "stagevox/engine/gateway/web/room.js",
+                     "stagevox/engine/gateway/web/room.css"):
         assert required in names
     tomls = {Path(n).name for n in names if n.startswith("stagevox/presets/")
              and n.endswith(".toml")}

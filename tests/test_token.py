@@ -14,6 +14,7 @@ from stagevox.engine.token import (
     TokenClaims,
     TokenError,
     make_token,
+    read_claims,
     verify_token,
 )
 
@@ -251,3 +252,23 @@ def test_make_token_rejects_wrong_types(kwargs, message):
 def test_channel_limit_is_inclusive():
     token = make_token(SECRET, "c" * 64, 1, now=NOW)
     assert verify_token(SECRET, token, "c" * 64, 1, now=NOW).channel == "c" * 64
+
+
+# ----------------------------------------------------------------------------- read_claims
+
+def test_read_claims_states_the_token_without_the_secret():
+    """What a member without the secret (the browser gateway) reads: the same
+    claims ``verify_token`` returns, and the same form errors."""
+    token = make_token(SECRET, "lobby", 77, "audience", expire_s=600)
+    assert read_claims(token) == verify_token(SECRET, token, "lobby", 77)
+    assert not read_claims(token).can_publish
+    assert read_claims(make_token(SECRET, "lobby", 77, "host")).can_publish
+    # The signature is the server's to judge: a forged one reads the same.
+    prefix, payload, mac = token.split(".")
+    forged = f"{prefix}.{payload}.{'A' * len(mac)}"
+    assert read_claims(forged) == read_claims(token)
+    for bad, code in (("", "no_token"), ("sv1.abc", "malformed_token"),
+                      (make_token(SECRET, "lobby", 77, expire_s=1, now=NOW), "expired_token")):
+        with pytest.raises(TokenError) as err:
+            read_claims(bad)
+        assert err.value.code == code

@@ -1,0 +1,339 @@
+"""The browser gateway: a web page and WebRTC, bridged to a stagevox channel.
+
+    gw = Gateway(("127.0.0.1", 5000), server_key, http_port=8080).start()
+    print(gw.url)           # http://127.0.0.1:8080/  ->  /room/NAME?token=...
+    ...
+    gw.stop()
+
+aiohttp serves the page (``web/``) and a small JSON API; aiortc does the
+WebRTC side (ICE, DTLS-SRTP, Opus).  Each browser person becomes a
+``Person``: a channel ``Client`` joined with the person's own token.
+
+HTTP API (JSON bodies; an error is ``{"error": text, "code": code}`` with a
+4xx/5xx status):
+
+- ``GET /api/info?token=T``: what the token states (channel, uid, whether
+  it may talk) and the voice presets.
+- ``POST /api/session`` ``{"channel", "token", "mode": "listen"|"talk",
+  "sdp"}``: join and answer the browser's offer; returns ``{"id", "sdp"}``.
+- ``GET /api/session/ID/ws``: a WebSocket; the gateway sends the person's
+  status (``Person.status``) every 0.25 s and takes requests
+  (``Person.command``), answering ``{"error": ...}`` to a bad one.
+- ``DELETE /api/session/ID``: leave.
+
+Standard tools (RFC 9725 WHIP, and WHEP): ``POST /whip/CHANNEL`` publishes
+(host token), ``POST /whep/CHANNEL`` listens (any token); the body is the
+SDP offer (``application/sdp``), the token a ``Bearer`` ``Authorization``
+header.  The answer comes back with 201 Created and a ``Location`` that a
+``DELETE`` ends.  ICE candidates go in the offer and the answer (no trickle:
+a ``PATCH`` gets 405).
+"""
+
+import asyncio
+import importlib.resources
+import json
+import logging
+import threading
+
+from aiohttp import WSMsgType, web
+
+from stagevox.dsp.errors import RefusedError
+
+from ..token import TokenError, read_claims
+from ..transport import format_address
+from .person import MODES, Person
+
+log = logging.getLogger("stagevox.engine.gateway")
+
+#: Seconds between two status messages on a person's WebSocket.
+STATUS_INTERVAL_S = 0.25
+#: Largest request body, bytes (an SDP offer is a few kB).
+MAX_BODY = 64 * 1024
+#: HTTP status of each refusal code (the rest are 403).
+_REFUSAL_STATUS = {"too_many_hosts": 409, "channel_full": 409, "too_many_channels": 503,
+                   "server_busy": 503, "rate_limited": 429, "server_error": 502,
+                   "bad_request": 400}
+_WEB_FILES = {"room.js": "text/javascript", "room.css": "text/css"}
+
+
+class ApiError(Exception):
+    """A request the gateway refuses: ``status`` (HTTP), ``code`` and the message."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    def response(self):
+        """The error as a JSON response ``{"error", "code"}`` with its status."""
+        return web.json_response({"error": str(self), "code": self.code}, status=self.status)
+
+
+class Gateway:
+    """Serve the web page on ``http_host:http_port`` and bridge browsers to the
+    stagevox server at ``server_address`` ``(host, port)`` whose public key is
+    ``server_key`` (bytes or the text ``stagevox server`` prints).
+
+    ``http_port`` 0 picks a free port (``port`` tells which once started).
+    ``join_timeout``: seconds to wait for the server when a person joins.
+    Raises ``ValueError`` for a bad address or key, ``OSError`` from
+    ``start`` when the HTTP port cannot be opened.
+    """
+
+    def __init__(self, server_address, server_key, http_host="127.0.0.1", http_port=8080, *,
+                 join_timeout=5.0):
+        host, port = server_address
+        if not (isinstance(port, int) and 1 <= port <= 65535):
+            raise ValueError(f"server_address must be (host, port) with a port in 1..65535, "
+                             f"got {server_address!r}")
+        if not (isinstance(http_port, int) and 0 <= http_port <= 65535):
+            raise ValueError(f"http_port must be in 0..65535 (0: a free one), got {http_port!r}")
+        if server_key is None:
+            raise ValueError("server_key is needed: the key 'stagevox server' prints at start")
+        self.server_address = (host, port)
+        self.server_key = server_key
+        self.http_host = http_host
+        self.port = http_port
+        self.join_timeout = join_timeout
+        self.people = {}                 # id -> Person
+        self._loop = None
+        self._thread = None
+        self._stopping = None
+        self._error = None
+
+    # ----------------------------------------------------------- life
+
+    @property
+    def url(self):
+        """The page's address, ``http://HOST:PORT/``."""
+        return f"http://{format_address((self.http_host, self.port))}/"
+
+    def room_url(self, channel, token):
+        """The link that opens ``channel`` on the page with ``token``."""
+        from urllib.parse import quote
+        return f"{self.url}room/{quote(channel, safe='')}?token={quote(token, safe='')}"
+
+    def start(self):
+        """Start serving in a background thread; returns ``self``."""
+        ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main(ready)),
+                                        name="stagevox-gateway", daemon=True)
+        self._thread.start()
+        ready.wait(10.0)
+        if self._error is not None:
+            self._thread.join(5.0)
+            raise self._error
+        return self
+
+    def stop(self):
+        """Close every person's connection, leave the channels, stop serving."""
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(15.0)
+        self._thread = self._loop = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    async def _main(self, ready):
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        app = web.Application(client_max_size=MAX_BODY)
+        app.add_routes([
+            web.get("/", self._page), web.get("/room/{channel}", self._page),
+            web.get("/static/{name}", self._static),
+            web.get("/api/info", self._info),
+            web.post("/api/session", self._open_session),
+            web.delete("/api/session/{id}", self._close_session),
+            web.get("/api/session/{id}/ws", self._status_socket),
+            web.post("/whip/{channel}", self._whip), web.post("/whep/{channel}", self._whep),
+            web.delete("/whip/{channel}/{id}", self._close_session),
+            web.delete("/whep/{channel}/{id}", self._close_session),
+        ])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.http_host, self.port)
+            await site.start()
+        except OSError as exc:
+            self._error = OSError(exc.errno, f"cannot serve HTTP on "
+                                  f"{format_address((self.http_host, self.port))}: {exc.strerror}")
+            await runner.cleanup()
+            ready.set()
+            return
+        self.port = site._server.sockets[0].getsockname()[1]
+        ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await asyncio.gather(*(p.close() for p in list(self.people.values())),
+                                 return_exceptions=True)
+            self.people.clear()
+            await runner.cleanup()
+
+    # ----------------------------------------------------------- page
+
+    async def _page(self, request):
+        return web.Response(text=_web_file("room.html"), content_type="text/html")
+
+    async def _static(self, request):
+        name = request.match_info["name"]
+        if name not in _WEB_FILES:
+            raise web.HTTPNotFound(text=f"no file {name!r}")
+        return web.Response(text=_web_file(name), content_type=_WEB_FILES[name])
+
+    # ----------------------------------------------------------- API
+
+    async def _info(self, request):
+        try:
+            claims = _claims(request.query.get("token", ""))
+        except ApiError as exc:
+            return exc.response()
+        from stagevox import presets
+        return web.json_response({"channel": claims.channel, "uid": claims.uid,
+                                  "can_publish": claims.can_publish,
+                                  "expires_at": claims.expires_at,
+                                  "presets": ["off", *presets.names()]})
+
+    async def _open_session(self, request):
+        try:
+            body = await _json_body(request)
+            person = await self._join(body)
+        except ApiError as exc:
+            return exc.response()
+        return web.json_response({"id": person.id, "sdp": person.answer, "type": "answer"})
+
+    async def _whip(self, request):
+        return await self._ingest_or_egress(request, "whip", "talk")
+
+    async def _whep(self, request):
+        return await self._ingest_or_egress(request, "whep", "listen")
+
+    async def _ingest_or_egress(self, request, kind, mode):
+        """WHIP (``mode`` "talk", nothing sent back) or WHEP ("listen")."""
+        try:
+            if request.content_type != "application/sdp":
+                raise ApiError(415, "bad_request", f"the body must be an SDP offer "
+                               f"(Content-Type: application/sdp), got {request.content_type!r}")
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "no_token", "give the token as 'Authorization: Bearer "
+                               "TOKEN' (a token from 'stagevox token')")
+            channel = request.match_info["channel"]
+            sdp = await request.text()
+            person = await self._join({"token": token.strip(), "channel": channel, "mode": mode,
+                                       "sdp": sdp}, send_channel=(kind == "whep"))
+        except ApiError as exc:
+            response = exc.response()
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return web.Response(status=201, text=person.answer, content_type="application/sdp",
+                            headers={"Location": f"/{kind}/{channel}/{person.id}"})
+
+    async def _join(self, body, send_channel=True):
+        """Check the request, join the person and answer the offer (an ``ApiError`` if not)."""
+        token, channel, mode, sdp = (body.get(k) for k in ("token", "channel", "mode", "sdp"))
+        claims = _claims(token)
+        if channel != claims.channel:
+            raise ApiError(403, "wrong_channel", f"this token is for room {claims.channel!r}, "
+                                                 f"not {channel!r}")
+        if mode not in MODES:
+            raise ApiError(400, "bad_request", f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "talk" and not claims.can_publish:
+            raise ApiError(403, "no_publish_privilege",
+                           "this token is for the audience: it can listen but not talk")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise ApiError(400, "bad_sdp", "the request has no SDP offer (field 'sdp')")
+        # A Client compiles or loads the kernels when it is made: off the loop.
+        person = await asyncio.to_thread(Person, claims, token, mode, send_channel)
+        try:
+            person.answer = await person.start(self.server_address, self.server_key, sdp,
+                                               self.join_timeout)
+        except RefusedError as exc:
+            await person.close()
+            raise ApiError(_REFUSAL_STATUS.get(exc.code, 403), exc.code, exc.reason) from None
+        except TimeoutError:
+            await person.close()
+            raise ApiError(504, "server_unreachable",
+                           f"the channel server at {format_address(self.server_address)} does "
+                           f"not answer") from None
+        except ValueError as exc:
+            await person.close()
+            raise ApiError(400, "bad_sdp", str(exc)) from None
+        except BaseException:
+            await person.close()
+            raise
+        self.people[person.id] = person
+        # A browser that goes away without a word (its connection fails) is forgotten too.
+        person.on_closed = lambda p: self.people.pop(p.id, None)
+        log.info("gateway: uid %d %ss in %r", claims.uid, mode, claims.channel)
+        return person
+
+    async def _close_session(self, request):
+        person = self.people.pop(request.match_info["id"], None)
+        if person is None:
+            return ApiError(404, "no_session", "no such session (it has ended)").response()
+        await person.close()
+        return web.json_response({"closed": person.id})
+
+    async def _status_socket(self, request):
+        person = self.people.get(request.match_info["id"])
+        if person is None:
+            return ApiError(404, "no_session", "no such session (it has ended)").response()
+        ws = web.WebSocketResponse(heartbeat=10.0)
+        await ws.prepare(request)
+
+        async def feed():
+            while not ws.closed:
+                await ws.send_json(person.status())
+                if person.closed:
+                    await ws.close()
+                    return
+                await asyncio.sleep(STATUS_INTERVAL_S)
+
+        sender = asyncio.ensure_future(feed())
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    await person.command(json.loads(msg.data))
+                except (ValueError, RefusedError, TimeoutError) as exc:
+                    await ws.send_json({"error": str(exc)})
+        finally:
+            sender.cancel()
+        return ws
+
+
+def _claims(token):
+    if not isinstance(token, str) or not token:
+        raise ApiError(401, "no_token", "the link has no token (…/room/NAME?token=...)")
+    try:
+        return read_claims(token)
+    except TokenError as exc:
+        raise ApiError(401, exc.code, str(exc)) from None
+
+
+async def _json_body(request):
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "the request body is not JSON") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "bad_request", f"the request is larger than {MAX_BODY} bytes") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the request body must be a JSON object")
+    return body
+
+
+def _web_file(name):
+    return importlib.resources.files("stagevox.engine.gateway").joinpath(
+        "web", name).read_text("utf-8")

@@ -1,0 +1,512 @@
+"""The browser gateway with a real headless Chromium (Selenium, chromedriver).
+
+Chromium's fake capture device plays a speech WAV as the microphone: the
+page talks and a Python listener on the channel hears it (STOI against the
+file).  A Python host streams speech and the page records what it plays
+(``MediaRecorder`` on the stream the page plays, handed back as base64
+webm and decoded with PyAV).  Screenshots of the page's states go to the
+test's tmp folder.  Bad input (tokens, SDP, requests) gets a clear error,
+and the gateway goes on serving; the page says in words what went wrong (a
+bad or expired token, a full stage, a refused microphone, no gateway).
+WHIP and WHEP are tested with aiortc peers (``whip_peers.py``).
+
+Printed for the record (``pytest -s``): STOI and PESQ-WB both ways.
+"""
+
+import base64
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+import soundfile as sf
+
+from conftest import require
+from engine_helpers import wait_until
+from live_session import FRAME, RATE, _pace, align, score
+from stagevox import engine
+from stagevox.engine.transport import format_address
+from test_engine_cli import START_S, Proc, cli_env
+
+SECRET = "gateway-test-secret"
+CHANNEL = "lobby"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+#: The judged speech: 8 s of the bundled sample.
+JUDGED = slice(2 * RATE, 10 * RATE)
+#: Other speech before it, so connection set-up and the adaptive parts
+#: (jitter buffers, the browser's gain control) have settled.
+LEAD_S = 3.0
+
+
+def _imports():
+    try:
+        import aiortc  # noqa: F401
+        import selenium  # noqa: F401
+        from stagevox.engine import gateway  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def token(uid, role="host", **kw):
+    return engine.make_token(SECRET, CHANNEL, uid, role, **kw)
+
+
+class GatewayProcess:
+    """``stagevox gateway`` in a process of its own: ``url``, ``room_url``."""
+
+    def __init__(self, server):
+        self.proc = Proc("gateway", "--server", format_address(server.address), "--server-key",
+                         server.public_key, "--http-port", 0, env=cli_env())
+        first = self.proc.next_line("stdout", START_S) or ""
+        assert first.startswith("gateway on http://127.0.0.1:"), \
+            f"first line {first!r}; stderr: {''.join(self.proc.text['stderr'])}"
+        self.url = first.split()[-1]
+        assert "room/CHANNEL?token=" in self.proc.next_line("stdout", 10)
+
+    def room_url(self, channel, token):
+        return f"{self.url}room/{urllib.parse.quote(channel)}?token={token}"
+
+
+class ServerProcess:
+    """``stagevox server --port 0`` in a process of its own: ``address``, ``public_key``."""
+
+    def __init__(self):
+        # One host at most: the stage is full as soon as one is on it.
+        self.proc = Proc("server", "--port", 0, "--quiet", "--max-hosts", 1,
+                         env=cli_env(STAGEVOX_SECRET=SECRET))
+        first = self.proc.next_line("stdout", START_S) or ""
+        assert first.startswith("listening on 127.0.0.1:"), \
+            f"first line {first!r}; stderr: {''.join(self.proc.text['stderr'])}"
+        self.address = ("127.0.0.1", int(first.rsplit(":", 1)[1]))
+        self.public_key = (self.proc.next_line("stdout", START_S) or "").split()[-1]
+
+
+@pytest.fixture(scope="module")
+def room():
+    """A server and a gateway (HTTP on a free port), each run as a user runs them
+    (``stagevox server``, ``stagevox gateway``) in a process of its own, so the
+    real-time work of neither shares this process' interpreter lock."""
+    require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+    procs = []
+    try:
+        server = ServerProcess()
+        procs.append(server.proc)
+        gw = GatewayProcess(server)
+        procs.append(gw.proc)
+        yield server, gw
+        for p in reversed(procs):
+            p.popen.send_signal(signal.SIGTERM)
+            status, _, err = p.finish(20)
+            assert status == 0, err
+    finally:
+        for p in procs:
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def capture_wav(tmp_path_factory, speech):
+    """The fake microphone's file (Chromium loops it): lead-in, the judged
+    speech, a little silence; 16-bit 48 kHz mono."""
+    lead = np.resize(speech[::-1], int(LEAD_S * RATE))
+    signal = np.concatenate([lead, speech[JUDGED], np.zeros(RATE // 2, np.float32)])
+    path = tmp_path_factory.mktemp("capture") / "speech.wav"
+    sf.write(path, signal, RATE, subtype="PCM_16")
+    return path
+
+
+def chromium(*args):
+    """A headless Chromium (Selenium) with a fake microphone and ``args`` besides."""
+    require(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None,
+            "chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--use-fake-device-for-media-stream", "--window-size=800,700", *args):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_script_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(room, capture_wav):
+    """Headless Chromium that grants the microphone, playing ``capture_wav`` as it."""
+    driver = chromium("--use-fake-ui-for-media-stream",
+                      f"--use-file-for-fake-audio-capture={capture_wav}",
+                      "--autoplay-policy=no-user-gesture-required")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def text_of(driver, element_id):
+    return driver.find_element("id", element_id).text
+
+
+def wait_for_text(driver, element_id, words, timeout=15.0):
+    """Wait until the element's text holds ``words``; returns the text."""
+    ok = wait_until(lambda: words in text_of(driver, element_id), timeout, 0.1)
+    got = text_of(driver, element_id)
+    assert ok, f"#{element_id} never said {words!r}; it says {got!r} (error: " \
+               f"{text_of(driver, 'error')!r})"
+    return got
+
+
+def leave(driver):
+    driver.find_element("id", "leave").click()
+    wait_for_text(driver, "state", "not connected")
+
+
+def locate(reference, received):
+    """Align ``received`` to ``reference`` (found anywhere in it, entirely);
+    returns ``(aligned, lags)`` as ``live_session.align``."""
+    corr = ss.correlate(received, reference, mode="valid", method="fft")
+    first = max(0, int(np.argmax(corr)) - int(0.45 * RATE))
+    return align(reference, received, first)
+
+
+class Recorder:
+    """A Python listener in the channel pulling 10 ms every 10 ms into a list."""
+
+    def __init__(self, server, uid):
+        self.client = engine.Client()
+        self.client.join_channel(server.address, CHANNEL, uid, token(uid, "audience"),
+                                 "audience", server_key=server.public_key)
+        self.frames = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        t0 = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            _pace(t0, i)
+            self.frames.append(self.client.pull_audio(FRAME)[0])
+            i += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5.0)
+        self.client.leave_channel()
+
+    def audio(self):
+        return np.concatenate(self.frames) if self.frames else np.zeros(0, np.float32)
+
+
+def post(gw, path, body, method="POST", headers=None):
+    """``(status, json, headers)`` of a request to the gateway."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(gw.url.rstrip("/") + path, data=data, method=method,
+                                 headers=headers or {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return res.status, json.loads(res.read()), res.headers
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), err.headers
+
+
+# ------------------------------------------------------------------ bad input, no browser
+
+def test_bad_requests_get_a_clear_error_and_the_gateway_keeps_serving(room):
+    server, gw = room
+    cases = [
+        (b"not json", 400, "bad_request", "not JSON"),
+        ({"channel": CHANNEL, "mode": "listen", "sdp": "v=0"}, 401, "no_token", "no token"),
+        ({"channel": CHANNEL, "token": "sv1.xyz", "mode": "listen", "sdp": "v=0"}, 401,
+         "malformed_token", "token"),
+        ({"channel": CHANNEL, "token": token(3, expire_s=1, now=time.time() - 60),
+          "mode": "listen", "sdp": "v=0"}, 401, "expired_token", "expired"),
+        ({"channel": "other", "token": token(3), "mode": "listen", "sdp": "v=0"}, 403,
+         "wrong_channel", "'lobby'"),
+        ({"channel": CHANNEL, "token": token(3), "mode": "sing", "sdp": "v=0"}, 400,
+         "bad_request", "listen"),
+        ({"channel": CHANNEL, "token": token(3, "audience"), "mode": "talk", "sdp": "v=0"}, 403,
+         "no_publish_privilege", "audience"),
+        ({"channel": CHANNEL, "token": token(3), "mode": "listen", "sdp": "v=0\r\nnonsense"},
+         400, "bad_sdp", "SDP"),
+    ]
+    for body, status, code, words in cases:
+        got_status, got, _ = post(gw, "/api/session", body)
+        assert (got_status, got["code"]) == (status, code), (body, got)
+        assert words in got["error"], got
+    # A signature the server does not accept is its refusal, passed on.
+    forged = token(3)[:-4] + "AAAA"
+    status, got, _ = post(gw, "/api/session", {"channel": CHANNEL, "token": forged,
+                                               "mode": "listen", "sdp": "v=0"})
+    assert (status, got["code"]) == (403, "bad_signature"), got
+    assert post(gw, "/api/session/nope", b"", "DELETE")[0] == 404
+    # WHIP and WHEP: the token as a Bearer header, the offer as application/sdp.
+    sdp = {"Content-Type": "application/sdp"}
+    whip_cases = [
+        ("/whip/" + CHANNEL, sdp, 401, "no_token", "Bearer"),
+        ("/whip/" + CHANNEL, {**sdp, "Authorization": f"Bearer {token(6, 'audience')}"}, 403,
+         "no_publish_privilege", "audience"),
+        ("/whip/" + CHANNEL, {"Content-Type": "text/plain",
+                              "Authorization": f"Bearer {token(6)}"}, 415, "bad_request", "SDP"),
+        ("/whep/other", {**sdp, "Authorization": f"Bearer {token(6)}"}, 403, "wrong_channel",
+         "'lobby'"),
+        ("/whep/" + CHANNEL, {**sdp, "Authorization": f"Bearer {token(6)}"}, 400, "bad_sdp",
+         "SDP"),
+    ]
+    for path, headers, status, code, words in whip_cases:
+        got_status, got, got_headers = post(gw, path, b"v=0\r\nnonsense", headers=headers)
+        assert (got_status, got["code"]) == (status, code), (path, headers, got)
+        assert words in got["error"], got
+        if status == 401:
+            assert got_headers["WWW-Authenticate"] == "Bearer"
+    with urllib.request.urlopen(gw.url + f"api/info?token={token(4, 'audience')}") as res:
+        info = json.loads(res.read())
+    assert (info["channel"], info["uid"], info["can_publish"]) == (CHANNEL, 4, False)
+    assert "ktv" in info["presets"]
+
+
+# ------------------------------------------------------------------ the page in Chromium
+
+def test_page_says_what_is_wrong_with_a_bad_token(room, browser, tmp_path):
+    _, gw = room
+    browser.get(gw.room_url(CHANNEL, token(5, expire_s=1, now=time.time() - 60)))
+    text = wait_for_text(browser, "error", "has expired")
+    assert "new link" in text
+    assert not browser.find_element("id", "listen").is_enabled()
+    browser.save_screenshot(str(tmp_path / "expired_token.png"))
+
+    press_and_read_error(browser, gw.room_url(CHANNEL, token(5)[:-4] + "AAAA"), "listen",
+                         "not issued by this room's server", tmp_path / "forged_token.png")
+
+    browser.get(gw.url + "room/" + CHANNEL)
+    wait_for_text(browser, "error", "This link has no token")
+
+
+def test_page_says_when_the_gateway_does_not_answer(room, browser, tmp_path):
+    _, gw = room
+    browser.get(gw.room_url(CHANNEL, token(7, "audience")))
+    wait_for_text(browser, "who", "lets you listen.")
+    browser.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    try:
+        browser.find_element("id", "listen").click()
+        wait_for_text(browser, "error", "The gateway does not answer")
+        browser.save_screenshot(str(tmp_path / "unreachable.png"))
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
+    assert text_of(browser, "state") == "not connected"
+
+
+def press_and_read_error(driver, url, button, words, screenshot):
+    """Open ``url`` (a host token's page), press ``button``, wait for an error
+    holding ``words`` and save a screenshot; the page is left not connected."""
+    driver.get(url)
+    wait_for_text(driver, "who", "listen and talk")
+    driver.find_element("id", button).click()
+    wait_for_text(driver, "error", words)
+    driver.save_screenshot(str(screenshot))
+    assert text_of(driver, "state") == "not connected"
+
+
+def test_page_says_when_the_microphone_is_refused(room, tmp_path):
+    _, gw = room
+    driver = chromium("--deny-permission-prompts")    # a person who says no
+    try:
+        press_and_read_error(driver, gw.room_url(CHANNEL, token(14)), "talk",
+                             "No microphone permission", tmp_path / "no_microphone.png")
+    finally:
+        driver.quit()
+
+
+def test_page_says_when_the_stage_is_full(room, browser, tmp_path):
+    server, gw = room
+    host = engine.Client()
+    host.join_channel(server.address, CHANNEL, 32, token(32), "host",
+                      server_key=server.public_key)
+    try:
+        press_and_read_error(browser, gw.room_url(CHANNEL, token(13)), "talk",
+                             "The stage is full", tmp_path / "stage_full.png")
+    finally:
+        host.leave_channel()
+
+
+def test_page_talks_and_a_python_listener_hears_it(room, browser, speech, tmp_path):
+    server, gw = room
+    browser.get(gw.room_url(CHANNEL, token(11)))
+    wait_for_text(browser, "who", "listen and talk")
+    browser.save_screenshot(str(tmp_path / "loaded.png"))
+    # Chromium's noise suppressor alone takes 0.03-0.07 off the STOI of this
+    # clean speech: judged here is the gateway's path, the browser's cleanup off.
+    browser.find_element("id", "cleanup").click()
+    with Recorder(server, 21) as rec:
+        browser.find_element("id", "talk").click()
+        wait_for_text(browser, "state", "audio connected")
+        time.sleep(LEAD_S + len(speech[JUDGED]) / RATE + 1.0)
+        browser.save_screenshot(str(tmp_path / "talking.png"))
+        assert "on stage" in text_of(browser, "role")
+        heard = rec.client.stats()
+        # The stage switch: the gateway moves the person's member to the
+        # audience and back, and the page shows the role the server gave.
+        browser.find_element("id", "stage").click()
+        wait_for_text(browser, "role", "audience")
+        assert wait_until(lambda: rec.client.remote_users() == [], 5.0)
+        browser.find_element("id", "stage").click()
+        wait_for_text(browser, "role", "on stage")
+        assert wait_until(lambda: rec.client.remote_users() == [11], 5.0)
+        # Mute: the gateway stops sending the person's voice; unmute: it sends again.
+        browser.find_element("id", "mute").click()
+        time.sleep(0.5)
+        muted_at = rec.client.stats()["received"]
+        time.sleep(0.5)
+        assert rec.client.stats()["received"] == muted_at
+        browser.find_element("id", "mute").click()
+        assert wait_until(lambda: rec.client.stats()["received"] > muted_at + 10, 5.0)
+    leave(browser)
+    received = rec.audio()
+    sf.write(tmp_path / "heard.wav", received, RATE)
+    aligned, lags = locate(speech[JUDGED], received)
+    stoi, pesq = score(speech[JUDGED], aligned)
+    print(f"\nbrowser -> Python listener: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}  "
+          f"received {heard['received']}  lost {heard['lost']}  concealed {heard['concealed']}  "
+          f"lag {np.min(lags) * 1e3 / RATE:.0f}-{np.max(lags) * 1e3 / RATE:.0f} ms after the click")
+    assert stoi >= 0.95, f"STOI {stoi:.3f} < 0.95"
+
+
+def test_page_listens_to_a_python_host(room, browser, speech, tmp_path):
+    server, gw = room
+    browser.get(gw.room_url(CHANNEL, token(12, "audience")))
+    wait_for_text(browser, "who", "lets you listen.")
+    assert not browser.find_element("id", "talk").is_enabled()
+    host = engine.Client()
+    host.join_channel(server.address, CHANNEL, 31, token(31), "host",
+                      server_key=server.public_key)
+    try:
+        browser.find_element("id", "listen").click()
+        wait_for_text(browser, "state", "audio connected")
+        wait_for_text(browser, "speakers", "speaker 31")
+        browser.execute_script("""
+            const rec = new MediaRecorder(document.getElementById('player').srcObject);
+            window.recorded = [];
+            rec.ondataavailable = (e) => window.recorded.push(e.data);
+            rec.start();
+            window.recorder = rec;""")
+        lead = np.resize(speech[::-1], int(LEAD_S * RATE))
+        signal = np.concatenate([lead, speech[JUDGED], np.zeros(RATE, np.float32)])
+        t0 = time.monotonic()
+        for i in range(len(signal) // FRAME):
+            _pace(t0, i)
+            host.push_audio(signal[i * FRAME:(i + 1) * FRAME])
+            if i == int(LEAD_S * 100) + 300:
+                browser.save_screenshot(str(tmp_path / "listening.png"))
+        data = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            window.recorder.onstop = async () => {
+              const blob = new Blob(window.recorded, {type: window.recorder.mimeType});
+              const bytes = new Uint8Array(await blob.arrayBuffer());
+              let s = '';
+              for (let i = 0; i < bytes.length; i += 8192)
+                s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+              done(btoa(s));
+            };
+            window.recorder.stop();""")
+    finally:
+        host.leave_channel()
+    leave(browser)
+    received = decode(base64.b64decode(data))
+    sf.write(tmp_path / "played.wav", received, RATE)
+    aligned, lags = locate(speech[JUDGED], received)
+    stoi, pesq = score(speech[JUDGED], aligned)
+    print(f"\nPython host -> browser: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}")
+    assert stoi >= 0.90, f"STOI {stoi:.3f} < 0.90"
+
+
+def decode(data):
+    """What PyAV decodes of ``data`` (a webm/ogg file), 48 kHz mono float32."""
+    import av
+    out = []
+    with av.open(io.BytesIO(data)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        for frame in container.decode(audio=0):
+            out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.float32)
+
+
+# ------------------------------------------------------------------ WHIP and WHEP
+
+def test_whip_publishes_into_the_channel_and_whep_listens(room, speech, tmp_path):
+    """aiortc peers (in a process of their own, ``whip_peers.py``) as the
+    standard tools: one publishes with WHIP, one listens with WHEP; a Python
+    listener hears the publisher too."""
+    server, gw = room
+    judged = speech[2 * RATE:7 * RATE]
+    lead = np.resize(speech[::-1], int(LEAD_S * RATE))
+    sf.write(tmp_path / "published.wav",
+             np.concatenate([lead, judged, np.zeros(RATE // 2, np.float32)]), RATE,
+             subtype="FLOAT")
+    with Recorder(server, 41) as rec:
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("whip_peers.py")), gw.url, CHANNEL,
+             token(42), token(43, "audience"), tmp_path / "published.wav", tmp_path / "WHEP.wav"],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    whep, _ = sf.read(tmp_path / "WHEP.wav", dtype="float32")
+    for name, received, threshold in (("WHIP -> Python listener", rec.audio(), 0.95),
+                                      ("WHIP -> WHEP", whep, 0.90)):
+        sf.write(tmp_path / f"{name.split()[-1]}.wav", received, RATE)
+        aligned, _ = locate(judged, received)
+        stoi, pesq = score(judged, aligned)
+        print(f"\n{name}: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}")
+        assert stoi >= threshold, f"{name}: STOI {stoi:.3f} < {threshold}"
+
+
+def test_a_peer_that_goes_away_is_forgotten_and_leaves_the_channel():
+    """An aiortc peer listens, then closes its connection without a DELETE:
+    the gateway closes the person (the member leaves the channel) and forgets them."""
+    import asyncio
+
+    import aiohttp
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+
+    async def listen_and_vanish(server, gw):
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{gw.url}whep/{CHANNEL}", data=pc.localDescription.sdp,
+                                    headers={"Content-Type": "application/sdp",
+                                             "Authorization": f"Bearer {token(44)}"}) as res:
+                assert res.status == 201, await res.text()
+                answer = await res.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        assert server.members(CHANNEL)
+        for _ in range(100):
+            if pc.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        assert pc.connectionState == "connected"
+        await pc.close()
+
+    with engine.Server(secret=SECRET) as server, \
+            engine.Gateway(server.address, server.public_key, http_port=0) as gw:
+        asyncio.run(listen_and_vanish(server, gw))
+        assert wait_until(lambda: not gw.people, 10.0), gw.people
+        assert wait_until(lambda: not server.members(CHANNEL), 5.0), server.members(CHANNEL)
