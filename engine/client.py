@@ -37,9 +37,9 @@ from stagevox import dsp
 from stagevox.dsp.errors import RefusedError
 
 from . import control, session
-from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
-                      Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
-                      clamped_report_block)
+from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, PublishStream,
+                      PublishStreamDone, ReceiverReport, Refused, RenewToken, RoleChanged,
+                      SetRole, TokenRenewed, clamped_report_block)
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
 from .sender import Sender
@@ -359,6 +359,27 @@ class Client:
         self._token = token
         self._token_expires_at = reply.expires_at
 
+    def add_publish_stream_url(self, url, *, timeout=5.0):
+        """Have the server push the channel's mix to ``url`` (``rtmp://`` or
+        ``rtmps://``, AAC in FLV); only a host may.  Waits up to ``timeout``
+        seconds.  Raises ``ValueError`` for a bad URL, ``RefusedError`` with
+        the server's reason (not a host, encrypted end to end, too many URLs,
+        too many requests), ``TimeoutError``, ``RuntimeError`` outside a
+        channel."""
+        self._publish_request("add", url, timeout)
+
+    def remove_publish_stream_url(self, url, *, timeout=5.0):
+        """Have the server stop pushing the channel to ``url``, waiting up to
+        ``timeout`` seconds; errors as ``add_publish_stream_url``."""
+        self._publish_request("remove", url, timeout)
+
+    def _publish_request(self, action, url, timeout):
+        from .publish import check_url
+        check_url(url)
+        self._need_channel()
+        rid = next(self._request_ids)
+        self._request(rid, PublishStream(rid, action, url), timeout)
+
     def enable_encryption(self, key):
         """Seal every published frame end to end with the channel ``key`` and
         open the frames of remote hosts with it (``None`` turns it off).
@@ -581,7 +602,7 @@ class Client:
 
     def _on_control(self, msg, now):
         rid = getattr(msg, "request_id", None)
-        if isinstance(msg, (Refused, RoleChanged, TokenRenewed)):
+        if isinstance(msg, (Refused, RoleChanged, TokenRenewed, PublishStreamDone)):
             fut = self._requests.get(rid)
             if fut is not None and not fut.done():
                 fut.set_result(msg)

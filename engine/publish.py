@@ -1,0 +1,184 @@
+"""CDN push: a channel's mix encoded as AAC-LC with PyAV and pushed as FLV
+over RTMP, one connection (and one thread) per URL.
+
+Each ``RtmpPublisher`` takes 10 ms mixes from the channel mix through a
+bounded queue (a full queue drops and counts, ``publish_dropped``), so
+adding, removing or losing one URL never makes a gap in another.  A
+connection that cannot be opened or that drops is tried again with
+back-off (0.5 s doubling up to ``MAX_BACKOFF_S``), and every change is
+reported as ``(url, state, reason)``:
+
+- states: ``"connecting"``, ``"running"``, ``"recovering"`` (lost or not
+  reached, trying again), ``"failure"`` (given up), ``"stopped"``;
+- reasons: ``"ok"``, ``"connection_failed"``, ``"connection_lost"``,
+  ``"end_to_end_encrypted"``, ``"removed"``.
+"""
+
+import fractions
+import logging
+import queue
+import threading
+import urllib.parse
+
+import numpy as np
+
+from .channel_mix import FRAME_SAMPLES, Transcoding, mix_down
+from .rtp import CLOCK_RATE
+
+log = logging.getLogger(__name__)
+
+#: Mixes waiting for the encoder, at most (1 s).
+QUEUE_FRAMES = 100
+#: Retry back-off bounds, seconds.
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+#: Seconds an RTMP connect, read or write may take before it counts as failed.
+IO_TIMEOUT_S = 5.0
+MAX_URL_BYTES = 1024
+SCHEMES = ("rtmp", "rtmps")
+
+_TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
+
+
+def check_url(url):
+    """Return ``url`` if it is an RTMP URL we push to; ``ValueError`` naming
+    what is wrong otherwise (scheme, host, length, control characters)."""
+    if not isinstance(url, str):
+        raise ValueError(f"the publish URL must be a string, got {type(url).__name__}")
+    if len(url.encode()) > MAX_URL_BYTES:
+        raise ValueError(f"the publish URL is longer than {MAX_URL_BYTES} bytes")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ValueError(f"the publish URL {url!r} holds spaces or control characters")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise ValueError(f"the publish URL {url!r} has scheme {parts.scheme!r}; "
+                         f"valid: {', '.join(SCHEMES)}")
+    if not parts.hostname:
+        raise ValueError(f"the publish URL {url!r} names no host")
+    return url
+
+
+class RtmpPublisher:
+    """Push ``transcoding`` mixes of a channel to ``url`` until ``close()``.
+
+    ``on_state(url, state, reason)`` hears every state change (on this
+    publisher's thread).  ``feed(frames)`` is the channel mix's output call.
+    """
+
+    def __init__(self, url, transcoding, on_state, counters, sealed=lambda: False):
+        self.url = check_url(url)
+        self.transcoding = Transcoding.of(transcoding)
+        self.state = None
+        self._on_state = on_state
+        self._counters = counters
+        self._sealed = sealed
+        self._queue = queue.Queue(QUEUE_FRAMES)
+        self._stop = threading.Event()
+        self._restart = threading.Event()     # sample rate, channels or bitrate changed
+        self._thread = threading.Thread(target=self._run, name="stagevox-rtmp", daemon=True)
+        self._thread.start()
+
+    def feed(self, frames):
+        """Mix ``frames`` and queue the mix for the encoder; never blocks."""
+        if self.state != "running":
+            return
+        try:
+            self._queue.put_nowait(mix_down(frames, self.transcoding))
+        except queue.Full:
+            self._counters["publish_dropped"] += 1
+
+    def update(self, transcoding):
+        """New settings: volumes and pans from the next frame on; a new sample
+        rate, channel count or bitrate restarts the encoder (a new stream on
+        the same URL)."""
+        old, self.transcoding = self.transcoding, Transcoding.of(transcoding)
+        if (old.sample_rate, old.channels, old.bitrate) != (
+                self.transcoding.sample_rate, self.transcoding.channels, self.transcoding.bitrate):
+            self._restart.set()
+
+    def close(self, timeout=None):
+        """Stop pushing, end the stream and report ``stopped``; waits
+        ``timeout`` seconds at most (None: ``IO_TIMEOUT_S`` and a second) for
+        the stream to end."""
+        self._stop.set()
+        self._thread.join(IO_TIMEOUT_S + 1.0 if timeout is None else timeout)
+
+    def _set_state(self, state, reason):
+        if state == self.state:
+            return
+        self.state = state
+        log.info("RTMP %s: %s (%s)", self.url, state, reason)
+        try:
+            self._on_state(self.url, state, reason)
+        except Exception as exc:        # a handler's error is the handler's
+            log.warning("RTMP state handler failed: %r", exc)
+
+    def _run(self):
+        backoff = FIRST_BACKOFF_S
+        reason = "ok"
+        while not self._stop.is_set():
+            if self._sealed():
+                self._set_state("failure", "end_to_end_encrypted")
+                return
+            self._set_state("connecting" if self.state is None else "recovering", reason)
+            try:
+                self._push()
+                backoff = FIRST_BACKOFF_S
+                reason = "ok"
+            except Exception as exc:     # av.error.*, OSError: the connection failed
+                self._counters["publish_errors"] += 1
+                reason = "connection_lost" if self.state == "running" else "connection_failed"
+                log.info("RTMP %s: %r", self.url, exc)
+                self._set_state("recovering", reason)
+                self._stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        if self.state != "failure":
+            self._set_state("stopped", "removed")
+
+    def _push(self):
+        """One connection: open, then encode and mux until stopped, restarted or broken."""
+        import av
+        t = self.transcoding
+        self._restart.clear()
+        container = av.open(self.url, "w", format="flv", timeout=IO_TIMEOUT_S)
+        try:
+            stream = container.add_stream("aac", rate=t.sample_rate)
+            stream.layout = "mono" if t.channels == 1 else "stereo"
+            stream.bit_rate = t.bitrate
+            self._drain()
+            self._set_state("running", "ok")
+            pts = 0
+            while not (self._stop.is_set() or self._restart.is_set()):
+                if self._sealed():
+                    raise _Sealed()
+                try:
+                    mix = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(mix[:t.channels]), format="fltp",
+                    layout=stream.layout.name)
+                frame.sample_rate = CLOCK_RATE
+                frame.pts = pts
+                frame.time_base = _TIME_BASE
+                pts += FRAME_SAMPLES
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+        except _Sealed:
+            self._stop.set()
+            self._set_state("failure", "end_to_end_encrypted")
+        finally:
+            container.close()
+
+    def _drain(self):
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+class _Sealed(Exception):
+    """The channel turned out to be encrypted end to end."""
