@@ -1,5 +1,6 @@
 """CDN push: a channel's mix encoded as AAC-LC with PyAV and pushed as FLV
-over RTMP, one connection (and one thread) per URL.
+over RTMP, one connection (a thread, and a worker process that encodes and
+sends: ``publish_worker``) per URL.
 
 Each ``RtmpPublisher`` takes 10 ms mixes from the channel mix through a
 bounded queue (a full queue drops and counts, ``publish_dropped``), so
@@ -14,16 +15,17 @@ reported as ``(url, state, reason)``:
   ``"end_to_end_encrypted"``, ``"removed"``.
 """
 
-import fractions
 import logging
+import os
 import queue
+import select
+import subprocess
+import sys
 import threading
+import time
 import urllib.parse
 
-import numpy as np
-
-from .channel_mix import FRAME_SAMPLES, Transcoding, mix_down
-from .rtp import CLOCK_RATE
+from .channel_mix import Transcoding, mix_down
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,12 @@ IO_TIMEOUT_S = 5.0
 MAX_URL_BYTES = 1024
 SCHEMES = ("rtmp", "rtmps")
 
-_TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
+#: The worker process's script, run by path (it needs no more than PyAV and
+#: NumPy) with ``-P``: its folder, which holds ``token.py``, must not shadow
+#: the standard library.
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "publish_worker.py")
+#: Bytes of a failed worker's message logged at most.
+MAX_ERROR_BYTES = 2000
 
 
 def check_url(url):
@@ -121,56 +128,87 @@ class RtmpPublisher:
                 self._set_state("failure", "end_to_end_encrypted")
                 return
             self._set_state("connecting" if self.state is None else "recovering", reason)
-            try:
-                self._push()
-                backoff = FIRST_BACKOFF_S
-                reason = "ok"
-            except Exception as exc:     # av.error.*, OSError: the connection failed
-                self._counters["publish_errors"] += 1
-                reason = "connection_lost" if self.state == "running" else "connection_failed"
-                log.info("RTMP %s: %r", self.url, exc)
-                self._set_state("recovering", reason)
-                self._stop.wait(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+            failure = self._connection()
+            if failure is None:
+                backoff, reason = FIRST_BACKOFF_S, "ok"
+                continue
+            self._counters["publish_errors"] += 1
+            reason = failure
+            self._set_state("recovering", reason)
+            self._stop.wait(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
         if self.state != "failure":
             self._set_state("stopped", "removed")
 
-    def _push(self):
-        """One connection: open, then encode and mux until stopped, restarted or broken."""
-        import av
+    def _connection(self):
+        """One connection through a worker process: start it, wait until it is
+        connected, then hand it mixes until stopped or restarted (None) or
+        until it fails (the reason)."""
         t = self.transcoding
         self._restart.clear()
-        container = av.open(self.url, "w", format="flv", timeout=IO_TIMEOUT_S)
+        proc = subprocess.Popen(
+            [sys.executable, "-P", WORKER, self.url, str(t.sample_rate), str(t.channels),
+             str(t.bitrate)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            stream = container.add_stream("aac", rate=t.sample_rate)
-            stream.layout = "mono" if t.channels == 1 else "stereo"
-            stream.bit_rate = t.bitrate
+            if not self._connected(proc):
+                return "connection_failed"
             self._drain()
             self._set_state("running", "ok")
-            pts = 0
+            fd = proc.stdin.fileno()
+            os.set_blocking(fd, False)
             while not (self._stop.is_set() or self._restart.is_set()):
                 if self._sealed():
-                    raise _Sealed()
+                    self._stop.set()
+                    self._set_state("failure", "end_to_end_encrypted")
+                    break
                 try:
-                    mix = self._queue.get(timeout=0.2)
+                    mix = self._queue.get(timeout=0.1)
                 except queue.Empty:
+                    if proc.poll() is not None:
+                        return "connection_lost"
                     continue
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(mix[:t.channels]), format="fltp",
-                    layout=stream.layout.name)
-                frame.sample_rate = CLOCK_RATE
-                frame.pts = pts
-                frame.time_base = _TIME_BASE
-                pts += FRAME_SAMPLES
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
-        except _Sealed:
-            self._stop.set()
-            self._set_state("failure", "end_to_end_encrypted")
+                if not self._write(proc, fd, mix[:t.channels].tobytes()):
+                    return "connection_lost"
+            proc.stdin.close()               # the worker ends the stream and exits
+            proc.wait(IO_TIMEOUT_S)
+            return None
+        except (OSError, subprocess.TimeoutExpired):
+            return "connection_lost"
         finally:
-            container.close()
+            self._end(proc)
+
+    def _connected(self, proc):
+        """Whether the worker says it is connected within ``IO_TIMEOUT_S``."""
+        deadline = time.monotonic() + IO_TIMEOUT_S + 1.0
+        while time.monotonic() < deadline and not self._stop.is_set():
+            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+            if ready:
+                return proc.stdout.readline().strip() == b"running"
+        return False
+
+    def _write(self, proc, fd, data):
+        """Write ``data`` to the worker; False if it ended or stalled for
+        ``IO_TIMEOUT_S`` (its RTMP connection no longer takes data)."""
+        view = memoryview(data)
+        deadline = time.monotonic() + IO_TIMEOUT_S
+        while view:
+            _, writable, _ = select.select([], [fd], [], 0.1)
+            if writable:
+                view = view[os.write(fd, view):]
+            elif proc.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
+                return False
+        return True
+
+    def _end(self, proc):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.returncode:
+            err = proc.stderr.read(MAX_ERROR_BYTES).decode(errors="replace").strip()
+            log.info("RTMP %s: the worker ended with %s: %s", self.url, proc.returncode, err)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
 
     def _drain(self):
         while True:
@@ -178,7 +216,3 @@ class RtmpPublisher:
                 self._queue.get_nowait()
             except queue.Empty:
                 return
-
-
-class _Sealed(Exception):
-    """The channel turned out to be encrypted end to end."""

@@ -10,6 +10,7 @@ channel against the speech sent (>= 0.9) and the right channel's frequency
 in the first (every 20 ms of the tone present).
 """
 
+import socket
 import threading
 import time
 
@@ -23,7 +24,7 @@ from live_session import align
 from live_session import score as judge_speech
 from rtmp_server import RtmpServer, find_nginx, free_port
 from stagevox.dsp.errors import RefusedError
-from stagevox.engine import control
+from stagevox.engine import control, publish
 
 RATE = 48000
 PUSH_S = 6.0
@@ -190,6 +191,31 @@ def test_dropped_connection_is_retried_and_reported(tmp_path, speech):
     finally:
         cdn.stop()
     assert [e[2] for e in states.events][-1] == "stopped"
+
+
+def test_stalled_cdn_does_not_stall_the_channel(monkeypatch):
+    """A CDN that takes the TCP connection and never answers: reported, tried
+    again, and the channel's members hear each other all the while (the
+    RTMP handshake runs in a worker process: in the server's process PyAV
+    would hold the GIL through it)."""
+    monkeypatch.setattr(publish, "IO_TIMEOUT_S", 1.0)
+    states = States()
+    with socket.socket() as stall:
+        stall.bind(("127.0.0.1", 0))
+        stall.listen(8)
+        url = f"rtmp://127.0.0.1:{stall.getsockname()[1]}/live/stalled"
+        with Session() as s:
+            host, listener = s.join(1, "host"), s.join(2, "audience")
+            s.server.register_event_handler(states)
+            s.server.add_publish_stream_url("room", url)
+            got = stream({host: tone(TONE_HZ, 3.0)}, [listener], 3.0)[listener][0]
+            assert ("recovering", "connection_failed") in [e[2:] for e in states.events], \
+                states.events
+            s.server.remove_publish_stream_url("room", url)
+    assert states.events[-1][2:] == ("stopped", "removed")
+    step = RATE // 50
+    levels = np.array([rms(got[i:i + step]) for i in range(RATE, len(got) - step, step)])
+    assert levels.min() >= 0.5 * np.median(levels), "the listener heard a gap"
 
 
 def test_rtp_forward_is_read_by_ffmpeg(speech, tmp_path):
