@@ -1,9 +1,10 @@
 """The live channel's command line: ``stagevox server | token | host | listen``.
 
     stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
+                    [--publish CHANNEL=rtmp://...]...
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
     stagevox host --server H:P --channel C --uid N [--token T] --input FILE
-                  [--preset NAME] [--loop] [--volume 0-400]
+                  [--preset NAME] [--loop] [--volume 0-400] [--publish-url rtmp://...]...
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
 
@@ -31,7 +32,7 @@ import soxr
 from stagevox.dsp import fileio
 from stagevox.dsp.errors import StagevoxError
 
-from . import session
+from . import publish_cli, session
 from .client import Client, RefusedError
 from .rtp import CLOCK_RATE
 from .server import Server
@@ -306,6 +307,10 @@ def cmd_server(args):
         raise CommandError(f"--key-file {key_file}: {exc.strerror or exc}", status=2) from None
     except ValueError as exc:
         raise CommandError(str(exc), status=2) from None
+    try:
+        publishes = publish_cli.ServerPublishes(server, publish_cli.parse_publish(args.publish))
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
     _log_membership(args.quiet)
     why = None
     started = time.monotonic()
@@ -322,7 +327,7 @@ def cmd_server(args):
             _note(f"server: key pair in {key_file}; clients need --server-key "
                   f"{server.public_key_text}")
             while True:
-                time.sleep(3600)
+                publishes.wait(3600)
         except _Stop as exc:
             why = str(exc)
         finally:
@@ -395,6 +400,10 @@ def cmd_host(args):
     if not 0 <= args.volume <= 400:
         raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
     try:
+        publish_cli.check_urls(args.publish_url)
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
+    try:
         reader = fileio.open_input(args.input)
     except fileio.AudioFileError as exc:
         raise CommandError(str(exc)) from None
@@ -412,12 +421,17 @@ def cmd_host(args):
             raise CommandError(str(exc)) from None
         events = _join(client, args, "host", "host")
         try:
+            try:
+                publish_cli.host_publish(client, args.publish_url)
+            except (RefusedError, TimeoutError) as exc:
+                raise CommandError(f"--publish-url: {exc}") from None
             sent = _stream(client, events, reader, channels, args, file_s)
             stats = client.stats()
         except KeyboardInterrupt:
             _note("host: interrupted; left the channel")
             return 130
         finally:
+            publish_cli.host_unpublish(client, args.publish_url)
             client.leave_channel()
     rtt = "n/a" if stats["rtt_ms"] is None else f"{stats['rtt_ms']:.1f} ms"
     print(f"host: sent {sent:.2f} s of {args.input} in {stats['packets_sent']} packets "
@@ -613,6 +627,7 @@ def add_commands(sub):
                         f"(default: ${KEY_FILE_ENV}, else ~/.config/stagevox/server.key)")
     p.add_argument("--quiet", action="store_true",
                    help="do not log joins, leaves, role changes and refusals")
+    publish_cli.add_server_option(p)
     p.set_defaults(run=_guard(cmd_server))
 
     p = sub.add_parser(
@@ -641,6 +656,7 @@ def add_commands(sub):
     p.add_argument("--loop", action="store_true", help="start the file again at its end")
     p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
                    help="recording volume, 100 = unchanged, 400 = +12 dB (default 100)")
+    publish_cli.add_host_option(p)
     p.set_defaults(run=_guard(cmd_host))
 
     p = sub.add_parser(

@@ -10,6 +10,7 @@ channel against the speech sent (>= 0.9) and the right channel's frequency
 in the first (every 20 ms of the tone present).
 """
 
+import signal
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ import time
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 import soxr
 from conftest import require
 from engine_helpers import Session, peak_frequency, rms, stream, tone, wait_until
@@ -24,7 +26,10 @@ from live_session import align
 from live_session import score as judge_speech
 from rtmp_server import RtmpServer, find_nginx, free_port
 from stagevox.dsp.errors import RefusedError
+from stagevox import engine
 from stagevox.engine import control, publish
+from test_engine_cli import SECRET as CLI_SECRET
+from test_engine_cli import START_S, cli_env, procs, run, start_server  # noqa: F401
 
 RATE = 48000
 PUSH_S = 6.0
@@ -319,3 +324,46 @@ def test_end_to_end_encrypted_channel_is_not_mixed():
         assert refused.value.code == "end_to_end_encrypted"
         with pytest.raises(ValueError, match="encrypted end to end"):
             s.server.start_rtp_forward("room", "127.0.0.1", 5004)
+
+
+# ------------------------------------------------------------------ command line
+
+def test_cli_server_and_host_push_to_the_cdn(nginx, procs, speech, tmp_path):
+    """``stagevox server --publish room=URL`` pushes once the room has members;
+    ``stagevox host --publish-url URL`` has the server push while it streams."""
+    wav = tmp_path / "speech.wav"
+    sf.write(str(wav), speech[:6 * RATE], RATE, subtype="PCM_16")
+    sent = sf.read(str(wav), dtype="float32")[0]
+    server, port = start_server(procs, "--publish", f"room={nginx.url('cli-server')}")
+    host = procs("host", "--server", f"127.0.0.1:{port}", "--server-key", server.key,
+                 "--channel", "room", "--uid", 1,
+                 "--token", engine.make_token(CLI_SECRET, "room", 1, "host"),
+                 "--input", wav, "--publish-url", nginx.url("cli-host"), env=cli_env())
+    status, _, err = host.finish(START_S + 10)
+    assert status == 0, err
+    assert f"the server pushes the channel to {nginx.url('cli-host')}" in err
+    server.wait_for("stderr", f"publish {nginx.url('cli-server')}: running (ok)", 10)
+    server.popen.send_signal(signal.SIGINT)
+    assert server.finish(30)[0] == 0
+    # Each push takes a moment to connect: the speech's last 3 s are judged.
+    tail = sent[3 * RATE:]
+    for name in ("cli-server", "cli-host"):
+        codec, rate, channels, audio = decode(nginx.recording(name))
+        assert (codec, rate, channels) == ("aac", 48000, 1), name
+        aligned, _ = align(tail, audio[0], 0)
+        score, _ = judge_speech(tail, aligned)
+        print(f"\n{name}: {audio.shape[1] / rate:.2f} s, speech STOI {score:.3f}")
+        assert score >= MIN_STOI, name
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["server", "--port", 0, "--publish", "room"], "--publish takes CHANNEL=URL"),
+    (["server", "--port", 0, "--publish", "room=http://cdn/live"],
+     "scheme 'http'; valid: rtmp, rtmps"),
+    (["host", "--server", "127.0.0.1:9", "--channel", "room", "--uid", 1, "--token", "t",
+      "--input", "x.wav", "--publish-url", "udp://cdn"], "--publish-url: the publish URL"),
+])
+def test_cli_bad_publish_options_exit_2(argv, words):
+    status, _, err = run(*argv, env=cli_env(STAGEVOX_SECRET=CLI_SECRET))
+    assert status == 2, err
+    assert words in err
