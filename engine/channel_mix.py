@@ -1,5 +1,5 @@
 """The server's channel mix: the hosts of one channel decoded through jitter
-buffers and handed, 10 ms at a time, to the channel's outputs (CDN push,
+buffers and handed, 20 ms at a time, to the channel's outputs (CDN push,
 RTP forward), on a worker thread of its own.
 
 The server's event loop only offers packets (``ChannelMix.offer``): a
@@ -26,8 +26,9 @@ from .rtp import CLOCK_RATE, PT_RED, PT_SEALED_OPUS
 
 log = logging.getLogger(__name__)
 
-#: The mix's frame: 10 ms at 48 kHz.
-FRAME_SAMPLES = CLOCK_RATE // 100
+#: The mix's frame: 20 ms at 48 kHz (the hosts' Opus frame; half the work
+#: per second of 10 ms pulls from 17 jitter buffers).
+FRAME_SAMPLES = CLOCK_RATE // 50
 FRAME_S = FRAME_SAMPLES / CLOCK_RATE
 #: Packets waiting for the worker, at most (about 1 s of a full stage).
 QUEUE_PACKETS = 2048
@@ -39,7 +40,7 @@ MAX_DELAY_MS = 140.0
 HOST_SILENT_S = 5.0
 #: The worker catches up at most this many late frames (1 s) at once; later than
 #: that it skips ahead (a stalled machine does not make a burst of frames).
-MAX_CATCH_UP = 100
+MAX_CATCH_UP = 50
 
 SAMPLE_RATES = (32000, 44100, 48000)
 MAX_BITRATE = 128000
@@ -142,7 +143,7 @@ class ChannelMix:
 
     ``counters``: a ``collections.Counter`` for what is dropped.
     ``add_output(key, output)``: ``output.feed(frames)`` is called every
-    10 ms on the worker with ``{uid: float32 (480,)}``; it must not block
+    20 ms on the worker with ``{uid: float32 (FRAME_SAMPLES,)}``; it must not block
     (outputs hand frames to threads of their own).  ``close()`` stops the
     worker.
     """

@@ -2,7 +2,7 @@
 over RTMP, one connection (a thread, and a worker process that encodes and
 sends: ``publish_worker``) per URL.
 
-Each ``RtmpPublisher`` takes 10 ms mixes from the channel mix through a
+Each ``RtmpPublisher`` takes 20 ms mixes from the channel mix through a
 bounded queue (a full queue drops and counts, ``publish_dropped``), so
 adding, removing or losing one URL never makes a gap in another.  A
 connection that cannot be opened or that drops is tried again with
@@ -25,12 +25,12 @@ import threading
 import time
 import urllib.parse
 
-from .channel_mix import Transcoding, mix_down
+from .channel_mix import FRAME_SAMPLES, Transcoding, mix_down
 
 log = logging.getLogger(__name__)
 
-#: Mixes waiting for the encoder, at most (1 s).
-QUEUE_FRAMES = 100
+#: Mixes waiting for the encoder, at most (1 s of 20 ms frames).
+QUEUE_FRAMES = 50
 #: Retry back-off bounds, seconds.
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
@@ -76,6 +76,7 @@ class RtmpPublisher:
         self.url = check_url(url)
         self.transcoding = Transcoding.of(transcoding)
         self.state = None
+        self.worker_pid = None               # the current worker process's id
         self._on_state = on_state
         self._counters = counters
         self._sealed = sealed
@@ -86,7 +87,8 @@ class RtmpPublisher:
         self._thread.start()
 
     def feed(self, frames):
-        """Mix ``frames`` and queue the mix for the encoder; never blocks."""
+        """Mix ``frames`` (one mix frame, ``{uid: samples}``) and queue the
+        mix for the encoder; never blocks."""
         if self.state != "running":
             return
         try:
@@ -148,8 +150,9 @@ class RtmpPublisher:
         self._restart.clear()
         proc = subprocess.Popen(
             [sys.executable, "-P", WORKER, self.url, str(t.sample_rate), str(t.channels),
-             str(t.bitrate)],
+             str(t.bitrate), str(FRAME_SAMPLES)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.worker_pid = proc.pid
         try:
             if not self._connected(proc):
                 return "connection_failed"

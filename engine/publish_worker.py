@@ -7,8 +7,8 @@ process, a CDN that accepts a connection and then stalls would freeze the
 whole server.  Here it freezes only this process, which the server's
 ``publish.RtmpPublisher`` watches and replaces.
 
-Run as ``python -m stagevox.engine.publish_worker URL RATE CHANNELS BITRATE``.
-stdin: float32 planar frames of ``(CHANNELS, 480)`` samples at 48 kHz, one
+Run as ``python -P publish_worker.py URL RATE CHANNELS BITRATE FRAME``.
+stdin: float32 planar frames of ``(CHANNELS, FRAME)`` samples at 48 kHz, one
 after another; end of file ends the stream cleanly.  stdout: the line
 ``running`` once the RTMP connection is up.  Exit status 0 after a clean
 end, 1 (and one line on stderr) when the connection fails or breaks.
@@ -19,25 +19,30 @@ import sys
 
 import numpy as np
 
-#: Samples per channel in one input frame (10 ms at 48 kHz), and that rate.
-FRAME_SAMPLES = 480
+#: The input's sample rate, Hz.
 INPUT_RATE = 48000
+#: FFmpeg's AAC encoder: the fast coder (about a third of the CPU of the
+#: default "twoloop" one, measured 2.7 % against 7.6 % of a core for 48 kHz
+#: stereo at 128 kb/s).
+AAC_OPTIONS = {"aac_coder": "fast"}
 #: Seconds FFmpeg may wait for the RTMP server when opening.
 OPEN_TIMEOUT_S = 5.0
 
 
-def push(url, rate, channels, bitrate, source, ready):
-    """Encode the frames read from the binary stream ``source`` and push
-    them to ``url``; ``ready()`` is called once connected.  Raises
-    ``av.error.FFmpegError`` or ``OSError`` when the connection fails."""
+def push(url, rate, channels, bitrate, frame_samples, source, ready):
+    """Encode the frames of ``frame_samples`` read from the binary stream
+    ``source`` and push them to ``url``; ``ready()`` is called once
+    connected.  Raises ``av.error.FFmpegError`` or ``OSError`` when the
+    connection fails."""
     import av
-    frame_bytes = 4 * channels * FRAME_SAMPLES
+    frame_bytes = 4 * channels * frame_samples
     layout = "mono" if channels == 1 else "stereo"
     container = av.open(url, "w", format="flv", timeout=OPEN_TIMEOUT_S)
     try:
         stream = container.add_stream("aac", rate=rate)
         stream.layout = layout
         stream.bit_rate = bitrate
+        stream.codec_context.options = AAC_OPTIONS
         container.start_encoding()              # the RTMP handshake
         ready()
         pts = 0
@@ -45,12 +50,12 @@ def push(url, rate, channels, bitrate, source, ready):
             data = source.read(frame_bytes)
             if len(data) < frame_bytes:
                 break
-            pcm = np.frombuffer(data, np.float32).reshape(channels, FRAME_SAMPLES)
+            pcm = np.frombuffer(data, np.float32).reshape(channels, frame_samples)
             frame = av.AudioFrame.from_ndarray(pcm, format="fltp", layout=layout)
             frame.sample_rate = INPUT_RATE
             frame.pts = pts
             frame.time_base = fractions.Fraction(1, INPUT_RATE)
-            pts += FRAME_SAMPLES
+            pts += frame_samples
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -61,16 +66,17 @@ def push(url, rate, channels, bitrate, source, ready):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 4:
-        print("usage: python -m stagevox.engine.publish_worker URL RATE CHANNELS BITRATE",
+    if len(argv) != 5:
+        print("usage: python -P publish_worker.py URL RATE CHANNELS BITRATE FRAME",
               file=sys.stderr)
         return 2
-    url, rate, channels, bitrate = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    url = argv[0]
+    rate, channels, bitrate, frame_samples = (int(a) for a in argv[1:])
 
     def ready():
         print("running", flush=True)
     try:
-        push(url, rate, channels, bitrate, sys.stdin.buffer, ready)
+        push(url, rate, channels, bitrate, frame_samples, sys.stdin.buffer, ready)
     except Exception as exc:         # reported to the server, which tries again
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -79,7 +79,7 @@ class RtpForward:
             f.write(sdp_text(self.host, self.port, 1, f"stagevox {what} of {channel!r}"))
 
     def feed(self, frames):
-        """Take a 10 ms frame of the channel; sends a packet every second call."""
+        """Take a mix frame of the channel; sends a packet per 20 ms."""
         mix = mix_down(frames, self._transcoding, self.uid)[0]
         self._pending = np.concatenate([self._pending, mix])
         step = self._encoder.frame_samples

@@ -21,7 +21,8 @@ import pytest
 import soundfile as sf
 import soxr
 from conftest import require
-from engine_helpers import Session, peak_frequency, rms, stream, tone, wait_until
+from engine_helpers import (Session, delay_samples, peak_frequency, rms, stream, tone,
+                            wait_until)
 from live_session import align
 from live_session import score as judge_speech
 from rtmp_server import RtmpServer, find_nginx, free_port
@@ -124,6 +125,17 @@ def pushed(nginx, speech):
             "counters": counters, "second_removed": removed[0]}
 
 
+def aligned_score(reference, received):
+    """``(STOI, PESQ-WB, lags)`` of ``received`` against ``reference`` (both
+    48 kHz): found roughly by one second of it, then aligned piece by piece
+    as the jitter buffers' delay moves (``live_session.align``)."""
+    lag, _ = delay_samples(reference[RATE // 2:3 * RATE // 2], received,
+                           len(received) - RATE)
+    start = max(0, lag - RATE // 2 - RATE // 5)
+    aligned, lags = align(reference, received, start)
+    return (*judge_speech(reference, aligned), lags + start)
+
+
 def judge(codec, rate, channels, audio, pushed, what):
     """The checks every read-back passes; returns the speech's first lag, samples."""
     assert (codec, rate, channels) == ("aac", 44100, 2), what
@@ -132,8 +144,7 @@ def judge(codec, rate, channels, audio, pushed, what):
     assert abs(duration - pushed["pushed_s"]) <= 0.5, what
     # The jitter buffers' delay moves a little while they adapt: aligned
     # piece by piece (``live_session.align``), judged at 48 kHz.
-    aligned, lags = align(pushed["sent"], soxr.resample(audio[0], rate, RATE), 0)
-    score, pesq = judge_speech(pushed["sent"], aligned)
+    score, pesq, lags = aligned_score(pushed["sent"], soxr.resample(audio[0], rate, RATE))
     lag = int(lags[0] * rate / RATE)
     f = peak_frequency(audio[1, lag + rate:lag + 5 * rate], rate)
     print(f"{what}: speech STOI {score:.3f} PESQ-WB {pesq:.2f} (delay {lags.min() / RATE:.3f}"
@@ -255,8 +266,7 @@ def test_rtp_forward_is_read_by_ffmpeg(speech, tmp_path):
     assert got and got[0] == "opus"
     audio = np.concatenate(got[1:])
     assert audio.size >= 3.5 * RATE
-    aligned, lags = align(sent, audio, 0)
-    score, pesq = judge_speech(sent, aligned)
+    score, pesq, lags = aligned_score(sent, audio)
     print(f"\nRTP forward: STOI {score:.3f} PESQ-WB {pesq:.2f}, "
           f"delay {lags.min() / RATE:.3f}..{lags.max() / RATE:.3f} s")
     assert score >= MIN_STOI
@@ -350,8 +360,7 @@ def test_cli_server_and_host_push_to_the_cdn(nginx, procs, speech, tmp_path):
     for name in ("cli-server", "cli-host"):
         codec, rate, channels, audio = decode(nginx.recording(name))
         assert (codec, rate, channels) == ("aac", 48000, 1), name
-        aligned, _ = align(tail, audio[0], 0)
-        score, _ = judge_speech(tail, aligned)
+        score, _, _ = aligned_score(tail, audio[0])
         print(f"\n{name}: {audio.shape[1] / rate:.2f} s, speech STOI {score:.3f}")
         assert score >= MIN_STOI, name
 
