@@ -30,8 +30,12 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``server`` and ``client`` (thin front ends), and
-``cli`` (the ``stagevox server | token | host | listen`` commands).
+per-listener packets), ``server`` and ``client`` (thin front ends), the
+server's media bridges (``media_bridges``: which channels are mixed and for
+what; ``channel_mix``: a channel's hosts decoded and mixed on a worker;
+``publish`` and ``publish_worker``: CDN push, AAC in FLV over RTMP;
+``rtp_forward``: plain RTP/Opus and its SDP file), and ``cli`` and
+``publish_cli`` (the ``stagevox server | token | host | listen`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses

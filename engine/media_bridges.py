@@ -11,6 +11,8 @@ packet on the server's loop when nothing is mixed).
 import logging
 import threading
 
+from stagevox.dsp.errors import ParameterError
+
 from .channel_mix import ChannelMix, Transcoding
 from .publish import RtmpPublisher, check_url
 from .rtp_forward import RtpForward
@@ -22,7 +24,7 @@ MAX_PUBLISH_URLS = 8
 MAX_RTP_FORWARDS = 8
 
 
-class BridgeError(ValueError):
+class BridgeError(ParameterError):
     """A bridge request that cannot be done; the message names the problem.
 
     ``code``: ``"unknown_channel"``, ``"end_to_end_encrypted"``,

@@ -324,13 +324,21 @@ def test_bad_requests_are_refused_clearly(speech):
 
 
 def test_end_to_end_encrypted_channel_is_not_mixed():
+    states = States()
+    url = "rtmp://127.0.0.1:1/live/x"
     with Session() as s:
         host = s.join(1, "host")
+        s.server.register_event_handler(states)
+        s.server.add_publish_stream_url("room", url)       # nothing listens there: retried
+        stream({host: tone(TONE_HZ, 0.3)}, [], 0.3)
+        # The host turns encryption on: the push it had stops with that reason.
         host.enable_encryption(b"k" * 32)
         stream({host: tone(TONE_HZ, 0.3)}, [], 0.3)
         assert wait_until(lambda: s.server._channel_sealed("room"))
+        states.wait(url, "failure")
+        assert states.events[-1][2:] == ("failure", "end_to_end_encrypted")
         with pytest.raises(ValueError, match="encrypted end to end") as refused:
-            s.server.add_publish_stream_url("room", "rtmp://127.0.0.1:1/live/x")
+            s.server.add_publish_stream_url("room", "rtmp://127.0.0.1:1/live/y")
         assert refused.value.code == "end_to_end_encrypted"
         with pytest.raises(ValueError, match="encrypted end to end"):
             s.server.start_rtp_forward("room", "127.0.0.1", 5004)
