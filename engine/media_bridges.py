@@ -52,6 +52,7 @@ class MediaBridges:
         self._publishers = {}            # channel -> {url: RtmpPublisher}
         self._transcoding = {}           # channel -> Transcoding
         self._forwards = {}              # channel -> {(host, port): RtpForward}
+        self._asked_by_hosts = {}        # channel -> {url}: the pushes hosts asked for
         self._handlers = []
         self._lock = threading.Lock()
 
@@ -66,7 +67,9 @@ class MediaBridges:
 
     # ------------------------------------------------------------ CDN push
 
-    def add_publish_stream_url(self, channel, url, transcoding=None):
+    def add_publish_stream_url(self, channel, url, transcoding=None, by_host=False):
+        """Push ``channel`` to ``url``; ``by_host``: a host asked (hosts may
+        remove only the pushes hosts asked for, not the server owner's)."""
         check_url(url)
         config = Transcoding.of(transcoding) if transcoding is not None else None
         with self._lock:
@@ -83,11 +86,19 @@ class MediaBridges:
                                       sealed=lambda: mix.sealed)
             urls[url] = publisher
             mix.add_output(("rtmp", url), publisher)
+            if by_host:
+                self._asked_by_hosts.setdefault(channel, set()).add(url)
 
-    def remove_publish_stream_url(self, channel, url, wait=True):
+    def remove_publish_stream_url(self, channel, url, wait=True, by_host=False):
         """Stop pushing ``channel`` to ``url``; ``wait``: until its stream has
-        ended (False on the server's loop, which must not wait)."""
+        ended (False on the server's loop, which must not wait); ``by_host``:
+        a host asks, which may stop only a push a host asked for."""
         with self._lock:
+            asked = self._asked_by_hosts.get(channel, set())
+            if by_host and url in self._publishers.get(channel, {}) and url not in asked:
+                raise BridgeError("bad_request", f"the push of {channel!r} to {url!r} was "
+                                                 f"set up by the server, not by a host")
+            asked.discard(url)
             publisher = self._publishers.get(channel, {}).pop(url, None)
             if publisher is None:
                 raise BridgeError("bad_request", f"channel {channel!r} is not pushed to {url!r}")
@@ -176,6 +187,7 @@ class MediaBridges:
         if not self._publishers.get(channel) and not self._forwards.get(channel):
             self._publishers.pop(channel, None)
             self._forwards.pop(channel, None)
+            self._asked_by_hosts.pop(channel, None)
             mix = self._mixes.pop(channel, None)
             if mix is not None:
                 mix.close()

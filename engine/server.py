@@ -426,10 +426,11 @@ class Server:
             return
         try:
             if msg.action == "add":
-                self._bridges.add_publish_stream_url(member.channel.name, msg.url)
+                self._bridges.add_publish_stream_url(member.channel.name, msg.url,
+                                                     by_host=True)
             else:
                 self._bridges.remove_publish_stream_url(member.channel.name, msg.url,
-                                                        wait=False)
+                                                        wait=False, by_host=True)
         except BridgeError as exc:
             code = exc.code if exc.code in control.REFUSAL_CODES else "bad_request"
             self._refuse(member, msg.request_id, code, str(exc))

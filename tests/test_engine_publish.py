@@ -305,8 +305,13 @@ def test_bad_requests_are_refused_clearly(speech):
         assert refused.value.code == "bad_request"
         with pytest.raises(RefusedError, match="not pushed to") as refused:
             host._request(91, control.PublishStream(91, "remove", url), 3.0)
-        # Requests beyond the host's rate are refused (the bucket holds 4;
-        # the two refused requests above spent two).
+        # A host may not stop the pushes the server's owner set up.
+        s.server.add_publish_stream_url("room", url)
+        with pytest.raises(RefusedError, match="set up by the server, not by a host"):
+            host.remove_publish_stream_url(url)
+        s.server.remove_publish_stream_url("room", url)
+        time.sleep(4.0)              # the host's request budget (4, one a second) fills again
+        # Requests beyond the host's rate are refused.
         codes = []
         for k in range(5):
             try:
@@ -314,12 +319,12 @@ def test_bad_requests_are_refused_clearly(speech):
                 codes.append("ok")
             except RefusedError as exc:
                 codes.append(exc.code)
-        assert codes[:2] == ["ok"] * 2 and "rate_limited" in codes[2:], codes
+        assert codes == ["ok"] * 4 + ["rate_limited"], codes
         # Nothing crashed, and the channel goes on: the listener hears the host.
         got = stream({host: tone(TONE_HZ, 1.5)}, [listener], 1.5)[listener]
         assert abs(peak_frequency(got[0, RATE // 2:]) - TONE_HZ) <= 2.0
         assert s.server.counters.get("periodic_errors", 0) == 0
-        for k in range(2):
+        for k in range(4):
             s.server.remove_publish_stream_url("room", f"rtmp://127.0.0.1:1/live/{k}")
 
 
