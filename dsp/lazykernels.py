@@ -25,26 +25,24 @@ class KernelModule:
 
     def __init__(self, name):
         self._module_name = f"{__package__}.kernels.{name}"
+        #: True once the kernel module is imported (read per frame: a plain attribute).
+        self.loaded = False
         _pending.append(self)
 
     def __getattr__(self, attr):
-        if attr.startswith("__") or attr == "_module_name":
+        if attr.startswith("__") or attr in ("_module_name", "loaded"):
             raise AttributeError(attr)
         value = getattr(importlib.import_module(self._module_name), attr)
         try:
             _pending.remove(self)
         except ValueError:  # loaded already (load_all, or another thread)
             pass
+        self.loaded = True
         setattr(self, attr, value)
         return value
 
     def __repr__(self):
         return f"<kernels {self._module_name!r}, imported on first use>"
-
-    @property
-    def loaded(self):
-        """True once the kernel module is imported."""
-        return self not in _pending
 
 
 def load_all():
@@ -56,6 +54,7 @@ def load_all():
         except IndexError:  # emptied by another thread
             return
         importlib.import_module(stand_in._module_name)
+        stand_in.loaded = True
 
 
 def kernels(name):

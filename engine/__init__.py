@@ -30,11 +30,12 @@ host: jitter buffer, decoder choice, decryption, resampling), ``jitter``
 (the adaptive jitter buffer), ``stretch`` (pitch-synchronous frame
 stretching), ``nack`` (missing-packet tracking), ``feedback`` (loss
 measurement and RED depth), ``forwarding`` (the server's uplink cache and
-per-listener packets), ``server`` and ``client`` (thin front ends), the
-server's media bridges (``media_bridges``: which channels are mixed and for
-what; ``channel_mix``: a channel's hosts decoded and mixed on a worker;
-``publish`` and ``publish_worker``: CDN push, AAC in FLV over RTMP;
-``rtp_forward``: plain RTP/Opus and its SDP file), and ``cli`` and
+per-listener packets), ``media_relay`` (a host's audio published in
+other channels: co-hosting, PK), ``server`` and ``client`` (thin front
+ends), the server's media bridges (``media_bridges``: which channels are
+mixed and for what; ``channel_mix``: a channel's hosts decoded and mixed on
+a worker; ``publish`` and ``publish_worker``: CDN push, AAC in FLV over
+RTMP; ``rtp_forward``: plain RTP/Opus and its SDP file), and ``cli`` and
 ``publish_cli`` (the ``stagevox server | token | host | listen`` commands).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
@@ -49,6 +50,7 @@ from .client import AudioFrameObserver, Client
 from .codec import CodecError, OpusDecoder, OpusEncoder, load_libopus, make_decoder, make_encoder
 from .control import ControlError
 from .jitter import JitterBuffer
+from .media_relay import RelayDestination
 from .rtp import PacketError, RtpPacket
 from .server import Server
 from .session import SessionError
@@ -57,7 +59,7 @@ from .token import TokenClaims, TokenError, make_token, verify_token
 __all__ = [
     "AudioFrameObserver", "Client", "CodecError", "ControlError", "JitterBuffer",
     "OpusDecoder", "OpusEncoder", "PacketError", "ParameterError", "ProtocolError",
-    "RefusedError", "RtpPacket", "Server", "SessionError", "StagevoxError", "TokenClaims",
-    "TokenError",
+    "RefusedError", "RelayDestination", "RtpPacket", "Server", "SessionError", "StagevoxError",
+    "TokenClaims", "TokenError",
     "load_libopus", "make_decoder", "make_encoder", "make_token", "verify_token",
 ]

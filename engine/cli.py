@@ -34,6 +34,7 @@ from stagevox.dsp.errors import StagevoxError
 
 from . import publish_cli, session
 from .client import Client, RefusedError
+from .media_relay import MAX_DESTINATIONS, RelayDestination
 from .rtp import CLOCK_RATE
 from .server import Server
 from .token import make_token
@@ -237,6 +238,9 @@ class _Events:
         _note(f"{self.label}: the token expires at {expires_at} (unix s); the server will "
               "remove this user then")
 
+    def on_channel_media_relay_state_changed(self, state, reason):
+        _note(f"{self.label}: relay {state} ({reason})")
+
 
 def _join(client, args, role, label):
     """Join with the command's arguments; refusals and timeouts become CommandError."""
@@ -419,12 +423,15 @@ def cmd_host(args):
                 client.set_audio_effect_preset(args.preset)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        destinations = _relay_destinations(args)
         events = _join(client, args, "host", "host")
         try:
             try:
                 publish_cli.host_publish(client, args.publish_url)
             except (RefusedError, TimeoutError) as exc:
                 raise CommandError(f"--publish-url: {exc}") from None
+            if destinations:
+                client.start_channel_media_relay(destinations)
             sent = _stream(client, events, reader, channels, args, file_s)
             stats = client.stats()
         except KeyboardInterrupt:
@@ -439,6 +446,35 @@ def cmd_host(args):
           f"{100 * stats['uplink_loss']:.1f} %, RED depth {stats['red_depth']}, "
           f"round trip {rtt}", flush=True)
     return 0
+
+
+def _relay_destinations(args):
+    """The ``--relay CHANNEL UID TOKEN`` options as ``RelayDestination``s (on
+    ``--relay-server`` with ``--relay-server-key`` when given)."""
+    if not args.relay:
+        if args.relay_server or args.relay_server_key:
+            raise CommandError("--relay-server and --relay-server-key go with --relay", status=2)
+        return []
+    server = key = None
+    if args.relay_server or args.relay_server_key:
+        if not (args.relay_server and args.relay_server_key):
+            raise CommandError("--relay-server needs --relay-server-key (the key that "
+                               "server printed), and the other way round", status=2)
+        server = parse_address(args.relay_server)
+        try:
+            key = session.parse_public_key(args.relay_server_key)
+        except session.SessionError as exc:
+            raise CommandError(f"--relay-server-key: {exc}") from None
+    out = []
+    for channel, uid, token in args.relay:
+        try:
+            out.append(RelayDestination(channel, int(uid), token, server, key))
+        except ValueError as exc:
+            raise CommandError(f"--relay {channel} {uid} ...: {exc}", status=2) from None
+    if len(out) > MAX_DESTINATIONS:
+        raise CommandError(f"at most {MAX_DESTINATIONS} --relay channels, got {len(out)}",
+                           status=2)
+    return out
 
 
 def _stream(client, events, reader, channels, args, file_s):
@@ -657,6 +693,12 @@ def add_commands(sub):
     p.add_argument("--volume", type=float, default=100.0, metavar="0-400",
                    help="recording volume, 100 = unchanged, 400 = +12 dB (default 100)")
     publish_cli.add_host_option(p)
+    p.add_argument("--relay", nargs=3, action="append", metavar=("CHANNEL", "UID", "TOKEN"),
+                   help="also publish into CHANNEL as UID with that channel's host TOKEN "
+                        "(co-hosting; repeatable, at most 6)")
+    p.add_argument("--relay-server", metavar="HOST:PORT",
+                   help="the --relay channels are on this other server")
+    p.add_argument("--relay-server-key", metavar="KEY", help="that server's public key")
     p.set_defaults(run=_guard(cmd_host))
 
     p = sub.add_parser(

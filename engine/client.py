@@ -16,7 +16,9 @@ to the objects given to ``register_event_handler`` (any of ``on_user_joined(uid)
 ``on_user_offline(uid, reason)``, ``on_client_role_changed(old, new)``,
 ``on_connection_state_changed(state, reason)``,
 ``on_token_privilege_will_expire(token_expires_at)``,
-``on_encryption_error(uid, reason)``), called from the network thread.  Raw
+``on_encryption_error(uid, reason)``,
+``on_channel_media_relay_state_changed(state, reason)``), called from the
+network thread (relay states from the relay's worker thread).  Raw
 audio goes to the objects given to ``register_audio_frame_observer`` (see
 ``AudioFrameObserver``).
 """
@@ -36,7 +38,7 @@ import numpy as np
 from stagevox import dsp
 from stagevox.dsp.errors import RefusedError
 
-from . import control, session
+from . import control, media_relay, session
 from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, PublishStream,
                       PublishStreamDone, ReceiverReport, Refused, RenewToken, RoleChanged,
                       SetRole, TokenRenewed, clamped_report_block)
@@ -172,6 +174,7 @@ class Client:
         self._local_fifo = np.zeros((channels, 0), np.float32)
         self._first_push = None
         self._pushed_samples = 0
+        self._relay = None                # media_relay.ChannelMediaRelay while relaying
         # receiving
         self._spatial = None
         # network
@@ -315,6 +318,7 @@ class Client:
 
     def leave_channel(self):
         """Leave the channel (idempotent); the remote streams stop."""
+        self.stop_channel_media_relay()
         if self.channel is None:
             self._stop_network()
             return
@@ -379,6 +383,57 @@ class Client:
         self._need_channel()
         rid = next(self._request_ids)
         self._request(rid, PublishStream(rid, action, url), timeout)
+
+    # ----------------------------------------------------------- media relay
+
+    def start_channel_media_relay(self, destinations):
+        """Publish this host's audio in other channels too (co-hosting, PK).
+
+        ``destinations``: up to 6 ``media_relay.RelayDestination`` (channel,
+        uid, host token, and the server for a channel on another server).
+        Returns at once; each destination is joined on a worker thread and
+        the outcome arrives as ``on_channel_media_relay_state_changed(state,
+        reason)`` (``connecting``, ``running``, ``failure``; see
+        ``media_relay``).  Raises ``RuntimeError`` outside a channel, when not
+        a host or when a relay runs already, ``ParameterError`` for a bad list.
+        """
+        self._need_channel()
+        if self.role != "host":
+            raise RuntimeError("only a host can relay its audio to other channels; "
+                               "set_client_role('host') first")
+        if self._relay is not None:
+            raise RuntimeError("a channel media relay runs already; "
+                               "use update_channel_media_relay")
+        relay = media_relay.ChannelMediaRelay(self)
+        relay.update(destinations)
+        self._relay = relay
+
+    def update_channel_media_relay(self, destinations):
+        """Relay into exactly ``destinations`` from now on: new ones are joined,
+        dropped ones left, the rest go on without a gap.  Raises
+        ``RuntimeError`` when no relay runs, ``ParameterError`` for a bad list."""
+        if self._relay is None:
+            raise RuntimeError("no channel media relay runs; start_channel_media_relay first")
+        self._relay.update(destinations)
+
+    def stop_channel_media_relay(self):
+        """Leave every destination channel (idempotent)."""
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()
+
+    def pause_all_channel_media_relay(self):
+        """Stop sending into the destinations, staying in them.  Raises
+        ``RuntimeError`` when no relay runs."""
+        if self._relay is None:
+            raise RuntimeError("no channel media relay runs")
+        self._relay.pause_all()
+
+    def resume_all_channel_media_relay(self):
+        """Send into the destinations again.  Raises ``RuntimeError`` when no relay runs."""
+        if self._relay is None:
+            raise RuntimeError("no channel media relay runs")
+        self._relay.resume_all()
 
     def enable_encryption(self, key):
         """Seal every published frame end to end with the channel ``key`` and
@@ -755,6 +810,9 @@ class Client:
             if self._record_gain != 1.0:
                 x = x * np.float32(self._record_gain)
             x = self._apply_effects(x)
+            relay = self._relay
+            if relay is not None and self.role == "host" and not self._muted:
+                relay.push(x)
             self._local_fifo = np.concatenate([self._local_fifo, x], axis=1)[
                 :, -int(0.2 * self.sample_rate):]
             if self.sample_rate != CLOCK_RATE:

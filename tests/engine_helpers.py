@@ -222,7 +222,7 @@ class Recorder:
 
     NAMES = ("on_user_joined", "on_user_offline", "on_client_role_changed",
              "on_connection_state_changed", "on_token_privilege_will_expire",
-             "on_encryption_error")
+             "on_encryption_error", "on_channel_media_relay_state_changed")
 
     def __init__(self):
         self.events = []

@@ -25,6 +25,7 @@ import scipy.signal as ss
 import soundfile as sf
 import soxr
 from conftest import require
+from engine_helpers import Recorder
 from hypothesis import given
 from hypothesis import strategies as st
 from stagevox import engine
@@ -434,6 +435,46 @@ def test_host_unreadable_input_exits_1_before_joining(live_server, tmp_path, con
     assert str(path) in err and words in err
     # It never spoke to the server: no join, no refusal, no packet.
     assert sum(live_server.counters.values()) == 0, live_server.counters
+
+
+def test_host_relays_into_a_channel_on_another_server(live_server, speech_wav):
+    """``stagevox host --relay show 9 TOKEN --relay-server ... --relay-server-key
+    ...`` publishes on its own server and, as uid 9, in "show" on a second
+    server, whose listener is told uid 9 joined and is sent the whole file
+    (2.5 s: at least 120 packets of 20 ms); the host reports the relay running."""
+    wav, _ = speech_wav
+    with engine.Server(secret=SECRET) as edge:
+        listener = engine.Client()
+        rec = Recorder()
+        listener.register_event_handler(rec)
+        listener.join_channel(edge.address, "show", 50,
+                              engine.make_token(SECRET, "show", 50, "audience"), "audience",
+                              server_key=edge.public_key)
+        try:
+            host, port = edge.address
+            status, _, err = run(
+                "host", *client_args(live_server, 1, engine.make_token(SECRET, "room", 1, "host")),
+                "--input", wav, "--relay", "show", 9, engine.make_token(SECRET, "show", 9, "host"),
+                "--relay-server", f"{host}:{port}", "--relay-server-key", edge.public_key_text,
+                env=cli_env())
+            forwarded = edge.counters["forwarded"]
+        finally:
+            listener.leave_channel()
+    assert status == 0, err
+    assert "relay running (show)" in err
+    assert rec.of("on_user_joined") == [(9,)]
+    assert forwarded >= 120, forwarded
+
+
+def test_host_relay_server_without_its_key_exits_2(live_server, speech_wav):
+    wav, _ = speech_wav
+    token = engine.make_token(SECRET, "room", 1, "host")
+    status, _, err = run("host", *client_args(live_server, 1, token), "--input", wav,
+                         "--relay", "show", 9, token, "--relay-server", "127.0.0.1:9",
+                         env=cli_env())
+    assert status == 2
+    assert "--relay-server-key" in err and "Traceback" not in err
+    assert sum(live_server.counters.values()) == 0
 
 
 def test_host_without_token_says_where_to_get_one(live_server, speech_wav):
