@@ -36,13 +36,16 @@ worker thread), ``music`` (music mixed into the published voice and the
 local playout), ``sound_effects`` (short sounds over the voice),
 ``media_relay`` (a host's audio published in other channels: co-hosting,
 PK), ``inject`` (an online stream published as a host), ``pacing``
-(real-time deadlines), ``server`` and ``client`` (thin front ends),
-``devices`` (sound cards through PortAudio, driving a client from the
-card's callback), ``cli`` and ``device_cli`` (the ``stagevox server |
-token | host | listen | inject | gateway | talk | devices`` commands), and
-``gateway`` (the browser gateway, ``Gateway``: a web page and WebRTC
-bridged to a channel; needs the ``gateway`` extra, and is imported on first
-use).
+(real-time deadlines), ``server`` and ``client`` (thin front ends), the
+server's media bridges (``media_bridges``: which channels are mixed and for
+what; ``channel_mix``: a channel's hosts decoded and mixed on a worker;
+``publish`` and ``publish_worker``: CDN push, AAC in FLV over RTMP;
+``rtp_forward``: plain RTP/Opus and its SDP file), ``devices`` (sound cards
+through PortAudio, driving a client from the card's callback), ``cli``,
+``device_cli`` and ``publish_cli`` (the ``stagevox server | token | host |
+listen | inject | gateway | talk | devices`` commands), and ``gateway`` (the
+browser gateway, ``Gateway``: a web page and WebRTC bridged to a channel;
+needs the ``gateway`` extra, and is imported on first use).
 
 Errors come from ``stagevox.dsp.errors`` and are exported here too: unreadable
 or unauthentic packets, messages and tokens raise ``ProtocolError`` subclasses

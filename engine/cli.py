@@ -3,10 +3,11 @@ gateway`` (and, in ``device_cli``, the sound card: ``devices``, ``talk``, ``--in
 ``--output speaker``).
 
     stagevox server [--host H] --port P [--max-hosts N] [--member-timeout S]
+                    [--publish CHANNEL=rtmp://...]...
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
     stagevox host --server H:P --channel C --uid N [--token T] --input FILE
                   [--preset NAME] [--loop] [--volume 0-400]
-                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME]
+                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME] [--publish-url rtmp://...]...
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
     stagevox inject --server H:P --channel C [--uid N] [--token T] --url URL
@@ -36,7 +37,7 @@ import soxr
 from stagevox.dsp import fileio
 from stagevox.dsp.errors import StagevoxError
 
-from . import session
+from . import publish_cli, session
 from .client import Client, RefusedError
 from .media_relay import MAX_DESTINATIONS, RelayDestination
 from .inject import MAX_RETRIES, StreamInjector
@@ -273,6 +274,10 @@ def cmd_server(args):
         raise CommandError(f"--key-file {key_file}: {exc.strerror or exc}", status=2) from None
     except ValueError as exc:
         raise CommandError(str(exc), status=2) from None
+    try:
+        publishes = publish_cli.ServerPublishes(server, publish_cli.parse_publish(args.publish))
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
     _log_membership(args.quiet)
     why = None
     started = time.monotonic()
@@ -289,7 +294,7 @@ def cmd_server(args):
             _note(f"server: key pair in {key_file}; clients need --server-key "
                   f"{server.public_key_text}")
             while True:
-                time.sleep(3600)
+                publishes.wait(3600)
         except _Stop as exc:
             why = str(exc)
         finally:
@@ -371,6 +376,10 @@ def cmd_host(args):
         raise CommandError("--duration and --device go with --input mic (a file is sent "
                            "whole; --loop repeats it)")
     try:
+        publish_cli.check_urls(args.publish_url)
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
+    try:
         reader = fileio.open_input(args.input)
     except fileio.AudioFileError as exc:
         raise CommandError(str(exc)) from None
@@ -393,6 +402,10 @@ def cmd_host(args):
         if args.music:
             _start_music(client, args)
         try:
+            try:
+                publish_cli.host_publish(client, args.publish_url)
+            except (RefusedError, TimeoutError) as exc:
+                raise CommandError(f"--publish-url: {exc}") from None
             if destinations:
                 client.start_channel_media_relay(destinations)
             sent = _stream(client, events, reader, channels, args, file_s)
@@ -401,6 +414,7 @@ def cmd_host(args):
             _note("host: interrupted; left the channel")
             return 130
         finally:
+            publish_cli.host_unpublish(client, args.publish_url)
             client.leave_channel()
     rtt = "n/a" if stats["rtt_ms"] is None else f"{stats['rtt_ms']:.1f} ms"
     print(f"host: sent {sent:.2f} s of {args.input} in {stats['packets_sent']} packets "
@@ -705,6 +719,7 @@ def add_commands(sub):
                         f"(default: ${KEY_FILE_ENV}, else ~/.config/stagevox/server.key)")
     p.add_argument("--quiet", action="store_true",
                    help="do not log joins, leaves, role changes and refusals")
+    publish_cli.add_server_option(p)
     p.set_defaults(run=_guard(cmd_server))
 
     p = sub.add_parser(
@@ -741,6 +756,7 @@ def add_commands(sub):
                    help="the stream's encoding: " + ", ".join(PROFILES) + " (default: "
                         "music_standard_stereo with --music, else mono or stereo as the "
                         "input at 32 kb/s)")
+    publish_cli.add_host_option(p)
     p.add_argument("--relay", nargs=3, action="append", metavar=("CHANNEL", "UID", "TOKEN"),
                    help="also publish into CHANNEL as UID with that channel's host TOKEN "
                         "(co-hosting; repeatable, at most 6)")

@@ -43,9 +43,9 @@ from stagevox import dsp
 from stagevox.dsp.errors import ParameterError, RefusedError
 
 from . import control, media_relay, session
-from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
-                      Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
-                      clamped_report_block)
+from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, PublishStream,
+                      PublishStreamDone, ReceiverReport, Refused, RenewToken, RoleChanged,
+                      SetRole, TokenRenewed, clamped_report_block)
 from .music import MusicMixing, _to_channels
 from .profiles import audio_profile
 from .receiver import Receiver
@@ -374,6 +374,27 @@ class Client(MusicMixing):
         self._token = token
         self._token_expires_at = reply.expires_at
 
+    def add_publish_stream_url(self, url, *, timeout=5.0):
+        """Have the server push the channel's mix to ``url`` (``rtmp://`` or
+        ``rtmps://``, AAC in FLV); only a host may.  Waits up to ``timeout``
+        seconds.  Raises ``ValueError`` for a bad URL, ``RefusedError`` with
+        the server's reason (not a host, encrypted end to end, too many URLs,
+        too many requests), ``TimeoutError``, ``RuntimeError`` outside a
+        channel."""
+        self._publish_request("add", url, timeout)
+
+    def remove_publish_stream_url(self, url, *, timeout=5.0):
+        """Have the server stop pushing the channel to ``url``, waiting up to
+        ``timeout`` seconds; errors as ``add_publish_stream_url``."""
+        self._publish_request("remove", url, timeout)
+
+    def _publish_request(self, action, url, timeout):
+        from .publish import check_url
+        check_url(url)
+        self._need_channel()
+        rid = next(self._request_ids)
+        self._request(rid, PublishStream(rid, action, url), timeout)
+
     # ----------------------------------------------------------- media relay
 
     def start_channel_media_relay(self, destinations):
@@ -647,7 +668,7 @@ class Client(MusicMixing):
 
     def _on_control(self, msg, now):
         rid = getattr(msg, "request_id", None)
-        if isinstance(msg, (Refused, RoleChanged, TokenRenewed)):
+        if isinstance(msg, (Refused, RoleChanged, TokenRenewed, PublishStreamDone)):
             fut = self._requests.get(rid)
             if fut is not None and not fut.done():
                 fut.set_result(msg)

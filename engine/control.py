@@ -41,12 +41,14 @@ MAX_REASON_BYTES = 256
 MAX_HOSTS = 128  #: (uid, ssrc) pairs in a Joined message
 MAX_REPORTS = 62  #: report blocks in a ReceiverReport (19 bytes each)
 MAX_NACKS = 128  #: sequence numbers in a Nack
+MAX_URL_BYTES = 1024  #: a URL in PublishStream
 
 ROLES = ("host", "audience")
 REFUSAL_CODES = ("bad_request", "no_token", "malformed_token", "bad_signature", "expired_token",
                  "wrong_channel", "wrong_uid", "no_publish_privilege", "too_many_hosts",
                  "not_joined", "rate_limited", "server_error", "too_many_channels",
-                 "channel_full", "server_busy")
+                 "channel_full", "server_busy", "end_to_end_encrypted", "too_many_outputs")
+PUBLISH_ACTIONS = ("add", "remove")
 EVENT_KINDS = ("user_joined", "user_left", "user_offline", "role_changed", "token_will_expire",
                "removed")
 
@@ -283,6 +285,7 @@ _ROLE = _Choice(ROLES)
 _CHANNEL = _Str(MAX_CHANNEL_BYTES)
 _TOKEN = _Str(MAX_TOKEN_BYTES)
 _REASON = _Str(MAX_REASON_BYTES)
+_URL = _Str(MAX_URL_BYTES)
 
 
 # ----------------------------------------------------------------------------- messages
@@ -525,6 +528,26 @@ class Ack(_Message, type_code=14):
 
     seq: int
     _CODECS: ClassVar[dict] = {"seq": _U32}
+
+
+@dataclass(frozen=True)
+class PublishStream(_Message, type_code=15):
+    """Client (a host) to server: push the channel's mix to ``url`` (RTMP)
+    when ``action`` is ``"add"``, stop pushing to it when ``"remove"``."""
+
+    request_id: int
+    action: str
+    url: str
+    _CODECS: ClassVar[dict] = {"request_id": _U32, "action": _Choice(PUBLISH_ACTIONS),
+                               "url": _URL}
+
+
+@dataclass(frozen=True)
+class PublishStreamDone(_Message, type_code=16):
+    """Server to client: the ``PublishStream`` request ``request_id`` is done."""
+
+    request_id: int
+    _CODECS: ClassVar[dict] = {"request_id": _U32}
 
 
 # ----------------------------------------------------------------------------- framing

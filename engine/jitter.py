@@ -38,6 +38,7 @@ retransmission), playout goes on where it stopped; otherwise the next
 frames start it afresh.
 """
 
+import bisect
 import collections
 import math
 
@@ -113,6 +114,38 @@ class _MinWindow:
         return self._items[0][1] if self._items else None
 
 
+class _QuantileWindow:
+    """The last ``maxlen`` values added, kept sorted as well, so a quantile
+    costs a look-up instead of a sort on every pull (a server mixing 17
+    hosts asks 1,700 times a second).  ``quantile(q)`` equals
+    ``numpy.quantile(values, q)`` (its default, linear interpolation)."""
+
+    def __init__(self, maxlen):
+        self._order = collections.deque(maxlen=maxlen)
+        self._sorted = []
+
+    def append(self, value):
+        if len(self._order) == self._order.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._order[0])]
+        self._order.append(value)
+        bisect.insort(self._sorted, value)
+
+    def clear(self):
+        self._order.clear()
+        self._sorted.clear()
+
+    def __len__(self):
+        return len(self._sorted)
+
+    def quantile(self, q):
+        h = (len(self._sorted) - 1) * q
+        lo = math.floor(h)
+        a = self._sorted[lo]
+        b = self._sorted[min(lo + 1, len(self._sorted) - 1)]
+        t = h - lo
+        return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+
+
 class JitterBuffer:
     """Reorders, recovers, decodes, conceals and paces one remote stream.
 
@@ -142,7 +175,7 @@ class JitterBuffer:
         # What the buffer has learned about the path outlives a pause in the stream.
         self._unwrap_ts = TimestampUnwrapper()
         self._base = _MinWindow(_BASE_WINDOW_S)
-        self._arrivals = collections.deque(maxlen=_HISTORY_FRAMES)
+        self._arrivals = _QuantileWindow(_HISTORY_FRAMES)
         self._pull_size = 480
         self._last_arrival = -math.inf
         self._stalled = False
@@ -290,8 +323,7 @@ class JitterBuffer:
         """The delay the buffer aims for, in samples (lateness quantile + margin)."""
         if not self._arrivals or self._base.value is None:
             return self.min_delay + self._pull_size
-        late = np.asarray(self._arrivals) - self._base.value
-        q = float(np.quantile(late, self.quantile))
+        q = self._arrivals.quantile(self.quantile) - self._base.value
         return min(max(q + self._pull_size + 0.002 * self.sample_rate, self.min_delay),
                    self.max_delay)
 

@@ -36,12 +36,13 @@ import threading
 import time
 
 from . import control, session
-from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, ReceiverReport,
-                      Refused, RenewToken, RoleChanged, SetRole, TokenRenewed,
-                      clamped_report_block)
+from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, PublishStream,
+                      PublishStreamDone, ReceiverReport, Refused, RenewToken, RoleChanged,
+                      SetRole, TokenRenewed, clamped_report_block)
 from .feedback import ReceiverRedundancy
 from .forwarding import UplinkStream
-from .rtp import PacketError, RtpPacket, is_rtp
+from .media_bridges import BridgeError, MediaBridges
+from .rtp import PT_SEALED_OPUS, PacketError, RtpPacket, is_rtp
 from .session import SessionError
 from .token import TokenError, verify_token
 from .transport import LimitedLog, format_address, open_endpoint, run_periodic
@@ -89,11 +90,14 @@ RTX_MIN_GAP_S = 0.02
 #: cannot fill the log.
 MEMBERSHIP_LOG_RATE = 50.0
 MEMBERSHIP_LOG_BURST = 200
+#: Publish requests (``PublishStream``) a host may make: a second, in bursts of.
+PUBLISH_REQUEST_RATE = 1.0
+PUBLISH_REQUEST_BURST = 4
 
 #: The handler method of each control message a member may send.
 _CONTROL_HANDLERS = {Leave: "_on_leave", SetRole: "_on_set_role", RenewToken: "_on_renew",
                      Ping: "_on_ping", ReceiverReport: "_on_report", Nack: "_on_nack",
-                     Ack: "_on_ack"}
+                     Ack: "_on_ack", PublishStream: "_on_publish"}
 
 
 class _Bucket:
@@ -140,6 +144,8 @@ class _Member:
         self.packets = _Bucket(server.rate_limit_pps, server.rate_limit_pps, now)
         self.bytes = _Bucket(server.rate_limit_bps, server.rate_limit_bps, now)
         self.rtx_credit = 0.0
+        self.publish_requests = _Bucket(PUBLISH_REQUEST_RATE, PUBLISH_REQUEST_BURST, now)
+        self.publish_done = {}               # request id -> its answer, for repeats
         self.rtx_log = {}                    # (ssrc, ext seq) -> [times sent, last sent]
         self.outbox = collections.OrderedDict()   # event seq -> [Event, last sent]
         self.next_event = 1
@@ -238,6 +244,7 @@ class Server:
         self._ready = threading.Event()
         self._stopping = None
         self._error = None
+        self._bridges = MediaBridges(self.counters, self._channel_sealed)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -304,6 +311,7 @@ class Server:
             for t in tasks:
                 t.cancel()
             self._endpoint.close()
+            self._bridges.close()
 
     # ------------------------------------------------------------- sending
 
@@ -343,6 +351,100 @@ class Server:
         """
         ch = self._channels.get(channel)
         return {} if ch is None else {uid: m.role for uid, m in ch.members.items()}
+
+    # ------------------------------------------------------------- media bridges
+
+    def register_event_handler(self, handler):
+        """Have ``handler`` hear the server's events: its
+        ``on_rtmp_streaming_state_changed(url, state, reason)`` (see
+        ``publish``), called on a publisher's thread."""
+        self._bridges.add_handler(handler)
+
+    def add_publish_stream_url(self, channel, url, transcoding=None):
+        """Push the mix of ``channel`` to ``url`` (``rtmp://`` or ``rtmps://``)
+        as AAC-LC in FLV, retried with back-off until removed.
+
+        ``transcoding``: a ``channel_mix.Transcoding`` or a dict of its fields
+        (sample rate, channels, bitrate up to 128 kb/s, per-user volume and
+        pan), for all the channel's URLs.  Adding a URL already pushed to
+        changes nothing.  Raises ``ValueError`` (``BridgeError`` with a
+        ``code``) for an unknown channel, a bad URL or setting, a channel
+        encrypted end to end or too many URLs.
+        """
+        self._bridges.add_publish_stream_url(channel, url, transcoding)
+
+    def remove_publish_stream_url(self, channel, url):
+        """Stop pushing ``channel`` to ``url``; the other URLs go on.
+        ``ValueError`` when it is not pushed there."""
+        self._bridges.remove_publish_stream_url(channel, url)
+
+    def update_transcoding(self, channel, config):
+        """New transcoding settings ``config`` (as in ``add_publish_stream_url``)
+        for the CDN pushes of ``channel``: volumes and pans at once; a new
+        rate, channel count or bitrate restarts the streams.  ``ValueError``
+        for a bad setting or an unknown channel."""
+        self._bridges.update_transcoding(channel, config)
+
+    def publish_urls(self, channel):
+        """The CDN pushes of ``channel``: ``{url: state}`` (states as in
+        ``publish``; empty when it is pushed nowhere)."""
+        return self._bridges.publish_urls(channel)
+
+    def start_rtp_forward(self, channel, host, port, uid=None, sdp_path=None):
+        """Send the mix of ``channel`` (or host ``uid`` alone) as plain
+        RTP/Opus, mono, to ``host`` (an IP address) : ``port`` and write the
+        SDP that describes it to ``sdp_path`` (a temporary file if None).
+        Returns the SDP file's path.  ``ValueError`` for an unknown channel, a
+        host that is not one unicast IP address, a bad port, or a channel
+        encrypted end to end."""
+        return self._bridges.start_rtp_forward(channel, host, port, uid, sdp_path)
+
+    def stop_rtp_forward(self, channel, host, port):
+        """Stop the RTP forward of ``channel`` to ``host``:``port`` (as given
+        to ``start_rtp_forward``); ``ValueError`` when there is none."""
+        self._bridges.stop_rtp_forward(channel, host, port)
+
+    def _channel_sealed(self, name):
+        """None if ``name`` is not served, else whether its media is sealed end to end."""
+        channel = self._channels.get(name)
+        if channel is None:
+            return None
+        return any(s.payload_type == PT_SEALED_OPUS for s in list(channel.streams.values()))
+
+    def _on_publish(self, member, msg, now):
+        """A host asks for a CDN push of its channel (added or removed)."""
+        if msg.request_id in member.publish_done:     # a repeat: its first answer again
+            self._send_msg(member, member.publish_done[msg.request_id])
+            return
+        if member.role != "host":
+            self._refuse(member, msg.request_id, "no_publish_privilege",
+                         "only a host may have the channel pushed to a CDN")
+            return
+        if not member.publish_requests.allow(now):
+            self._refuse(member, msg.request_id, "rate_limited",
+                         f"at most {PUBLISH_REQUEST_RATE:g} publish request a second")
+            return
+        try:
+            if msg.action == "add":
+                self._bridges.add_publish_stream_url(member.channel.name, msg.url,
+                                                     by_host=True)
+            else:
+                self._bridges.remove_publish_stream_url(member.channel.name, msg.url,
+                                                        wait=False, by_host=True)
+        except BridgeError as exc:
+            code = exc.code if exc.code in control.REFUSAL_CODES else "bad_request"
+            self._refuse(member, msg.request_id, code, str(exc))
+            return
+        except ValueError as exc:
+            self._refuse(member, msg.request_id, "bad_request", str(exc))
+            return
+        self._membership("publish: channel %r uid %d %s %s", member.channel.name, member.uid,
+                         msg.action, msg.url)
+        reply = PublishStreamDone(msg.request_id)
+        if len(member.publish_done) >= 16:
+            member.publish_done.pop(next(iter(member.publish_done)))
+        member.publish_done[msg.request_id] = reply
+        self._send_msg(member, reply)
 
     # ------------------------------------------------------------- datagrams
 
@@ -756,6 +858,7 @@ class Server:
             return
         primary_ext, recovered = result
         self.counters["recovered_uplink"] += len(recovered)
+        self._bridges.offer(channel.name, member.uid, member.ssrc, packet, now)
         self._forward(channel, member, stream, packet, primary_ext, recovered)
 
     def _forward(self, channel, sender, stream, packet, primary_ext, recovered):

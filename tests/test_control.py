@@ -21,6 +21,8 @@ from stagevox.engine.control import (
     Nack,
     Ping,
     Pong,
+    PublishStream,
+    PublishStreamDone,
     ReceiverReport,
     Refused,
     RenewToken,
@@ -36,7 +38,7 @@ from stagevox.engine.rtp import is_rtp
 #: The type byte of each message, as the protocol fixes it.
 TYPES = {Join: 1, Joined: 2, Refused: 3, Leave: 4, SetRole: 5, RoleChanged: 6, RenewToken: 7,
          TokenRenewed: 8, Ping: 9, Pong: 10, ReceiverReport: 11, Nack: 12, Event: 13,
-         Ack: 14}
+         Ack: 14, PublishStream: 15, PublishStreamDone: 16}
 
 
 def frame(type_code, body, version=3, length=None):
@@ -108,7 +110,7 @@ def test_report_block_quantisation():
 def test_type_codes_and_constants():
     assert VERSION == 3
     assert ROLES == ("host", "audience")
-    assert len(REFUSAL_CODES) == 15 and len(EVENT_KINDS) == 6
+    assert len(REFUSAL_CODES) == 17 and len(EVENT_KINDS) == 6
     for cls, code in TYPES.items():
         assert cls.TYPE == code
 
@@ -162,6 +164,9 @@ messages = st.one_of(
     st.builds(Event, seq=u32, kind=st.sampled_from(EVENT_KINDS), uid=u32, role=roles,
               ssrc=u32, reason=utf8_text(256)),
     st.builds(Ack, seq=u32),
+    st.builds(PublishStream, request_id=u32, action=st.sampled_from(("add", "remove")),
+              url=utf8_text(1024)),
+    st.builds(PublishStreamDone, request_id=u32),
 )
 
 
@@ -185,6 +190,7 @@ def test_round_trip(msg):
     Nack(0, tuple(range(128))),
     Event(2**32 - 1, "user_offline", 0, "host", 0, "r" * 256),
     Ack(0),
+    PublishStream(2**32 - 1, "remove", "u" * 1024),
 ])
 def test_round_trip_at_the_limits(msg):
     assert decode(msg.encode()) == msg
@@ -201,8 +207,8 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (b"XY\x01\x04\x00\x00", "bad control magic b'XY', expected b'SV'"),
     (b"SV\x07\x04\x00\x00", "unsupported control version 7 (this build speaks 3)"),
     (b"SV\x02\x04\x00\x00", "unsupported control version 2 (this build speaks 3)"),
-    (b"SV\x03\x2a\x00\x00", "unknown control message type 42 (known: 1..14)"),
-    (b"SV\x03\x00\x00\x00", "unknown control message type 0 (known: 1..14)"),
+    (b"SV\x03\x2a\x00\x00", "unknown control message type 42 (known: 1..16)"),
+    (b"SV\x03\x00\x00\x00", "unknown control message type 0 (known: 1..16)"),
     (frame(4, b"", length=3), "control message body truncated: header declares 3 bytes, 0 present"),
     (GOOD_JOIN[:-1],
      (f"control message body truncated: header declares {len(GOOD_JOIN) - 6} bytes, "
@@ -230,11 +236,14 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (frame(1, struct.pack("!IH", 7, 2) + b"\xc3\x28" + bytes(11)), "bad UTF-8 in Join channel"),
     (frame(6, struct.pack("!IIB", 1, 2, 2)),
      "unknown RoleChanged role code 2 (valid: 0..1, meaning 'host' or 'audience')"),
-    (frame(3, struct.pack("!IBH", 1, 15, 0)),
-     ("unknown Refused code code 15 (valid: 0..14, meaning one of 'bad_request', 'no_token', "
+    (frame(3, struct.pack("!IBH", 1, 17, 0)),
+     ("unknown Refused code code 17 (valid: 0..16, meaning one of 'bad_request', 'no_token', "
       "'malformed_token', 'bad_signature', 'expired_token', 'wrong_channel', 'wrong_uid', "
       "'no_publish_privilege', 'too_many_hosts', 'not_joined', 'rate_limited', "
-      "'server_error', 'too_many_channels', 'channel_full', 'server_busy')")),
+      "'server_error', 'too_many_channels', 'channel_full', 'server_busy', "
+      "'end_to_end_encrypted', 'too_many_outputs')")),
+    (frame(15, struct.pack("!IBH", 1, 2, 0)),
+     "unknown PublishStream action code 2 (valid: 0..1, meaning 'add' or 'remove')"),
     (frame(13, struct.pack("!IBIBIH", 1, 6, 1, 0, 1, 0)),
      ("unknown Event kind code 6 (valid: 0..5, meaning one of 'user_joined', 'user_left', "
       "'user_offline', 'role_changed', 'token_will_expire', 'removed')")),
@@ -340,7 +349,8 @@ def test_mutated_messages(msg, data):
      ("Refused code must be one of 'bad_request', 'no_token', "
       "'malformed_token', 'bad_signature', 'expired_token', 'wrong_channel', 'wrong_uid', "
       "'no_publish_privilege', 'too_many_hosts', 'not_joined', 'rate_limited', 'server_error', "
-      "'too_many_channels', 'channel_full', 'server_busy', got 'nope'")),
+      "'too_many_channels', 'channel_full', 'server_busy', 'end_to_end_encrypted', "
+      "'too_many_outputs', got 'nope'")),
     (Refused(0, "bad_request", "r" * 257), "Refused reason is 257 bytes of UTF-8, at most 256"),
     (Event(1, "joined", 0, "host", 0, ""),
      ("Event kind must be one of 'user_joined', 'user_left', "
@@ -362,6 +372,9 @@ def test_mutated_messages(msg, data):
     (Nack(0, tuple(range(129))), "Nack sequence_numbers has 129 sequence numbers, at most 128"),
     (Nack(0, (1, 65536)), "Nack sequence_numbers[1] must be an integer in 0..65535, got 65536"),
     (Nack(0, 5), "Nack sequence_numbers must be a tuple, got int"),
+    (PublishStream(0, "start", "rtmp://h/a"),
+     "PublishStream action must be 'add' or 'remove', got 'start'"),
+    (PublishStream(0, "add", "u" * 1025), "PublishStream url is 1025 bytes of UTF-8, at most 1024"),
 ])
 def test_encode_rejects_bad_fields(msg, message):
     with pytest.raises(ControlError) as e:

@@ -1053,3 +1053,19 @@ def test_report_jitter_follows_rfc3550():
     timestamps = np.arange(n) * FRAME
     assert jb.report()["jitter_ms"] == pytest.approx(rfc3550_jitter(arrivals, timestamps),
                                                      rel=1e-9)
+
+
+def test_quantile_window_matches_numpy(rng):
+    """The sorted window the delay target is read from gives numpy.quantile
+    of the last values added, as values come and go."""
+    from stagevox.engine.jitter import _QuantileWindow
+    window = _QuantileWindow(50)
+    values = rng.normal(0.0, 1000.0, 400).round(1)       # ties as well
+    values[100:150] = 7.0
+    for k, v in enumerate(values):
+        window.append(float(v))
+        last = values[max(0, k - 49):k + 1]
+        for q in (0.5, 0.9, 0.99):
+            assert window.quantile(q) == pytest.approx(np.quantile(last, q), rel=0, abs=1e-9)
+    window.clear()
+    assert len(window) == 0

@@ -1,0 +1,221 @@
+"""CDN push: a channel's mix encoded as AAC-LC with PyAV and pushed as FLV
+over RTMP, one connection (a thread, and a worker process that encodes and
+sends: ``publish_worker``) per URL.
+
+Each ``RtmpPublisher`` takes 20 ms mixes from the channel mix through a
+bounded queue (a full queue drops and counts, ``publish_dropped``), so
+adding, removing or losing one URL never makes a gap in another.  A
+connection that cannot be opened or that drops is tried again with
+back-off (0.5 s doubling up to ``MAX_BACKOFF_S``), and every change is
+reported as ``(url, state, reason)``:
+
+- states: ``"connecting"``, ``"running"``, ``"recovering"`` (lost or not
+  reached, trying again), ``"failure"`` (given up), ``"stopped"``;
+- reasons: ``"ok"``, ``"connection_failed"``, ``"connection_lost"``,
+  ``"end_to_end_encrypted"``, ``"removed"``.
+"""
+
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+from .channel_mix import FRAME_SAMPLES, Transcoding, mix_down
+
+log = logging.getLogger(__name__)
+
+#: Mixes waiting for the encoder, at most (1 s of 20 ms frames).
+QUEUE_FRAMES = 50
+#: Retry back-off bounds, seconds.
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+#: Seconds an RTMP connect, read or write may take before it counts as failed.
+IO_TIMEOUT_S = 5.0
+MAX_URL_BYTES = 1024
+SCHEMES = ("rtmp", "rtmps")
+
+#: The worker process's script, run by path (it needs no more than PyAV and
+#: NumPy) with ``-P``: its folder, which holds ``token.py``, must not shadow
+#: the standard library.
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "publish_worker.py")
+#: Bytes of a failed worker's message logged at most.
+MAX_ERROR_BYTES = 2000
+
+
+def check_url(url):
+    """Return ``url`` if it is an RTMP URL we push to; ``ValueError`` naming
+    what is wrong otherwise (scheme, host, length, control characters)."""
+    if not isinstance(url, str):
+        raise ValueError(f"the publish URL must be a string, got {type(url).__name__}")
+    if len(url.encode()) > MAX_URL_BYTES:
+        raise ValueError(f"the publish URL is longer than {MAX_URL_BYTES} bytes")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ValueError(f"the publish URL {url!r} holds spaces or control characters")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise ValueError(f"the publish URL {url!r} has scheme {parts.scheme!r}; "
+                         f"valid: {', '.join(SCHEMES)}")
+    if not parts.hostname:
+        raise ValueError(f"the publish URL {url!r} names no host")
+    return url
+
+
+class RtmpPublisher:
+    """Push ``transcoding`` mixes of a channel to ``url`` until ``close()``.
+
+    ``on_state(url, state, reason)`` hears every state change (on this
+    publisher's thread).  ``feed(frames)`` is the channel mix's output call.
+    """
+
+    def __init__(self, url, transcoding, on_state, counters, sealed=lambda: False):
+        self.url = check_url(url)
+        self.transcoding = Transcoding.of(transcoding)
+        self.state = None
+        self.worker_pid = None               # the current worker process's id
+        self._on_state = on_state
+        self._counters = counters
+        self._sealed = sealed
+        self._queue = queue.Queue(QUEUE_FRAMES)
+        self._stop = threading.Event()
+        self._restart = threading.Event()     # sample rate, channels or bitrate changed
+        self._thread = threading.Thread(target=self._run, name="stagevox-rtmp", daemon=True)
+        self._thread.start()
+
+    def feed(self, frames):
+        """Mix ``frames`` (one mix frame, ``{uid: samples}``) and queue the
+        mix for the encoder; never blocks."""
+        if self.state != "running":
+            return
+        try:
+            self._queue.put_nowait(mix_down(frames, self.transcoding))
+        except queue.Full:
+            self._counters["publish_dropped"] += 1
+
+    def update(self, transcoding):
+        """New settings: volumes and pans from the next frame on; a new sample
+        rate, channel count or bitrate restarts the encoder (a new stream on
+        the same URL)."""
+        old, self.transcoding = self.transcoding, Transcoding.of(transcoding)
+        if (old.sample_rate, old.channels, old.bitrate) != (
+                self.transcoding.sample_rate, self.transcoding.channels, self.transcoding.bitrate):
+            self._restart.set()
+
+    def close(self, timeout=None):
+        """Stop pushing, end the stream and report ``stopped``; waits
+        ``timeout`` seconds at most (None: ``IO_TIMEOUT_S`` and a second) for
+        the stream to end."""
+        self._stop.set()
+        self._thread.join(IO_TIMEOUT_S + 1.0 if timeout is None else timeout)
+
+    def _set_state(self, state, reason):
+        if state == self.state:
+            return
+        self.state = state
+        log.info("RTMP %s: %s (%s)", self.url, state, reason)
+        try:
+            self._on_state(self.url, state, reason)
+        except Exception as exc:        # a handler's error is the handler's
+            log.warning("RTMP state handler failed: %r", exc)
+
+    def _run(self):
+        backoff = FIRST_BACKOFF_S
+        reason = "ok"
+        while not self._stop.is_set():
+            if self._sealed():
+                self._set_state("failure", "end_to_end_encrypted")
+                return
+            self._set_state("connecting" if self.state is None else "recovering", reason)
+            failure = self._connection()
+            if failure is None:
+                backoff, reason = FIRST_BACKOFF_S, "ok"
+                continue
+            self._counters["publish_errors"] += 1
+            reason = failure
+            self._set_state("recovering", reason)
+            self._stop.wait(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+        if self.state != "failure":
+            self._set_state("stopped", "removed")
+
+    def _connection(self):
+        """One connection through a worker process: start it, wait until it is
+        connected, then hand it mixes until stopped or restarted (None) or
+        until it fails (the reason)."""
+        t = self.transcoding
+        self._restart.clear()
+        proc = subprocess.Popen(
+            [sys.executable, "-P", WORKER, self.url, str(t.sample_rate), str(t.channels),
+             str(t.bitrate), str(FRAME_SAMPLES)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.worker_pid = proc.pid
+        try:
+            if not self._connected(proc):
+                return "connection_failed"
+            self._drain()
+            self._set_state("running", "ok")
+            fd = proc.stdin.fileno()
+            os.set_blocking(fd, False)
+            while not (self._stop.is_set() or self._restart.is_set()):
+                if self._sealed():
+                    self._stop.set()
+                    self._set_state("failure", "end_to_end_encrypted")
+                    break
+                try:
+                    mix = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if proc.poll() is not None:
+                        return "connection_lost"
+                    continue
+                if not self._write(proc, fd, mix[:t.channels].tobytes()):
+                    return "connection_lost"
+            proc.stdin.close()               # the worker ends the stream and exits
+            proc.wait(IO_TIMEOUT_S)
+            return None
+        except (OSError, subprocess.TimeoutExpired):
+            return "connection_lost"
+        finally:
+            self._end(proc)
+
+    def _connected(self, proc):
+        """Whether the worker says it is connected within ``IO_TIMEOUT_S``."""
+        deadline = time.monotonic() + IO_TIMEOUT_S + 1.0
+        while time.monotonic() < deadline and not self._stop.is_set():
+            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+            if ready:
+                return proc.stdout.readline().strip() == b"running"
+        return False
+
+    def _write(self, proc, fd, data):
+        """Write ``data`` to the worker; False if it ended or stalled for
+        ``IO_TIMEOUT_S`` (its RTMP connection no longer takes data)."""
+        view = memoryview(data)
+        deadline = time.monotonic() + IO_TIMEOUT_S
+        while view:
+            _, writable, _ = select.select([], [fd], [], 0.1)
+            if writable:
+                view = view[os.write(fd, view):]
+            elif proc.poll() is not None or time.monotonic() > deadline or self._stop.is_set():
+                return False
+        return True
+
+    def _end(self, proc):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.returncode:
+            err = proc.stderr.read(MAX_ERROR_BYTES).decode(errors="replace").strip()
+            log.info("RTMP %s: the worker ended with %s: %s", self.url, proc.returncode, err)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            pipe.close()
+
+    def _drain(self):
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
