@@ -7,7 +7,8 @@ gateway`` (and, in ``device_cli``, the sound card: ``devices``, ``talk``, ``--in
     stagevox token --channel C --uid N --role host|audience [--expire-s S]
     stagevox host --server H:P --channel C --uid N [--token T] --input FILE
                   [--preset NAME] [--loop] [--volume 0-400]
-                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME] [--publish-url rtmp://...]...
+                  [--music FILE_OR_URL [--music-volume 0-100]] [--audio-profile NAME]
+                  [--publish-url rtmp://...]...
     stagevox listen --server H:P --channel C --uid N [--token T] --output FILE
                     --duration S
     stagevox inject --server H:P --channel C [--uid N] [--token T] --url URL
@@ -267,7 +268,8 @@ def cmd_server(args):
             key_file.parent.mkdir(parents=True, exist_ok=True)
         server = Server(args.host, args.port, secret, key_file=key_file,
                         max_hosts=args.max_hosts, max_members=args.max_members,
-                        max_channels=args.max_channels, member_timeout_s=args.member_timeout)
+                        max_channels=args.max_channels, member_timeout_s=args.member_timeout,
+                        publish_allow=args.allow_publish)
     except session.SessionError as exc:
         raise CommandError(f"--key-file: {exc}", status=2) from None
     except OSError as exc:

@@ -47,7 +47,8 @@ ROLES = ("host", "audience")
 REFUSAL_CODES = ("bad_request", "no_token", "malformed_token", "bad_signature", "expired_token",
                  "wrong_channel", "wrong_uid", "no_publish_privilege", "too_many_hosts",
                  "not_joined", "rate_limited", "server_error", "too_many_channels",
-                 "channel_full", "server_busy", "end_to_end_encrypted", "too_many_outputs")
+                 "channel_full", "server_busy", "end_to_end_encrypted", "too_many_outputs",
+                 "publish_not_allowed")
 PUBLISH_ACTIONS = ("add", "remove")
 EVENT_KINDS = ("user_joined", "user_left", "user_offline", "role_changed", "token_will_expire",
                "removed")

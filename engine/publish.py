@@ -219,3 +219,19 @@ class RtmpPublisher:
                 self._queue.get_nowait()
             except queue.Empty:
                 return
+
+
+def check_allow_prefix(prefix):
+    """``prefix`` checked as one of the URL prefixes a server lets its hosts
+    have a channel pushed to: an ``rtmp://`` or ``rtmps://`` URL with a host
+    and a path ending in ``/`` (so that ``rtmp://cdn.example/live/`` cannot
+    match ``rtmp://cdn.example.evil/``).  Returns it; ``ValueError`` otherwise."""
+    import urllib.parse
+    parts = urllib.parse.urlsplit(prefix) if isinstance(prefix, str) else None
+    if parts is None or parts.scheme not in ("rtmp", "rtmps") or not parts.hostname \
+            or parts.username is not None or not parts.path.endswith("/") or parts.query \
+            or parts.fragment:
+        raise ValueError(f"an allowed publish prefix must be an rtmp:// or rtmps:// URL with a "
+                         f"host and a path ending in '/' (e.g. rtmp://cdn.example/live/), "
+                         f"got {prefix!r}")
+    return prefix

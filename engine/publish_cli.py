@@ -18,6 +18,10 @@ def add_server_option(parser):
     parser.add_argument("--publish", action="append", default=[], metavar="CHANNEL=URL",
                         help="push CHANNEL's mix to URL (rtmp:// or rtmps://, AAC in FLV) "
                              "from when it has members; repeatable")
+    parser.add_argument("--allow-publish", action="append", default=[], metavar="PREFIX",
+                        help="let hosts have their channel pushed to URLs that start with "
+                             "PREFIX (e.g. rtmp://cdn.example/live/); repeatable; none by "
+                             "default")
 
 
 def add_host_option(parser):

@@ -42,6 +42,7 @@ from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, Publish
 from .feedback import ReceiverRedundancy
 from .forwarding import UplinkStream
 from .media_bridges import BridgeError, MediaBridges
+from .publish import check_allow_prefix, check_url
 from .rtp import PT_SEALED_OPUS, PacketError, RtpPacket, is_rtp
 from .session import SessionError
 from .token import TokenError, verify_token
@@ -185,7 +186,11 @@ class Server:
     ``max_hosts`` per channel (``too_many_hosts``).  ``rate_limit_pps`` and
     ``rate_limit_bps``: packets and bytes per second accepted from one member
     (bursts of the same size).  ``member_timeout_s``: a member silent this
-    long is dropped and reported offline.
+    long is dropped and reported offline.  ``publish_allow``: URL prefixes
+    (``rtmp://cdn.example/live/``) a host may have its channel pushed to
+    (``Client.add_publish_stream_url``); none by default, since a host
+    could otherwise make the server connect and send wherever it likes.
+    The server's own ``add_publish_stream_url`` is not limited by it.
 
     Use ``start()``/``stop()`` (a background thread) or ``with Server(...) as
     s:``; ``run()`` serves in the calling thread until ``stop()``.  ``host``
@@ -196,7 +201,8 @@ class Server:
 
     def __init__(self, host="127.0.0.1", port=0, secret=None, *, private_key=None,
                  key_file=None, max_hosts=17, max_members=10000, max_channels=10000,
-                 member_timeout_s=10.0, rate_limit_pps=400, rate_limit_bps=256_000):
+                 member_timeout_s=10.0, rate_limit_pps=400, rate_limit_bps=256_000,
+                 publish_allow=()):
         if secret is None or len(secret) == 0:
             raise ValueError("the server needs a non-empty secret (bytes or str) to check tokens")
         if not 1 <= max_hosts <= 128:
@@ -210,6 +216,9 @@ class Server:
             raise ValueError("rate_limit_pps and rate_limit_bps must be > 0")
         if private_key is not None and key_file is not None:
             raise ValueError("give private_key or key_file, not both")
+        if isinstance(publish_allow, str):
+            publish_allow = (publish_allow,)
+        self.publish_allow = tuple(check_allow_prefix(p) for p in publish_allow)
         if key_file is not None:
             private_key = session.load_or_create_key(key_file)
         elif private_key is None:
@@ -423,6 +432,17 @@ class Server:
         if not member.publish_requests.allow(now):
             self._refuse(member, msg.request_id, "rate_limited",
                          f"at most {PUBLISH_REQUEST_RATE:g} publish request a second")
+            return
+        if msg.action == "add":
+            try:
+                check_url(msg.url)
+            except ValueError as exc:
+                self._refuse(member, msg.request_id, "bad_request", str(exc))
+                return
+        if msg.action == "add" and not any(msg.url.startswith(p) for p in self.publish_allow):
+            self._refuse(member, msg.request_id, "publish_not_allowed",
+                         "this server pushes only to the URLs its operator allows "
+                         "(stagevox server --allow-publish PREFIX)")
             return
         try:
             if msg.action == "add":

@@ -110,7 +110,7 @@ def test_report_block_quantisation():
 def test_type_codes_and_constants():
     assert VERSION == 3
     assert ROLES == ("host", "audience")
-    assert len(REFUSAL_CODES) == 17 and len(EVENT_KINDS) == 6
+    assert len(REFUSAL_CODES) == 18 and len(EVENT_KINDS) == 6
     for cls, code in TYPES.items():
         assert cls.TYPE == code
 
@@ -236,12 +236,12 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (frame(1, struct.pack("!IH", 7, 2) + b"\xc3\x28" + bytes(11)), "bad UTF-8 in Join channel"),
     (frame(6, struct.pack("!IIB", 1, 2, 2)),
      "unknown RoleChanged role code 2 (valid: 0..1, meaning 'host' or 'audience')"),
-    (frame(3, struct.pack("!IBH", 1, 17, 0)),
-     ("unknown Refused code code 17 (valid: 0..16, meaning one of 'bad_request', 'no_token', "
+    (frame(3, struct.pack("!IBH", 1, 18, 0)),
+     ("unknown Refused code code 18 (valid: 0..17, meaning one of 'bad_request', 'no_token', "
       "'malformed_token', 'bad_signature', 'expired_token', 'wrong_channel', 'wrong_uid', "
       "'no_publish_privilege', 'too_many_hosts', 'not_joined', 'rate_limited', "
       "'server_error', 'too_many_channels', 'channel_full', 'server_busy', "
-      "'end_to_end_encrypted', 'too_many_outputs')")),
+      "'end_to_end_encrypted', 'too_many_outputs', 'publish_not_allowed')")),
     (frame(15, struct.pack("!IBH", 1, 2, 0)),
      "unknown PublishStream action code 2 (valid: 0..1, meaning 'add' or 'remove')"),
     (frame(13, struct.pack("!IBIBIH", 1, 6, 1, 0, 1, 0)),
@@ -350,7 +350,7 @@ def test_mutated_messages(msg, data):
       "'malformed_token', 'bad_signature', 'expired_token', 'wrong_channel', 'wrong_uid', "
       "'no_publish_privilege', 'too_many_hosts', 'not_joined', 'rate_limited', 'server_error', "
       "'too_many_channels', 'channel_full', 'server_busy', 'end_to_end_encrypted', "
-      "'too_many_outputs', got 'nope'")),
+      "'too_many_outputs', 'publish_not_allowed', got 'nope'")),
     (Refused(0, "bad_request", "r" * 257), "Refused reason is 257 bytes of UTF-8, at most 256"),
     (Event(1, "joined", 0, "host", 0, ""),
      ("Event kind must be one of 'user_joined', 'user_left', "

@@ -275,8 +275,32 @@ def test_rtp_forward_is_read_by_ffmpeg(speech, tmp_path):
 
 # ------------------------------------------------------------------ bad input
 
-def test_bad_requests_are_refused_clearly(speech):
+def test_a_host_may_have_the_channel_pushed_only_where_the_operator_allows():
+    """A host cannot make the server connect and send wherever it likes: only
+    URLs under the server's ``publish_allow`` prefixes (none by default) are
+    pushed for a host; a prefix must end its path with '/'."""
     with Session() as s:
+        host = s.join(1, "host")
+        with pytest.raises(RefusedError, match="--allow-publish") as refused:
+            host.add_publish_stream_url("rtmp://127.0.0.1:1/live/x")
+        assert refused.value.code == "publish_not_allowed"
+    with Session(publish_allow=("rtmp://127.0.0.1:1/live/",)) as s:
+        host = s.join(1, "host")
+        for url in ("rtmp://10.0.0.1:1935/live/x", "rtmp://127.0.0.1:1/livex/y",
+                    "rtmp://127.0.0.1:10/live/x"):
+            with pytest.raises(RefusedError) as refused:
+                host.add_publish_stream_url(url)
+            assert refused.value.code == "publish_not_allowed", url
+        assert s.server.publish_urls("room") == {}
+        host.add_publish_stream_url("rtmp://127.0.0.1:1/live/x")
+        assert list(s.server.publish_urls("room")) == ["rtmp://127.0.0.1:1/live/x"]
+    for prefix in ("rtmp://cdn.example", "http://cdn.example/live/", "rtmp://u@cdn.example/l/"):
+        with pytest.raises(ValueError, match="path ending in '/'"):
+            engine.Server(secret="s", publish_allow=(prefix,))
+
+
+def test_bad_requests_are_refused_clearly(speech):
+    with Session(publish_allow=("rtmp://127.0.0.1:1/live/",)) as s:
         host = s.join(1, "host")
         listener = s.join(2, "audience")
         url = "rtmp://127.0.0.1:1/live/x"
@@ -358,7 +382,8 @@ def test_cli_server_and_host_push_to_the_cdn(nginx, procs, speech, tmp_path):
     wav = tmp_path / "speech.wav"
     sf.write(str(wav), speech[:6 * RATE], RATE, subtype="PCM_16")
     sent = sf.read(str(wav), dtype="float32")[0]
-    server, port = start_server(procs, "--publish", f"room={nginx.url('cli-server')}")
+    server, port = start_server(procs, "--publish", f"room={nginx.url('cli-server')}",
+                                "--allow-publish", nginx.url(""))
     host = procs("host", "--server", f"127.0.0.1:{port}", "--server-key", server.key,
                  "--channel", "room", "--uid", 1,
                  "--token", engine.make_token(CLI_SECRET, "room", 1, "host"),
