@@ -203,7 +203,11 @@ class MediaBridges:
                 f"members (join it first)")
 
     def _report(self, url, state, reason):
+        self.emit("on_rtmp_streaming_state_changed", url, state, reason)
+
+    def emit(self, name, *args):
+        """Call ``name(*args)`` on every handler that has it."""
         for handler in list(self._handlers):
-            method = getattr(handler, "on_rtmp_streaming_state_changed", None)
+            method = getattr(handler, name, None)
             if method is not None:
-                method(url, state, reason)
+                method(*args)

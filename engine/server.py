@@ -41,11 +41,12 @@ from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, Publish
                       SetRole, TokenRenewed, clamped_report_block)
 from .feedback import ReceiverRedundancy
 from .forwarding import UplinkStream
+from .inject import StreamInjector
 from .media_bridges import BridgeError, MediaBridges
 from .publish import check_allow_prefix, check_url
 from .rtp import PT_SEALED_OPUS, PacketError, RtpPacket, is_rtp
 from .session import SessionError
-from .token import TokenError, verify_token
+from .token import TokenError, make_token, verify_token
 from .transport import LimitedLog, format_address, open_endpoint, run_periodic
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ RTX_MIN_GAP_S = 0.02
 #: cannot fill the log.
 MEMBERSHIP_LOG_RATE = 50.0
 MEMBERSHIP_LOG_BURST = 200
+#: How long the token of an injected stream (``add_inject_stream_url``) is valid, s.
+INJECT_TOKEN_S = 7 * 24 * 3600.0
 #: Publish requests (``PublishStream``) a host may make: a second, in bursts of.
 PUBLISH_REQUEST_RATE = 1.0
 PUBLISH_REQUEST_BURST = 4
@@ -253,6 +256,8 @@ class Server:
         self._ready = threading.Event()
         self._stopping = None
         self._error = None
+        self._injectors = {}             # (channel, url) -> inject.StreamInjector
+        self._injectors_lock = threading.Lock()
         self._bridges = MediaBridges(self.counters, self._channel_sealed)
 
     # ------------------------------------------------------------- lifecycle
@@ -287,8 +292,14 @@ class Server:
     def stop(self, timeout=5.0):
         """Stop serving and close the socket (idempotent).
 
-        Waits up to ``timeout`` seconds for the server's thread to end.
+        Injected streams leave first; waits up to ``timeout`` seconds for the
+        server's thread to end.
         """
+        with self._injectors_lock:
+            injectors = list(self._injectors.values())
+            self._injectors.clear()
+        for injector in injectors:
+            injector.stop()
         if self._loop is not None and self._stopping is not None:
             try:
                 self._loop.call_soon_threadsafe(self._stopping.set)
@@ -366,8 +377,51 @@ class Server:
     def register_event_handler(self, handler):
         """Have ``handler`` hear the server's events: its
         ``on_rtmp_streaming_state_changed(url, state, reason)`` (see
-        ``publish``), called on a publisher's thread."""
+        ``publish``), called on a publisher's thread, and
+        ``on_inject_stream_state_changed(channel, url, state, reason)`` (see
+        ``inject``), called on the injector's thread."""
         self._bridges.add_handler(handler)
+
+    def add_inject_stream_url(self, channel, url, uid=666, volume=100):
+        """Publish ``url`` (an online stream or a file: HTTP, HLS, RTMP, anything
+        FFmpeg opens) into ``channel`` as host ``uid``, a member the server
+        admits like any other, with a token it makes itself (valid
+        ``INJECT_TOKEN_S``).  Returns at once: the stream's states arrive as
+        ``on_inject_stream_state_changed(channel, url, state, reason)`` (see
+        ``inject``: connecting, playing, retrying, stopped).  ``volume``: 0-100.
+        Raises ``RuntimeError`` before ``start``, ``ValueError`` when ``url``
+        is being injected into ``channel`` already or for a bad uid, channel,
+        URL or volume."""
+        if self.address is None:
+            raise RuntimeError("start the server before injecting a stream")
+        token = make_token(self.secret, channel, uid, "host", expire_s=INJECT_TOKEN_S)
+        host, port = self.address[:2]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+        def report(state, reason):
+            self._bridges.emit("on_inject_stream_state_changed", channel, url, state, reason)
+        with self._injectors_lock:
+            running = self._injectors.get((channel, url))
+            if running is not None and running.state != "stopped":
+                raise ValueError(f"{url!r} is injected into channel {channel!r} already")
+            injector = StreamInjector((host, port), self.public_key, channel, uid, token, url,
+                                      volume=volume, on_state=report)
+            self._injectors[(channel, url)] = injector
+        injector.start()
+
+    def remove_inject_stream_url(self, channel, url):
+        """Stop injecting ``url`` into ``channel`` (its member leaves).
+        ``ValueError`` when it is not injected there."""
+        with self._injectors_lock:
+            injector = self._injectors.pop((channel, url), None)
+        if injector is None:
+            raise ValueError(f"{url!r} is not injected into channel {channel!r}")
+        injector.stop()
+
+    def inject_stream_urls(self, channel):
+        """``{url: state}`` of the streams injected into ``channel``."""
+        with self._injectors_lock:
+            return {url: inj.state for (ch, url), inj in self._injectors.items() if ch == channel}
 
     def add_publish_stream_url(self, channel, url, transcoding=None):
         """Push the mix of ``channel`` to ``url`` (``rtmp://`` or ``rtmps://``)

@@ -160,3 +160,37 @@ def test_bad_arguments_name_themselves(kw, words):
     with pytest.raises(ParameterError, match=words):
         StreamInjector(("127.0.0.1", 9), b"k" * 32, "room", 666, "t", args["url"],
                        volume=args["volume"])
+
+
+def test_the_server_injects_a_url_reports_its_states_and_removes_it(tmp_path, speech):
+    """``Server.add_inject_stream_url`` (the server makes the token): the
+    listener is told 666 joined and hears it; the same URL twice into the
+    channel is refused; removing it makes 666 leave, with the states
+    connecting -> playing -> stopped (removed) reported to the server's
+    handler; removing it again names the problem."""
+    path = tmp_path / "show.wav"
+    stereo_speech_file(path, speech)
+    seen = []
+
+    class Handler:
+        def on_inject_stream_state_changed(self, channel, url, state, reason):
+            seen.append((channel, url, state, reason))
+
+    with Session() as s:
+        s.server.register_event_handler(Handler())
+        rec = Recorder()
+        listener = s.join(2, "audience", handler=rec)
+        s.server.add_inject_stream_url("room", str(path))
+        assert rec.wait_for("on_user_joined", (666,), timeout=10) is not None
+        with pytest.raises(ValueError, match="injected into channel 'room' already"):
+            s.server.add_inject_stream_url("room", str(path))
+        got = stream({}, [listener], 1.5)[listener][0]
+        assert s.server.inject_stream_urls("room") == {str(path): "playing"}
+        s.server.remove_inject_stream_url("room", str(path))
+        assert rec.wait_for("on_user_offline", (666, "quit")) is not None
+        with pytest.raises(ValueError, match="not injected"):
+            s.server.remove_inject_stream_url("room", str(path))
+    assert np.sqrt(np.mean(got[-48000:] ** 2)) > 0.01
+    assert [(c, u) for c, u, _, _ in seen] == [("room", str(path))] * len(seen)
+    assert [st for _, _, st, _ in seen] == ["connecting", "connecting", "playing", "stopped"]
+    assert seen[-1][3] == "removed"
