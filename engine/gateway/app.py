@@ -37,7 +37,7 @@ import threading
 
 from aiohttp import WSMsgType, web
 
-from stagevox.dsp.errors import RefusedError
+from stagevox.dsp.errors import RefusedError, StagevoxError
 
 from ..token import TokenError, read_claims
 from ..transport import format_address
@@ -56,7 +56,7 @@ _REFUSAL_STATUS = {"too_many_hosts": 409, "channel_full": 409, "too_many_channel
 _WEB_FILES = {"room.js": "text/javascript", "room.css": "text/css"}
 
 
-class ApiError(Exception):
+class ApiError(StagevoxError):
     """A request the gateway refuses: ``status`` (HTTP), ``code`` and the message."""
 
     def __init__(self, status, code, message):
