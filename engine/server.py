@@ -419,7 +419,8 @@ class Server:
         injector.stop()
 
     def inject_stream_urls(self, channel):
-        """``{url: state}`` of the streams injected into ``channel``."""
+        """The streams injected into ``channel``, as ``{url: state}`` (see
+        ``inject``; a stream that ended stays listed as "stopped" until removed)."""
         with self._injectors_lock:
             return {url: inj.state for (ch, url), inj in self._injectors.items() if ch == channel}
 
