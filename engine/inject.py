@@ -50,7 +50,10 @@ class StreamInjector:
     """Publishes ``url`` into ``channel`` as host ``uid`` (see the module docstring).
 
     ``server_address`` ``(host, port)`` and ``server_key``: the server;
-    ``token``: a host token for ``channel`` and ``uid``; ``volume``: 0-100,
+    ``token``: a host token for ``channel`` and ``uid``, or a function that
+    makes a fresh one (then the token is renewed whenever the server warns
+    that it will expire, so a stream may run for any length of time);
+    ``volume``: 0-100,
     the stream's level; ``on_state(state, reason)``: state events.
     ``max_retries``, ``retry_first_s``, ``retry_max_s``: the back-off.
     ``start`` begins; ``stop`` ends it and leaves the channel.  Raises
@@ -76,6 +79,7 @@ class StreamInjector:
         self.retry_first_s = retry_first_s
         self.retry_max_s = retry_max_s
         self._token = token
+        self.renewals = 0
         self._stop = threading.Event()
         self._thread = None
         self.state = None
@@ -118,8 +122,10 @@ class StreamInjector:
         client = Client(CLOCK_RATE, CHANNELS)
         client.set_audio_profile(PROFILE)
         self._set("connecting", "joining")
+        if callable(self._token):
+            client.register_event_handler(_TokenRenewal(self, client))
         try:
-            client.join_channel(self.server_address, self.channel, self.uid, self._token,
+            client.join_channel(self.server_address, self.channel, self.uid, self._fresh_token(),
                                 "host", server_key=self.server_key)
         except RefusedError as exc:
             self._set("stopped", f"refused: {exc}")
@@ -131,6 +137,18 @@ class StreamInjector:
             self._play_with_retries(client)
         finally:
             client.leave_channel()
+
+    def _fresh_token(self):
+        return self._token() if callable(self._token) else self._token
+
+    def _renew(self, client):
+        """Give the server a fresh token (on a thread of its own: the request
+        waits for the server's answer)."""
+        try:
+            client.renew_token(self._fresh_token())
+            self.renewals += 1
+        except Exception as exc:    # refused or timed out: the server removes us at expiry
+            self.on_state(self.state, f"token renewal failed: {exc}")
 
     def _play_with_retries(self, client):
         wait = self.retry_first_s
@@ -183,3 +201,15 @@ class StreamInjector:
             return "removed", frames * FRAME_S
         finally:
             source.close()
+
+
+class _TokenRenewal:
+    """Renews the injector's token when the server warns that it will expire."""
+
+    def __init__(self, injector, client):
+        self._injector = injector
+        self._client = client
+
+    def on_token_privilege_will_expire(self, expires_at):
+        threading.Thread(target=self._injector._renew, args=(self._client,),
+                         name="stagevox-inject-renew", daemon=True).start()

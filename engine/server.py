@@ -92,8 +92,9 @@ RTX_MIN_GAP_S = 0.02
 #: cannot fill the log.
 MEMBERSHIP_LOG_RATE = 50.0
 MEMBERSHIP_LOG_BURST = 200
-#: How long the token of an injected stream (``add_inject_stream_url``) is valid, s.
-INJECT_TOKEN_S = 7 * 24 * 3600.0
+#: How long a token of an injected stream (``add_inject_stream_url``) is
+#: valid, s; the injector renews it when the server warns of its expiry.
+INJECT_TOKEN_S = 3600.0
 #: Publish requests (``PublishStream``) a host may make: a second, in bursts of.
 PUBLISH_REQUEST_RATE = 1.0
 PUBLISH_REQUEST_BURST = 4
@@ -385,8 +386,8 @@ class Server:
     def add_inject_stream_url(self, channel, url, uid=666, volume=100):
         """Publish ``url`` (an online stream or a file: HTTP, HLS, RTMP, anything
         FFmpeg opens) into ``channel`` as host ``uid``, a member the server
-        admits like any other, with a token it makes itself (valid
-        ``INJECT_TOKEN_S``).  Returns at once: the stream's states arrive as
+        admits like any other, with tokens it makes itself (valid
+        ``INJECT_TOKEN_S``, and renewed before they expire).  Returns at once: the stream's states arrive as
         ``on_inject_stream_state_changed(channel, url, state, reason)`` (see
         ``inject``: connecting, playing, retrying, stopped).  ``volume``: 0-100.
         Raises ``RuntimeError`` before ``start``, ``ValueError`` when ``url``
@@ -394,7 +395,10 @@ class Server:
         URL or volume."""
         if self.address is None:
             raise RuntimeError("start the server before injecting a stream")
-        token = make_token(self.secret, channel, uid, "host", expire_s=INJECT_TOKEN_S)
+        make_token(self.secret, channel, uid, "host")          # bad channel or uid: raises here
+
+        def token():
+            return make_token(self.secret, channel, uid, "host", expire_s=INJECT_TOKEN_S)
         host, port = self.address[:2]
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 

@@ -194,3 +194,28 @@ def test_the_server_injects_a_url_reports_its_states_and_removes_it(tmp_path, sp
     assert [(c, u) for c, u, _, _ in seen] == [("room", str(path))] * len(seen)
     assert [st for _, _, st, _ in seen] == ["connecting", "connecting", "playing", "stopped"]
     assert seen[-1][3] == "removed"
+
+
+def test_a_token_made_by_a_function_is_renewed_before_it_expires(tmp_path, speech):
+    """The injector's first token expires in 33 s; the server warns at 30 s
+    left, and the injector gives it a fresh token made by the function
+    (valid an hour), so its member stays with the new expiry."""
+    path = tmp_path / "long.wav"
+    x = np.resize(speech[SPEECH], 6 * 48000)
+    sf.write(str(path), np.stack([x, x], axis=1), 48000, subtype="PCM_16")
+    made = []
+
+    def make():
+        made.append(token("room", 666, expire_s=33 if not made else 3600))
+        return made[-1]
+
+    with Session() as s:
+        states = States()
+        inj = StreamInjector(s.server.address, s.server.public_key, "room", 666, make, str(path),
+                             on_state=states).start()
+        try:
+            assert wait_until(lambda: inj.renewals == 1, timeout=8), states.seen
+            assert s.server.members("room") == {666: "host"}
+        finally:
+            inj.stop()
+    assert len(made) == 2
