@@ -7,6 +7,7 @@ back with soundfile and, independently, with PyAV, and judged with STOI
 against the speech the host sent.
 """
 
+import contextlib
 import os
 import queue
 import re
@@ -437,29 +438,36 @@ def test_host_unreadable_input_exits_1_before_joining(live_server, tmp_path, con
     assert sum(live_server.counters.values()) == 0, live_server.counters
 
 
+@contextlib.contextmanager
+def listening(server, channel, uid):
+    """An audience member of ``channel`` on ``server`` (in this process) while
+    the block runs; yields the ``Recorder`` of its events."""
+    listener = engine.Client()
+    rec = Recorder()
+    listener.register_event_handler(rec)
+    listener.join_channel(server.address, channel, uid,
+                          engine.make_token(SECRET, channel, uid, "audience"), "audience",
+                          server_key=server.public_key)
+    try:
+        yield rec
+    finally:
+        listener.leave_channel()
+
+
 def test_host_relays_into_a_channel_on_another_server(live_server, speech_wav):
     """``stagevox host --relay show 9 TOKEN --relay-server ... --relay-server-key
     ...`` publishes on its own server and, as uid 9, in "show" on a second
     server, whose listener is told uid 9 joined and is sent the whole file
     (2.5 s: at least 120 packets of 20 ms); the host reports the relay running."""
     wav, _ = speech_wav
-    with engine.Server(secret=SECRET) as edge:
-        listener = engine.Client()
-        rec = Recorder()
-        listener.register_event_handler(rec)
-        listener.join_channel(edge.address, "show", 50,
-                              engine.make_token(SECRET, "show", 50, "audience"), "audience",
-                              server_key=edge.public_key)
-        try:
-            host, port = edge.address
-            status, _, err = run(
-                "host", *client_args(live_server, 1, engine.make_token(SECRET, "room", 1, "host")),
-                "--input", wav, "--relay", "show", 9, engine.make_token(SECRET, "show", 9, "host"),
-                "--relay-server", f"{host}:{port}", "--relay-server-key", edge.public_key_text,
-                env=cli_env())
-            forwarded = edge.counters["forwarded"]
-        finally:
-            listener.leave_channel()
+    with engine.Server(secret=SECRET) as edge, listening(edge, "show", 50) as rec:
+        host, port = edge.address
+        status, _, err = run(
+            "host", *client_args(live_server, 1, engine.make_token(SECRET, "room", 1, "host")),
+            "--input", wav, "--relay", "show", 9, engine.make_token(SECRET, "show", 9, "host"),
+            "--relay-server", f"{host}:{port}", "--relay-server-key", edge.public_key_text,
+            env=cli_env())
+        forwarded = edge.counters["forwarded"]
     assert status == 0, err
     assert "relay running (show)" in err
     assert rec.of("on_user_joined") == [(9,)]
@@ -482,20 +490,12 @@ def test_inject_publishes_a_file_and_exits_0_at_its_end(live_server, speech_wav)
     2.5 s file in real time and exits 0; a listener is told 666 joined and the
     server forwards it the whole file (at least 120 packets of 20 ms)."""
     wav, _ = speech_wav
-    listener = engine.Client()
-    rec = Recorder()
-    listener.register_event_handler(rec)
-    listener.join_channel(live_server.address, "room", 2,
-                          engine.make_token(SECRET, "room", 2, "audience"), "audience",
-                          server_key=live_server.public_key)
-    try:
+    with listening(live_server, "room", 2) as rec:
         host, port = live_server.address
         status, out, err = run("inject", "--server", f"{host}:{port}", "--server-key",
                                live_server.public_key_text, "--channel", "room",
                                "--token", engine.make_token(SECRET, "room", 666, "host"),
                                "--url", wav, env=cli_env())
-    finally:
-        listener.leave_channel()
     assert status == 0, err
     assert out.startswith("inject: published 2.5"), out
     assert "inject: playing (started)" in err and "inject: stopped (finished)" in err
