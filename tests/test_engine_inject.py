@@ -133,12 +133,16 @@ def test_an_unreachable_url_is_retried_with_back_off_and_played_once_it_answers(
 
 
 def test_a_missing_file_gives_up_after_the_retries_and_the_channel_goes_on(tmp_path):
+    """A file that is not there: two tries, one retry, then the injector
+    stops and leaves; the server drops uid 666 once its leave arrives (the
+    leave is a datagram, so the check waits for it, a few seconds at most)."""
     with Session() as s:
         states = States()
         inj = injector(s, str(tmp_path / "nothing.mp3"), states, max_retries=2,
                        retry_first_s=0.05).start()
         assert inj.wait(10)
-        assert s.server.members("room") == {}
+        assert wait_until(lambda: s.server.members("room") == {}, timeout=3), \
+            s.server.members("room")
     assert states.seen[-1][0] == "stopped"
     assert states.seen[-1][1].startswith("gave_up after 2 failed tries (not_found)")
     assert [st for st, _ in states.seen].count("retrying") == 1
