@@ -281,9 +281,9 @@ class Gateway:
             async with self._refusals(person):
                 person.answer = await person.start(self.server_address, self.server_key, sdp,
                                                    self.join_timeout)
+            # A browser that goes away without a word (its connection fails) is forgotten too.
+            person.on_closed = lambda p: self.people.pop(p.id, None)
         self.people[person.id] = person
-        # A browser that goes away without a word (its connection fails) is forgotten too.
-        person.on_closed = lambda p: self.people.pop(p.id, None)
         log.info("gateway: uid %d %ss in %r", claims.uid, mode, claims.channel)
         return person
 
