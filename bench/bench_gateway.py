@@ -1,0 +1,381 @@
+"""Benchmark of the browser gateway: listeners per core, loss, mouth-to-ear delay.
+
+Three processes on 127.0.0.1:
+
+- this one: an ``engine.Server`` and a Python host (an ``engine.Client``)
+  that speaks the bundled speech in real time, 10 ms a push, with a marker
+  (a 30 ms chirp, 1 to 6 kHz) in place of the speech once a second;
+- the gateway (``engine.Gateway`` with the secret, so its listeners of a
+  channel share one member and one Opus encode; ``--no-share``: without,
+  each listener its own ``Client`` and aiortc encoder, as a gateway that is
+  not given the secret runs);
+- the listeners: aiortc peers (the stand-in for browsers) that listen over
+  WHEP, each with its own token, ICE, DTLS-SRTP and Opus decoder.
+
+The listeners are added in steps (``--listeners``, default 10,25,50,100);
+after each step has settled (``--settle`` s) the gateway's CPU time (user +
+system, all threads, from /proc/PID/stat) is read over ``--window`` s.
+Printed for each step: the gateway's load (CPU seconds per second), CPU per
+listener (the load over the listeners), the listeners per core that load
+gives (listeners / load), and two losses: "gateway" the frames the
+gateway's listener tracks dropped or never sent (frames due in the window x
+listeners, less the RTP packets the listeners received) and "peers" the
+RTP packets the listeners' receivers counted lost (aiortc's getStats).
+Target: 100 listeners per core with under 1 % loss.
+
+Mouth-to-ear delay: listener 0 keeps every frame its aiortc track hands over
+with the time it came (``time.monotonic``, one clock for all processes on
+Linux).  The host notes when it pushed each marker.  Each marker is found
+in what listener 0 received by cross-correlation with the chirp; its ear
+time is the arrival of the frame that holds its onset plus the onset's
+place in that frame; delay = ear time - push time.  The median over the
+markers of a step is printed (target under 150 ms).  It includes the
+gateway's path (the feed's jitter buffer, one 20 ms frame, Opus) and
+aiortc's receiver, which holds 4 frames (80 ms) before it decodes the
+first; a browser's jitter buffer adapts instead.
+
+Usage::
+
+    python bench/bench_gateway.py                    # 10, 25, 50, 100 listeners
+    python bench/bench_gateway.py --listeners 10,50 --window 5
+    python bench/bench_gateway.py --no-share --listeners 10,25    # one Client per listener
+"""
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import scipy.signal as ss
+
+from stagevox import dsp, engine
+
+RATE = 48000
+BLOCK = 480                        # the host pushes 10 ms at a time
+FRAME_S = 0.02                     # the gateway sends 20 ms frames
+SECRET = "bench-gateway-secret"
+CHANNEL = "bench"
+HOST_UID = 1
+MARKER_EVERY_S = 1.0
+MARKER_S = 0.03
+TARGET_PER_CORE = 100
+TARGET_LOSS = 0.01
+TARGET_DELAY_MS = 150.0
+CONNECT_BATCH = 10                 # WHEP offers sent at once
+
+
+def chirp():
+    """The marker: a 30 ms linear chirp from 1 to 6 kHz, Hann-windowed, peak 0.6."""
+    t = np.arange(int(MARKER_S * RATE)) / RATE
+    return (0.6 * np.hanning(t.size) * ss.chirp(t, 1000, MARKER_S, 6000)).astype(np.float32)
+
+
+def cpu_of(pid):
+    """User + system CPU seconds of process ``pid`` (all threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_reply(conn, timeout, what):
+    """The next message on ``conn``; RuntimeError after ``timeout`` s or for an error."""
+    if not conn.poll(timeout):
+        raise RuntimeError(f"no answer from the {what} within {timeout:g} s")
+    reply = conn.recv()
+    if isinstance(reply, tuple) and reply and reply[0] == "error":
+        raise RuntimeError(f"the {what} failed: {reply[1]}")
+    return reply
+
+
+# ------------------------------------------------------------------ gateway process
+
+def gateway_main(conn, server_address, server_key, share):
+    """Run a gateway; answer "stats" with its listener counters until "stop"."""
+    try:
+        gw = engine.Gateway(server_address, server_key, http_port=0,
+                            secret=SECRET if share else None).start()
+    except Exception as exc:                       # report it to the parent
+        conn.send(("error", repr(exc)))
+        return
+    conn.send((gw.url, os.getpid()))
+    while True:
+        msg = conn.recv()
+        if msg == "stop":
+            break
+        feeds = list(gw.feeds.values())
+        conn.send({"people": len(gw.people),
+                   "encoded": sum(f.frames for f in feeds),
+                   "late": sum(f.late for f in feeds),
+                   "dropped": sum(t.dropped for f in feeds for t in list(f.tracks))})
+    gw.stop()
+    conn.send("stopped")
+
+
+# ------------------------------------------------------------------ listeners process
+
+class Peer:
+    """One aiortc listener over WHEP; ``keep`` True: its frames are kept for the delay."""
+
+    def __init__(self, keep):
+        self.keep = keep
+        self.frames = []               # (arrival monotonic s, float32 samples)
+        self.pc = None
+        self.location = None
+
+    async def connect(self, session, url, token):
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+        self.pc = RTCPeerConnection()
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.pc.on("track", lambda track: asyncio.ensure_future(self._read(track)))
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with session.post(f"{url}whep/{CHANNEL}", data=self.pc.localDescription.sdp,
+                                headers={"Content-Type": "application/sdp",
+                                         "Authorization": f"Bearer {token}"}) as res:
+            if res.status != 201:
+                raise RuntimeError(f"WHEP refused: {res.status} {await res.text()}")
+            answer, self.location = await res.text(), res.headers["Location"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def _read(self, track):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:          # the track ended
+                return
+            if self.keep:
+                pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+                self.frames.append((time.monotonic(), pcm.mean(axis=1) / 32768.0))
+
+    async def rtp(self):
+        """(packets received, packets lost) so far, from the receiver's stats."""
+        received = lost = 0
+        for stat in (await self.pc.getStats()).values():
+            if stat.type == "inbound-rtp":
+                received += stat.packetsReceived
+                lost += max(0, stat.packetsLost)
+        return received, lost
+
+
+def listeners_main(conn, url):
+    """Grow to the asked number of peers, report their counters, until "stop"."""
+    asyncio.run(_listeners(conn, url))
+
+
+async def _listeners(conn, url):
+    import aiohttp
+    loop = asyncio.get_running_loop()
+    peers = []
+    async with aiohttp.ClientSession() as session:
+        while True:
+            msg = await loop.run_in_executor(None, conn.recv)
+            try:
+                if msg[0] == "grow":
+                    while len(peers) < msg[1]:
+                        batch = [Peer(keep=not peers and i == 0)
+                                 for i in range(min(CONNECT_BATCH, msg[1] - len(peers)))]
+                        first = 100 + len(peers)
+                        await asyncio.gather(*(p.connect(session, url, engine.make_token(
+                            SECRET, CHANNEL, first + i, "audience", expire_s=3600))
+                            for i, p in enumerate(batch)))
+                        peers += batch
+                    for _ in range(200):
+                        if all(p.pc.connectionState == "connected" for p in peers):
+                            break
+                        await asyncio.sleep(0.05)
+                    conn.send(sum(p.pc.connectionState == "connected" for p in peers))
+                elif msg[0] == "stats":
+                    before = time.monotonic()
+                    counts = await asyncio.gather(*(p.rtp() for p in peers))
+                    at = (before + time.monotonic()) / 2
+                    kept, peers[0].frames = peers[0].frames, []
+                    conn.send((sum(c[0] for c in counts), sum(c[1] for c in counts), kept, at))
+                elif msg[0] == "stop":
+                    for p in peers:
+                        async with session.delete(url.rstrip("/") + p.location):
+                            pass
+                        await p.pc.close()
+                    conn.send("stopped")
+                    return
+            except Exception as exc:                 # report it to the parent
+                conn.send(("error", repr(exc)))
+                return
+
+
+# ------------------------------------------------------------------ host (this process)
+
+class Host:
+    """The speaking host: speech with a marker each second, pushed 10 ms at a time."""
+
+    def __init__(self, server):
+        self.client = engine.Client()
+        self.client.join_channel(server.address, CHANNEL, HOST_UID,
+                                 engine.make_token(SECRET, CHANNEL, HOST_UID, "host"), "host",
+                                 server_key=server.public_key)
+        speech = 0.3 * dsp.samples.speech(RATE) / np.max(np.abs(dsp.samples.speech(RATE)))
+        self.speech = speech.astype(np.float32)
+        self.marker = chirp()
+        self.markers = []                # push time of each marker's first sample
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        every = int(MARKER_EVERY_S * RATE) // BLOCK
+        t0 = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            delay = t0 + i * BLOCK / RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            start = (i * BLOCK) % (self.speech.size - BLOCK)
+            block = self.speech[start:start + BLOCK].copy()
+            k = i % every
+            if k * BLOCK < self.marker.size:       # the marker's blocks replace the speech
+                piece = self.marker[k * BLOCK:(k + 1) * BLOCK]
+                block[:] = 0.0
+                block[:piece.size] = piece
+                if k == 0:
+                    self.markers.append(time.monotonic())
+            self.client.push_audio(block)
+            i += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5.0)
+        self.client.leave_channel()
+
+
+def delays_ms(frames, marker, pushed):
+    """Mouth-to-ear delay of each marker found in ``frames`` (arrival, samples),
+    in ms, given the push times ``pushed`` of all markers."""
+    if not frames:
+        return []
+    audio = np.concatenate([f for _, f in frames])
+    starts = np.cumsum([0] + [f.size for _, f in frames[:-1]])
+    arrivals = np.array([t for t, _ in frames])
+    corr = ss.correlate(audio, marker, mode="valid", method="fft")
+    energy = np.sqrt(ss.correlate(audio ** 2, np.ones(marker.size), mode="valid",
+                                  method="fft").clip(1e-12) * np.sum(marker ** 2))
+    score = corr / energy
+    out = []
+    spacing = int(MARKER_EVERY_S * RATE)
+    pos = 0
+    while pos < score.size:
+        window = score[pos:pos + spacing]
+        k = pos + int(np.argmax(window))
+        if score[k] > 0.7:
+            j = int(np.searchsorted(starts, k, side="right") - 1)
+            ear = arrivals[j] + (k - starts[j]) / RATE
+            # The marker pushed last before the ear time (markers are 1 s apart).
+            before = [p for p in pushed if p < ear]
+            if before:
+                out.append(1e3 * (ear - before[-1]))
+        pos += spacing
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--listeners", default="10,25,50,100",
+                    help="listener counts, in rising order (default 10,25,50,100)")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds after each step")
+    ap.add_argument("--window", type=float, default=8.0, help="measured seconds a step")
+    ap.add_argument("--no-share", action="store_true",
+                    help="a gateway without the secret: one Client and encoder per listener")
+    args = ap.parse_args()
+    steps = [int(n) for n in args.listeners.split(",")]
+    share = not args.no_share
+    ctx = mp.get_context("spawn")
+    print(f"bench_gateway: listeners {steps}, window {args.window:g} s, "
+          f"{'shared member and encode per channel' if share else 'one Client per listener'}; "
+          f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    with engine.Server(secret=SECRET) as server:
+        gw_conn, child = ctx.Pipe()
+        gw_proc = ctx.Process(target=gateway_main,
+                              args=(child, server.address, server.public_key, share))
+        gw_proc.start()
+        url, gw_pid = wait_reply(gw_conn, 60, "gateway")
+        host = Host(server)
+        ls_conn, child = ctx.Pipe()
+        ls_proc = ctx.Process(target=listeners_main, args=(child, url))
+        ls_proc.start()
+        rows = []
+        try:
+            for n in steps:
+                ls_conn.send(("grow", n))
+                connected = wait_reply(ls_conn, 300, "listeners")
+                time.sleep(args.settle)
+                ls_conn.send(("stats",))
+                rx0, lost0, _, at0 = wait_reply(ls_conn, 60, "listeners")
+                gw_conn.send("stats")
+                g0 = wait_reply(gw_conn, 10, "gateway")
+                c0, t0 = cpu_of(gw_pid), time.monotonic()
+                time.sleep(args.window)
+                c1, t1 = cpu_of(gw_pid), time.monotonic()
+                gw_conn.send("stats")
+                g1 = wait_reply(gw_conn, 10, "gateway")
+                ls_conn.send(("stats",))
+                rx1, lost1, kept, at1 = wait_reply(ls_conn, 60, "listeners")
+                load = (c1 - c0) / (t1 - t0)
+                due = (at1 - at0) / FRAME_S * connected
+                rx, lost = rx1 - rx0, lost1 - lost0
+                delays = delays_ms(kept, host.marker, list(host.markers))
+                rows.append((n, connected, load, due, rx, lost, g1["dropped"] - g0["dropped"],
+                             g1["encoded"] - g0["encoded"], delays, os.getloadavg()[0]))
+                print_row(rows[-1])
+        finally:
+            ls_conn.send(("stop",))
+            try:
+                wait_reply(ls_conn, 60, "listeners")
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+            gw_conn.send("stop")
+            try:
+                wait_reply(gw_conn, 30, "gateway")
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+            for proc in (ls_proc, gw_proc):
+                proc.join(10.0)
+                if proc.is_alive():
+                    proc.kill()
+            host.stop()
+    summary(rows)
+
+
+def print_row(row):
+    n, connected, load, due, rx, lost, dropped, encoded, delays, loadavg = row
+    gw_loss = max(0.0, 1.0 - rx / due) if due else 0.0
+    peer_loss = lost / (rx + lost) if rx + lost else 0.0
+    delay = f"{np.median(delays):6.1f} ms ({len(delays)} markers)" if delays else "    -"
+    print(f"{n:4d} listeners ({connected} connected): gateway load {load:5.3f} cores, "
+          f"{1e3 * load / max(connected, 1):6.2f} ms CPU/s per listener, "
+          f"{connected / load if load else float('inf'):6.0f} listeners/core; loss gateway "
+          f"{100 * gw_loss:5.2f} % (track drops {dropped}), peers {100 * peer_loss:5.2f} %; "
+          f"encodes {encoded}; mouth-to-ear median {delay}; load average {loadavg:.2f}",
+          flush=True)
+
+
+def summary(rows):
+    if not rows:
+        return
+    n, connected, load, due, rx, lost, *_ = rows[-1]
+    per_core = connected / load if load else float("inf")
+    loss = max(max(0.0, 1.0 - r[4] / r[3]) if r[3] else 0.0 for r in rows)
+    delays = [d for r in rows for d in r[8]]
+    print(f"\nlisteners per core at {connected}: {per_core:.0f} (target >= {TARGET_PER_CORE}) "
+          f"{'PASS' if per_core >= TARGET_PER_CORE else 'FAIL'}")
+    print(f"worst loss at the gateway: {100 * loss:.2f} % (target < {100 * TARGET_LOSS:g} %) "
+          f"{'PASS' if loss < TARGET_LOSS else 'FAIL'}")
+    if delays:
+        med = float(np.median(delays))
+        print(f"mouth-to-ear, Python host -> gateway -> aiortc listener: median {med:.1f} ms "
+              f"over {len(delays)} markers (target < {TARGET_DELAY_MS:g} ms) "
+              f"{'PASS' if med < TARGET_DELAY_MS else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
