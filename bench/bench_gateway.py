@@ -93,11 +93,25 @@ def wait_reply(conn, timeout, what):
 
 # ------------------------------------------------------------------ gateway process
 
-def gateway_main(conn, server_address, server_key, share):
+class ProfiledGateway(engine.Gateway):
+    """A gateway whose event loop thread runs under cProfile (``profiler``)."""
+
+    async def _main(self, ready):
+        import cProfile
+        self.profiler = cProfile.Profile()
+        self.profiler.enable()
+        try:
+            await super()._main(ready)
+        finally:
+            self.profiler.disable()
+
+
+def gateway_main(conn, server_address, server_key, share, profile):
     """Run a gateway; answer "stats" with its listener counters until "stop"."""
     try:
-        gw = engine.Gateway(server_address, server_key, http_port=0,
-                            secret=SECRET if share else None).start()
+        kind = ProfiledGateway if profile else engine.Gateway
+        gw = kind(server_address, server_key, http_port=0,
+                  secret=SECRET if share else None).start()
     except Exception as exc:                       # report it to the parent
         conn.send(("error", repr(exc)))
         return
@@ -112,6 +126,12 @@ def gateway_main(conn, server_address, server_key, share):
                    "late": sum(f.late for f in feeds),
                    "dropped": sum(t.dropped for f in feeds for t in list(f.tracks))})
     gw.stop()
+    if profile:
+        import io
+        import pstats
+        text = io.StringIO()
+        pstats.Stats(gw.profiler, stream=text).sort_stats("tottime").print_stats(25)
+        print("the gateway's event loop, by own time:\n" + text.getvalue(), flush=True)
     conn.send("stopped")
 
 
@@ -162,7 +182,29 @@ class Peer:
 
 def listeners_main(conn, url):
     """Grow to the asked number of peers, report their counters, until "stop"."""
+    count_only_after_first()
     asyncio.run(_listeners(conn, url))
+
+
+def count_only_after_first():
+    """Make every aiortc receiver but the first of this process drop its frames
+    undecoded: the stand-ins for browsers then cost this process the RTP
+    reception, SRTP and jitter buffer only (a browser decodes on its own
+    machine), and the machine's two cores go to the gateway.  The first
+    receiver (listener 0, whose audio gives the delay) decodes as usual."""
+    from aiortc import rtcrtpreceiver
+    decode = rtcrtpreceiver.decoder_worker
+    started = []
+
+    def worker(loop, input_q, output_q, decode_error):
+        started.append(True)
+        if len(started) == 1:
+            return decode(loop, input_q, output_q, decode_error)
+        while input_q.get() is not None:
+            pass
+        asyncio.run_coroutine_threadsafe(output_q.put(None), loop)   # the track ends
+
+    rtcrtpreceiver.decoder_worker = worker
 
 
 async def _listeners(conn, url):
@@ -175,17 +217,19 @@ async def _listeners(conn, url):
             try:
                 if msg[0] == "grow":
                     while len(peers) < msg[1]:
-                        batch = [Peer(keep=not peers and i == 0)
-                                 for i in range(min(CONNECT_BATCH, msg[1] - len(peers)))]
+                        # Listener 0 alone first (its receiver is the one that
+                        # decodes), then in batches, each connected before the next.
+                        size = min(CONNECT_BATCH if peers else 1, msg[1] - len(peers))
+                        batch = [Peer(keep=not peers) for _ in range(size)]
                         first = 100 + len(peers)
                         await asyncio.gather(*(p.connect(session, url, engine.make_token(
                             SECRET, CHANNEL, first + i, "audience", expire_s=3600))
                             for i, p in enumerate(batch)))
                         peers += batch
-                    for _ in range(200):
-                        if all(p.pc.connectionState == "connected" for p in peers):
-                            break
-                        await asyncio.sleep(0.05)
+                        for _ in range(200):
+                            if all(p.pc.connectionState == "connected" for p in batch):
+                                break
+                            await asyncio.sleep(0.05)
                     conn.send(sum(p.pc.connectionState == "connected" for p in peers))
                 elif msg[0] == "stats":
                     before = time.monotonic()
@@ -284,6 +328,8 @@ def main():
                     help="listener counts, in rising order (default 10,25,50,100)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after each step")
     ap.add_argument("--window", type=float, default=8.0, help="measured seconds a step")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the gateway's event loop (cProfile; slows it) and print it")
     ap.add_argument("--no-share", action="store_true",
                     help="a gateway without the secret: one Client and encoder per listener")
     args = ap.parse_args()
@@ -296,7 +342,8 @@ def main():
     with engine.Server(secret=SECRET) as server:
         gw_conn, child = ctx.Pipe()
         gw_proc = ctx.Process(target=gateway_main,
-                              args=(child, server.address, server.public_key, share))
+                              args=(child, server.address, server.public_key, share,
+                                    args.profile))
         gw_proc.start()
         url, gw_pid = wait_reply(gw_conn, 60, "gateway")
         host = Host(server)

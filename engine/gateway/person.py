@@ -1,7 +1,9 @@
 """One browser person on the gateway: a channel ``Client`` and its WebRTC connection.
 
 A person listens (joins as audience and receives the channel) or talks
-(joins as host, sends the microphone and receives the channel).  The
+(joins as host, sends the microphone and receives the channel).  (A gateway
+that holds the server's secret does not make a person of a listener: see
+``shared``.)  The
 gateway reads the person's state for the page (``status``) and applies the
 page's requests (``command``).
 """
