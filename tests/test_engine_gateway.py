@@ -283,6 +283,18 @@ def test_bad_requests_get_a_clear_error_and_the_gateway_keeps_serving(room):
     assert (info["channel"], info["uid"], info["can_publish"]) == (CHANNEL, 4, False)
     assert "ktv" in info["presets"]
 
+def test_sharing_listeners_needs_the_secret(monkeypatch, capsys):
+    """Without the secret, --share-listeners says where it comes from; an empty one is refused."""
+    from stagevox import cli
+    require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+    monkeypatch.delenv("STAGEVOX_SECRET", raising=False)
+    key = engine.Server(secret=SECRET).public_key_text
+    status = cli.main(["gateway", "--server", "127.0.0.1:9", "--server-key", key,
+                       "--http-port", "0", "--share-listeners"])
+    assert status == 2 and "STAGEVOX_SECRET" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="secret"):
+        engine.Gateway(("127.0.0.1", 9), key, http_port=0, secret="")
+
 
 # ------------------------------------------------------------------ the page in Chromium
 
