@@ -2,9 +2,10 @@
 
 Three processes on 127.0.0.1:
 
-- this one: an ``engine.Server`` and a Python host (an ``engine.Client``)
+- this one: an ``engine.Server``, a Python host (an ``engine.Client``)
   that speaks the bundled speech in real time, 10 ms a push, with a marker
-  (a 30 ms chirp, 1 to 6 kHz) in place of the speech once a second;
+  (a 30 ms chirp, 1 to 6 kHz) in place of the speech once a second, and a
+  Python listener (the delay without the gateway);
 - the gateway (``engine.Gateway`` with the secret, so its listeners of a
   channel share one member and one Opus encode; ``--no-share``: without,
   each listener its own ``Client`` and aiortc encoder, as a gateway that is
@@ -44,7 +45,9 @@ fewest listeners, where the stand-ins' own lag is least).  Target under
 150 ms.  It includes the host's 20 ms packets, the server, the feed's
 jitter buffer, its 20 ms frames and Opus, and aiortc's receiver, which
 holds 4 packets (80 ms) before it decodes the first; a browser's jitter
-buffer adapts instead.
+buffer adapts instead.  Beside it, the same delay to a Python listener
+on the server (a ``Client`` pulling 10 ms every 10 ms, its ear time the
+pull), which shows what the gateway adds.
 
 Usage::
 
@@ -73,6 +76,7 @@ FRAME_S = 0.02                     # the gateway sends 20 ms frames
 SECRET = "bench-gateway-secret"
 CHANNEL = "bench"
 HOST_UID = 1
+REFERENCE_UID = 2
 MARKER_EVERY_S = 1.0
 MARKER_S = 0.03
 TARGET_PER_CORE = 100
@@ -320,6 +324,41 @@ class Host:
         self.client.leave_channel()
 
 
+class Reference:
+    """A Python listener on the server itself (no gateway): pulls 10 ms every
+    10 ms and keeps each block with the time it was pulled, for the same delay."""
+
+    def __init__(self, server):
+        self.client = engine.Client()
+        self.client.join_channel(server.address, CHANNEL, REFERENCE_UID,
+                                 engine.make_token(SECRET, CHANNEL, REFERENCE_UID, "audience"),
+                                 "audience", server_key=server.public_key)
+        self.frames = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        t0 = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            delay = t0 + i * BLOCK / RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.frames.append((time.monotonic(), self.client.pull_audio(BLOCK)[0]))
+            i += 1
+
+    def take(self):
+        """The blocks kept since the last call."""
+        kept, self.frames = self.frames, []
+        return kept
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5.0)
+        self.client.leave_channel()
+
+
 def delays_ms(frames, marker, pushed):
     """Mouth-to-ear delay of each marker found in ``frames`` (arrival, samples),
     in ms, given the push times ``pushed`` of all markers."""
@@ -329,9 +368,10 @@ def delays_ms(frames, marker, pushed):
     starts = np.cumsum([0] + [f.size for _, f in frames[:-1]])
     arrivals = np.array([t for t, _ in frames])
     corr = ss.correlate(audio, marker, mode="valid", method="fft")
-    energy = np.sqrt(ss.correlate(audio ** 2, np.ones(marker.size), mode="valid",
-                                  method="fft").clip(1e-12) * np.sum(marker ** 2))
-    score = corr / energy
+    # Normalised cross-correlation (1 for the marker itself); the local energy
+    # is floored at an RMS of 0.01 so that near-silence scores near 0.
+    local = ss.correlate(audio ** 2, np.ones(marker.size), mode="valid", method="fft")
+    score = corr / np.sqrt(np.maximum(local, 1e-4 * marker.size) * np.sum(marker ** 2))
     out = []
     spacing = int(MARKER_EVERY_S * RATE)
     pos = 0
@@ -374,6 +414,7 @@ def main():
         gw_proc.start()
         url, gw_pid = wait_reply(gw_conn, 60, "gateway")
         host = Host(server)
+        reference = Reference(server)
         ls_conn, child = ctx.Pipe()
         ls_proc = ctx.Process(target=listeners_main, args=(child, url))
         ls_proc.start()
@@ -388,6 +429,7 @@ def main():
                 rx0, lost0, _, at0 = wait_reply(ls_conn, 60, "listeners")
                 gw_conn.send("stats")
                 g0 = wait_reply(gw_conn, 10, "gateway")
+                reference.take()
                 c0, w0, p0, t0 = (cpu_of(gw_pid), waited_of(gw_pid), cpu_of(ls_proc.pid),
                                   time.monotonic())
                 time.sleep(args.window)
@@ -401,12 +443,13 @@ def main():
                 due = (at1 - at0) / FRAME_S * connected
                 rx, lost = rx1 - rx0, lost1 - lost0
                 delays = delays_ms(kept, host.marker, list(host.markers))
+                direct = delays_ms(reference.take(), host.marker, list(host.markers))
                 sent = g1["delivered"] - g0["delivered"]
                 gw_due = (g1["at"] - g0["at"]) / FRAME_S * connected
                 rows.append(Row(n, connected, load, gw_due, sent, due, rx, lost,
                                 g1["dropped"] - g0["dropped"], g1["encoded"] - g0["encoded"],
                                 delays, os.getloadavg()[0], (p1 - p0) / (t1 - t0),
-                                (w1 - w0) / (t1 - t0)))
+                                (w1 - w0) / (t1 - t0), direct))
                 print_row(rows[-1])
         finally:
             ls_conn.send(("stop",))
@@ -424,11 +467,12 @@ def main():
                 if proc.is_alive():
                     proc.kill()
             host.stop()
+            reference.stop()
     summary(rows)
 
 
 Row = collections.namedtuple("Row", "n connected load gw_due sent due rx lost dropped encoded "
-                                   "delays loadavg peers_load waited")
+                                   "delays loadavg peers_load waited direct")
 
 
 def gateway_loss(row):
@@ -473,6 +517,9 @@ def summary(rows):
         print(f"mouth-to-ear, Python host -> gateway -> aiortc listener at {rows[0].connected} "
               f"listeners: median {med:.1f} ms over {len(rows[0].delays)} markers "
               f"(target < {TARGET_DELAY_MS:g} ms) {'PASS' if med < TARGET_DELAY_MS else 'FAIL'}")
+    if rows[0].direct:
+        print(f"beside it, Python host -> Python listener on the server (no gateway): median "
+              f"{float(np.median(rows[0].direct)):.1f} ms over {len(rows[0].direct)} markers")
 
 
 if __name__ == "__main__":
