@@ -16,8 +16,10 @@ Three processes on 127.0.0.1:
 The listeners are added in steps (``--listeners``, default 10,25,50,100);
 after each step has settled (``--settle`` s) the counters are read over
 ``--window`` s.  Columns: the gateway's load (CPU seconds per second, user
-+ system of all its threads, /proc/PID/stat), its CPU per listener and the
-listeners per core that load gives (listeners / load); "loss gw", the
++ system of all its threads, /proc/PID/stat), its CPU per listener served
+and the listeners served per core (a listener served: 50 frames a second,
+so the listeners less the gateway's loss; a gateway starved of CPU by other
+programs skips frames and does less work); "loss gw", the
 frames due to the listeners in the window that the gateway did not hand to
 aiortc (skipped by a feed that fell more than 0.2 s behind, or pushed out of
 a listener's queue); "recv", the frames due that the stand-ins had not
@@ -282,40 +284,27 @@ async def _listeners(conn, url):
 
 # ------------------------------------------------------------------ host (this process)
 
-class Host:
-    """The speaking host: speech with a marker each second, pushed 10 ms at a time."""
+class PacedMember:
+    """A member of the channel (``uid``, ``role``) whose ``step(i)`` runs every
+    10 ms in a thread of its own from the start until ``stop``."""
 
-    def __init__(self, server):
+    def __init__(self, server, uid, role):
         self.client = engine.Client()
-        self.client.join_channel(server.address, CHANNEL, HOST_UID,
-                                 engine.make_token(SECRET, CHANNEL, HOST_UID, "host"), "host",
+        self.client.join_channel(server.address, CHANNEL, uid,
+                                 engine.make_token(SECRET, CHANNEL, uid, role), role,
                                  server_key=server.public_key)
-        speech = 0.3 * dsp.samples.speech(RATE) / np.max(np.abs(dsp.samples.speech(RATE)))
-        self.speech = speech.astype(np.float32)
-        self.marker = chirp()
-        self.markers = []                # push time of each marker's first sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
-        every = int(MARKER_EVERY_S * RATE) // BLOCK
         t0 = time.monotonic()
         i = 0
         while not self._stop.is_set():
             delay = t0 + i * BLOCK / RATE - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            start = (i * BLOCK) % (self.speech.size - BLOCK)
-            block = self.speech[start:start + BLOCK].copy()
-            k = i % every
-            if k * BLOCK < self.marker.size:       # the marker's blocks replace the speech
-                piece = self.marker[k * BLOCK:(k + 1) * BLOCK]
-                block[:] = 0.0
-                block[:piece.size] = piece
-                if k == 0:
-                    self.markers.append(time.monotonic())
-            self.client.push_audio(block)
+            self.step(i)
             i += 1
 
     def stop(self):
@@ -324,39 +313,44 @@ class Host:
         self.client.leave_channel()
 
 
-class Reference:
+class Host(PacedMember):
+    """The speaking host: speech with a marker each second, pushed 10 ms at a time."""
+
+    def __init__(self, server):
+        speech = dsp.samples.speech(RATE)
+        self.speech = (0.3 * speech / np.max(np.abs(speech))).astype(np.float32)
+        self.marker = chirp()
+        self.markers = []                # push time of each marker's first sample
+        super().__init__(server, HOST_UID, "host")
+
+    def step(self, i):
+        start = (i * BLOCK) % (self.speech.size - BLOCK)
+        block = self.speech[start:start + BLOCK].copy()
+        k = i % (int(MARKER_EVERY_S * RATE) // BLOCK)
+        if k * BLOCK < self.marker.size:       # the marker's blocks replace the speech
+            piece = self.marker[k * BLOCK:(k + 1) * BLOCK]
+            block[:] = 0.0
+            block[:piece.size] = piece
+            if k == 0:
+                self.markers.append(time.monotonic())
+        self.client.push_audio(block)
+
+
+class Reference(PacedMember):
     """A Python listener on the server itself (no gateway): pulls 10 ms every
     10 ms and keeps each block with the time it was pulled, for the same delay."""
 
     def __init__(self, server):
-        self.client = engine.Client()
-        self.client.join_channel(server.address, CHANNEL, REFERENCE_UID,
-                                 engine.make_token(SECRET, CHANNEL, REFERENCE_UID, "audience"),
-                                 "audience", server_key=server.public_key)
         self.frames = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(server, REFERENCE_UID, "audience")
 
-    def _run(self):
-        t0 = time.monotonic()
-        i = 0
-        while not self._stop.is_set():
-            delay = t0 + i * BLOCK / RATE - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.frames.append((time.monotonic(), self.client.pull_audio(BLOCK)[0]))
-            i += 1
+    def step(self, i):
+        self.frames.append((time.monotonic(), self.client.pull_audio(BLOCK)[0]))
 
     def take(self):
         """The blocks kept since the last call."""
         kept, self.frames = self.frames, []
         return kept
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5.0)
-        self.client.leave_channel()
 
 
 def delays_ms(frames, marker, pushed):
@@ -481,6 +475,12 @@ def gateway_loss(row):
     return max(0.0, 1.0 - row.sent / row.gw_due) if row.encoded and row.gw_due else None
 
 
+def served(row):
+    """Listeners served at the full frame rate: those connected, less the gateway's loss."""
+    loss = gateway_loss(row)
+    return row.connected * (1.0 - loss) if loss is not None else row.connected
+
+
 HEADER = (f"{'listeners':>9} {'gateway':>8} {'CPU each':>9} {'per core':>8} {'loss gw':>8} "
           f"{'recv':>6} {'gaps':>6} {'encodes':>7} {'delay':>10} {'waited':>6} {'stand-ins':>9} "
           f"{'load':>5}\n"
@@ -494,9 +494,10 @@ def print_row(r):
     missing = max(0.0, 1.0 - r.rx / r.due) if r.due else 0.0
     gaps = r.lost / (r.rx + r.lost) if r.rx + r.lost else 0.0
     delay = f"{np.median(r.delays):.0f} ({len(r.delays)})" if r.delays else "-"
-    per_core = f"{r.connected / r.load:.0f}" if r.load else "-"
+    per_core = f"{served(r) / r.load:.0f}" if r.load else "-"
+    each = f"{1e3 * r.load / served(r):.2f}" if served(r) else "-"
     shown = f"{r.connected}" if r.connected == r.n else f"{r.connected}/{r.n}"
-    print(f"{shown:>9} {r.load:8.3f} {1e3 * r.load / max(r.connected, 1):9.2f} {per_core:>8} "
+    print(f"{shown:>9} {r.load:8.3f} {each:>9} {per_core:>8} "
           f"{loss:>8} {100 * missing:6.2f} {100 * gaps:6.2f} {r.encoded:7d} {delay:>10} "
           f"{r.waited:6.2f} {r.peers_load:9.2f} {r.loadavg:5.2f}", flush=True)
 
@@ -505,7 +506,7 @@ def summary(rows):
     if not rows:
         return
     last = rows[-1]
-    per_core = last.connected / last.load if last.load else float("inf")
+    per_core = served(last) / last.load if last.load else float("inf")
     print(f"\nlisteners per core at {last.connected}: {per_core:.0f} "
           f"(target >= {TARGET_PER_CORE}) {'PASS' if per_core >= TARGET_PER_CORE else 'FAIL'}")
     losses = [gateway_loss(r) for r in rows]
