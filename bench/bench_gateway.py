@@ -56,6 +56,7 @@ Usage::
     python bench/bench_gateway.py                    # 10, 25, 50, 100 listeners
     python bench/bench_gateway.py --listeners 10,50 --window 5
     python bench/bench_gateway.py --no-share --listeners 10,25    # one Client per listener
+    python bench/bench_gateway.py --nice -5       # the gateway first on a shared machine
 """
 
 import argparse
@@ -138,9 +139,10 @@ class ProfiledGateway(engine.Gateway):
             self.profiler.disable()
 
 
-def gateway_main(conn, server_address, server_key, share, profile):
+def gateway_main(conn, server_address, server_key, share, profile, nice):
     """Run a gateway; answer "stats" with its listener counters until "stop"."""
     try:
+        os.nice(nice)
         kind = ProfiledGateway if profile else engine.Gateway
         gw = kind(server_address, server_key, http_port=0,
                   secret=SECRET if share else None).start()
@@ -391,6 +393,9 @@ def main():
     ap.add_argument("--window", type=float, default=8.0, help="measured seconds a step")
     ap.add_argument("--profile", action="store_true",
                     help="profile the gateway's event loop (cProfile; slows it) and print it")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness added to the gateway process (negative needs root: the "
+                         "gateway first on a machine other programs share)")
     ap.add_argument("--no-share", action="store_true",
                     help="a gateway without the secret: one Client and encoder per listener")
     args = ap.parse_args()
@@ -398,13 +403,14 @@ def main():
     share = not args.no_share
     ctx = mp.get_context("spawn")
     print(f"bench_gateway: listeners {steps}, window {args.window:g} s, "
-          f"{'shared member and encode per channel' if share else 'one Client per listener'}; "
+          f"{'shared member and encode per channel' if share else 'one Client per listener'}"
+          f"{f', gateway at niceness {args.nice:+d}' if args.nice else ''}; "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     with engine.Server(secret=SECRET) as server:
         gw_conn, child = ctx.Pipe()
         gw_proc = ctx.Process(target=gateway_main,
                               args=(child, server.address, server.public_key, share,
-                                    args.profile))
+                                    args.profile, args.nice))
         gw_proc.start()
         url, gw_pid = wait_reply(gw_conn, 60, "gateway")
         host = Host(server)
