@@ -3,9 +3,10 @@
 ``ChannelTrack`` is the aiortc track a talking person hears: every 20 ms it
 pulls that much of the channel from the person's ``Client`` and hands it to
 aiortc's Opus encoder.  ``FeedTrack`` is a shared listener's track: it hands
-aiortc the Opus packets a ``ChannelFeed`` encoded once for all its listeners.  ``pump_to_channel`` reads the track the browser
-sends (aiortc decodes its Opus), resamples it to 48 kHz mono and pushes it
-to the ``Client``.  Pulling and pushing run in worker threads (decoding,
+aiortc the Opus packets a ``ChannelFeed`` encoded once for all its
+listeners.  ``pump_to_channel`` reads the track the browser sends (aiortc
+decodes its Opus), resamples it to 48 kHz mono and pushes it to the
+``Client``.  Pulling and pushing run in worker threads (decoding,
 effects and encoding stay off the gateway's event loop).
 """
 
@@ -108,8 +109,9 @@ class FeedTrack(MediaStreamTrack):
     sender packetizes without decoding or encoding; False (another codec):
     it returns the PCM frames and aiortc encodes them for this track.
     Frames that arrive while ``QUEUE_FRAMES`` are waiting push out the
-    oldest, counted in ``dropped``; nothing is queued before aiortc first
-    asks (the connection is still being set up).
+    oldest, counted in ``dropped``; ``delivered`` counts the frames handed
+    to aiortc.  Nothing is queued before aiortc first asks (the connection
+    is still being set up).
     """
 
     kind = "audio"
