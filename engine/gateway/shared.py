@@ -17,7 +17,6 @@ channel its own token admits it to, and only while the token is valid.
 import asyncio
 import secrets
 import threading
-import time
 
 import av
 from aiortc.sdp import SessionDescription
@@ -44,8 +43,8 @@ class ChannelFeed:
 
     ``secret``: the server's token secret (to make the member's token).
     ``uid``: the member's uid, by default drawn at random from ``FEED_UIDS``.
-    Counters: ``frames`` encoded (one per 20 ms, whatever the number of
-    listeners) and ``late`` frames (a pull and encode that overran its 20 ms).
+    ``frames`` counts the frames encoded: one per 20 ms, whatever the
+    number of listeners.
     """
 
     def __init__(self, channel, secret, uid=None):
@@ -60,7 +59,6 @@ class ChannelFeed:
         #: Listeners holding the feed (counted from the moment they ask for it).
         self.users = 0
         self.frames = 0
-        self.late = 0
         self._encoder = OpusEncoder(1, FEED_BITRATE, 20, FEED_APPLICATION)
         self._task = None
 
@@ -91,10 +89,7 @@ class ChannelFeed:
         pacer = Pacer()
         while True:
             pts = await pacer.next()
-            started = time.monotonic()
             payload, pcm = await asyncio.to_thread(self._next_frame)
-            if time.monotonic() - started > FRAME_SAMPLES / CLOCK_RATE:
-                self.late += 1
             packet = av.Packet(payload)
             packet.pts = pts
             packet.time_base = TIME_BASE
