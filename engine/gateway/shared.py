@@ -15,6 +15,7 @@ channel its own token admits it to, and only while the token is valid.
 """
 
 import asyncio
+import logging
 import secrets
 import threading
 
@@ -27,6 +28,8 @@ from ..rtp import CLOCK_RATE
 from ..token import make_token
 from .media import FRAME_SAMPLES, TIME_BASE, FeedTrack, Pacer, to_int16
 from .person import METER_FLOOR_DB, Meters, peer_connection, speakers, take_offer
+
+log = logging.getLogger("stagevox.engine.gateway")
 
 #: Lifetime of the feed member's token, s; renewed when the server warns of expiry.
 FEED_TOKEN_S = 3600
@@ -89,7 +92,11 @@ class ChannelFeed:
         pacer = Pacer()
         while True:
             pts = await pacer.next()
-            payload, pcm = await asyncio.to_thread(self._next_frame)
+            try:
+                payload, pcm = await asyncio.to_thread(self._next_frame)
+            except Exception:      # one bad frame must not silence the channel for good
+                log.exception("gateway: the feed of %r could not make a frame", self.channel)
+                continue
             packet = av.Packet(payload)
             packet.pts = pts
             packet.time_base = TIME_BASE
@@ -130,8 +137,9 @@ class _Renewer:
     def _renew(self):
         try:
             self._feed.client.renew_token(self._feed.token())
-        except Exception:              # the server drops the member; its state says so
-            pass
+        except Exception as exc:       # the server will drop the member; its state says so
+            log.warning("gateway: the feed of %r could not renew its token: %s",
+                        self._feed.channel, exc)
 
 
 class Listener:
