@@ -529,18 +529,21 @@ def test_a_peer_that_goes_away_is_forgotten_and_leaves_the_channel():
 
 # ------------------------------------------------------------------ shared listeners
 
-def test_listeners_share_one_member_and_one_encoder_and_hear_the_host(speech):
+def test_listeners_share_one_member_and_one_encoder_and_hear_the_host(speech, monkeypatch):
     """With the secret, WHEP listeners of a channel are one member of it, whose
     mix is encoded once and sent as it is: every listener hears the host (STOI),
     the channel holds the host and one gateway member, a forged token is refused
     by the gateway, a listener whose token expires is ended, and the member
     leaves with the last listener.  A listener whose offer has only G.711
-    (PCMU) gets the same mix encoded for it alone, and hears it band-limited."""
+    (PCMU) gets the same mix encoded for it alone, and hears it band-limited.
+    The member's token lives 1 s here: the gateway renews it and it stays."""
     import asyncio
 
     import aiohttp
     from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
     require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+    from stagevox.engine.gateway import shared
+    monkeypatch.setattr(shared, "FEED_TOKEN_S", 1)
     judged = speech[2 * RATE:2 * RATE + 3 * RATE // 2]
     signal = np.concatenate([np.resize(speech[::-1], RATE // 4), judged,
                              np.zeros(RATE // 4, np.float32)])
@@ -600,6 +603,7 @@ def test_listeners_share_one_member_and_one_encoder_and_hear_the_host(speech):
             frames_before, t0 = feed.frames, time.monotonic()
             await asyncio.to_thread(speak, host)
             encoded = feed.frames - frames_before
+            assert feed.renewals >= 1 and set(server.members(CHANNEL)) == {51, feed.uid}
             # One encode per 20 ms for the channel, not one per listener.
             assert encoded <= (time.monotonic() - t0) / 0.02 + 3, encoded
             tracks = {pid: gw.people[pid].track for pid in gw.people}

@@ -47,7 +47,7 @@ class ChannelFeed:
     ``secret``: the server's token secret (to make the member's token).
     ``uid``: the member's uid, by default drawn at random from ``FEED_UIDS``.
     ``frames`` counts the frames encoded: one per 20 ms, whatever the
-    number of listeners.
+    number of listeners; ``renewals`` the member's token renewals.
     """
 
     def __init__(self, channel, secret, uid=None):
@@ -62,6 +62,7 @@ class ChannelFeed:
         #: Listeners holding the feed (counted from the moment they ask for it).
         self.users = 0
         self.frames = 0
+        self.renewals = 0
         self._encoder = OpusEncoder(1, FEED_BITRATE, 20, FEED_APPLICATION)
         self._task = None
 
@@ -137,6 +138,7 @@ class _Renewer:
     def _renew(self):
         try:
             self._feed.client.renew_token(self._feed.token())
+            self._feed.renewals += 1
         except Exception as exc:       # the server will drop the member; its state says so
             log.warning("gateway: the feed of %r could not renew its token: %s",
                         self._feed.channel, exc)
