@@ -18,12 +18,17 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from ..client import AudioFrameObserver, Client
 from ..rtp import CLOCK_RATE
 from .media import ChannelTrack, pump_to_channel
+from .sdp import drop_unresolvable_candidates
 
 MODES = ("listen", "talk")
 #: Level meters fall by this much per second after a peak (a VU-like decay).
 METER_FALL_DB_S = 20.0
 #: The floor of the meters, dBFS: silence reads this.
 METER_FLOOR_DB = -60.0
+#: A person whose browser has not connected (ICE and DTLS) this many seconds
+#: after the answer is closed, and leaves the channel: an offer that never
+#: connects holds no member.
+CONNECT_TIMEOUT_S = 20.0
 
 
 class Meters(AudioFrameObserver):
@@ -114,7 +119,8 @@ class Person:
                 await self.close()
 
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await self.pc.setRemoteDescription(RTCSessionDescription(
+                sdp=drop_unresolvable_candidates(offer_sdp), type="offer"))
         except Exception as exc:                     # aiortc raises several kinds
             raise ValueError(f"the SDP offer cannot be used: {exc}") from None
         if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
@@ -122,7 +128,13 @@ class Person:
         if self.send_channel:
             self.pc.addTrack(ChannelTrack(self.client.pull_audio))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._spawn(self._close_unless_connected(CONNECT_TIMEOUT_S))
         return self.pc.localDescription.sdp
+
+    async def _close_unless_connected(self, seconds):
+        await asyncio.sleep(seconds)
+        if self.pc is not None and self.pc.connectionState != "connected":
+            await self.close()
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -178,8 +190,10 @@ class Person:
         self.closed = True
         if self.on_closed is not None:
             self.on_closed(self)
+        current = asyncio.current_task()
         for task in list(self._tasks):
-            task.cancel()
+            if task is not current:          # the connect deadline may be the caller
+                task.cancel()
         if self.pc is not None:
             await self.pc.close()
         await asyncio.to_thread(self.client.leave_channel)
