@@ -416,39 +416,59 @@ def test_page_listens_to_a_python_host(room, browser, speech, tmp_path):
         browser.find_element("id", "listen").click()
         wait_for_text(browser, "state", "audio connected")
         wait_for_text(browser, "speakers", "speaker 31")
-        browser.execute_script("""
-            const rec = new MediaRecorder(document.getElementById('player').srcObject);
-            window.recorded = [];
-            rec.ondataavailable = (e) => window.recorded.push(e.data);
-            rec.start();
-            window.recorder = rec;""")
-        lead = np.resize(speech[::-1], int(LEAD_S * RATE))
-        signal = np.concatenate([lead, speech[JUDGED], np.zeros(RATE, np.float32)])
-        t0 = time.monotonic()
-        for i in range(len(signal) // FRAME):
-            _pace(t0, i)
-            host.push_audio(signal[i * FRAME:(i + 1) * FRAME])
-            if i == int(LEAD_S * 100) + 300:
-                browser.save_screenshot(str(tmp_path / "listening.png"))
-        data = browser.execute_async_script("""
-            const done = arguments[arguments.length - 1];
-            window.recorder.onstop = async () => {
-              const blob = new Blob(window.recorded, {type: window.recorder.mimeType});
-              const bytes = new Uint8Array(await blob.arrayBuffer());
-              let s = '';
-              for (let i = 0; i < bytes.length; i += 8192)
-                s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
-              done(btoa(s));
-            };
-            window.recorder.stop();""")
+        browser.execute_script(START_RECORDING_JS)
+        stream_speech(host, speech, lambda: browser.save_screenshot(str(tmp_path /
+                                                                        "listening.png")))
+        data = browser.execute_script("return " + RECORDING_JS)
     finally:
         host.leave_channel()
     leave(browser)
+    judge_recording(data, speech, tmp_path / "played.wav", "Python host -> browser")
+
+
+#: Starts recording what the page plays (``#player``) with ``MediaRecorder``.
+START_RECORDING_JS = """
+    const rec = new MediaRecorder(document.getElementById('player').srcObject);
+    window.recorded = [];
+    rec.ondataavailable = (e) => window.recorded.push(e.data);
+    rec.start();
+    window.recorder = rec;"""
+
+#: Stops the recording: a promise of it as base64 (webm or ogg).
+RECORDING_JS = """new Promise((done) => {
+    window.recorder.onstop = async () => {
+      const blob = new Blob(window.recorded, {type: window.recorder.mimeType});
+      const bytes = new Uint8Array(await blob.arrayBuffer());
+      let s = '';
+      for (let i = 0; i < bytes.length; i += 8192)
+        s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+      done(btoa(s));
+    };
+    window.recorder.stop();
+  })"""
+
+
+def stream_speech(host, speech, midway):
+    """Push, in real time, LEAD_S of other speech, the judged speech and 1 s
+    of silence from ``host``; ``midway()`` is called 3 s into the judged part."""
+    lead = np.resize(speech[::-1], int(LEAD_S * RATE))
+    signal = np.concatenate([lead, speech[JUDGED], np.zeros(RATE, np.float32)])
+    t0 = time.monotonic()
+    for i in range(len(signal) // FRAME):
+        _pace(t0, i)
+        host.push_audio(signal[i * FRAME:(i + 1) * FRAME])
+        if i == int(LEAD_S * 100) + 300:
+            midway()
+
+
+def judge_recording(data, speech, path, label):
+    """Decode the page's base64 recording ``data``, keep it at ``path``, and
+    check its STOI against the judged speech is at least 0.90 (printed)."""
     received = decode(base64.b64decode(data))
-    sf.write(tmp_path / "played.wav", received, RATE)
-    aligned, lags = locate(speech[JUDGED], received)
+    sf.write(path, received, RATE)
+    aligned, _ = locate(speech[JUDGED], received)
     stoi, pesq = score(speech[JUDGED], aligned)
-    print(f"\nPython host -> browser: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}")
+    print(f"\n{label}: STOI {stoi:.3f}  PESQ-WB {pesq:.2f}")
     assert stoi >= 0.90, f"STOI {stoi:.3f} < 0.90"
 
 

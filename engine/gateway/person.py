@@ -1,11 +1,10 @@
 """One browser person on the gateway: a channel ``Client`` and its WebRTC connection.
 
 A person listens (joins as audience and receives the channel) or talks
-(joins as host, sends the microphone and receives the channel).  (A gateway
-that holds the server's secret does not make a person of a listener: see
-``shared``.)  The
+(joins as host, sends the microphone and receives the channel).  The
 gateway reads the person's state for the page (``status``) and applies the
-page's requests (``command``).
+page's requests (``command``).  (A gateway that holds the server's secret
+does not make a person of a listener: see ``shared``.)
 """
 
 import asyncio
@@ -20,12 +19,17 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from ..client import AudioFrameObserver, Client
 from ..rtp import CLOCK_RATE
 from .media import ChannelTrack, pump_to_channel
+from .sdp import drop_unresolvable_candidates
 
 MODES = ("listen", "talk")
 #: Level meters fall by this much per second after a peak (a VU-like decay).
 METER_FALL_DB_S = 20.0
 #: The floor of the meters, dBFS: silence reads this.
 METER_FLOOR_DB = -60.0
+#: A person whose browser has not connected (ICE and DTLS) this many seconds
+#: after the answer is closed, and leaves the channel: an offer that never
+#: connects holds no member.
+CONNECT_TIMEOUT_S = 20.0
 
 
 class Meters(AudioFrameObserver):
@@ -76,14 +80,24 @@ def peer_connection(owner):
 
 
 async def take_offer(pc, offer_sdp):
-    """Set the browser's SDP ``offer_sdp`` on ``pc``.  Raises ``ValueError`` for
-    an offer aiortc cannot read or one without audio."""
+    """Set the browser's SDP ``offer_sdp`` on ``pc`` (without the candidates the
+    gateway cannot resolve, see ``sdp``).  Raises ``ValueError`` for an offer
+    aiortc cannot read or one without audio."""
     try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(
+            sdp=drop_unresolvable_candidates(offer_sdp), type="offer"))
     except Exception as exc:                     # aiortc raises several kinds
         raise ValueError(f"the SDP offer cannot be used: {exc}") from None
     if not any(t.kind == "audio" for t in pc.getTransceivers()):
         raise ValueError("the SDP offer has no audio section")
+
+
+async def close_unless_connected(owner):
+    """Close ``owner`` (``await owner.close()``) if its ``pc`` has not connected
+    ``CONNECT_TIMEOUT_S`` from now."""
+    await asyncio.sleep(CONNECT_TIMEOUT_S)
+    if owner.pc is not None and owner.pc.connectionState != "connected":
+        await owner.close()
 
 
 def speakers(stats, meters):
@@ -149,6 +163,7 @@ class Person:
         if self.send_channel:
             self.pc.addTrack(ChannelTrack(self.client.pull_audio))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._spawn(close_unless_connected(self))
         return self.pc.localDescription.sdp
 
     def _spawn(self, coro):
@@ -200,8 +215,10 @@ class Person:
         self.closed = True
         if self.on_closed is not None:
             self.on_closed(self)
+        current = asyncio.current_task()
         for task in list(self._tasks):
-            task.cancel()
+            if task is not current:          # the connect deadline may be the caller
+                task.cancel()
         if self.pc is not None:
             await self.pc.close()
         await asyncio.to_thread(self.client.leave_channel)

@@ -27,7 +27,8 @@ from ..codec import OpusEncoder
 from ..rtp import CLOCK_RATE
 from ..token import make_token
 from .media import FRAME_SAMPLES, TIME_BASE, FeedTrack, Pacer, to_int16
-from .person import METER_FLOOR_DB, Meters, peer_connection, speakers, take_offer
+from .person import (METER_FLOOR_DB, Meters, close_unless_connected, peer_connection, speakers,
+                     take_offer)
 
 log = logging.getLogger("stagevox.engine.gateway")
 
@@ -162,6 +163,7 @@ class Listener:
         self.feed = feed
         self.track = None
         self.pc = None
+        self._deadline = None
         self.closed = False
         self.answer = None
         #: The timer that closes the listener when its token expires (set by the gateway).
@@ -178,6 +180,8 @@ class Listener:
         self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self.track.encoded = sends_opus(self.pc.localDescription.sdp)
+        # An offer that never connects holds no place on the feed.
+        self._deadline = asyncio.ensure_future(close_unless_connected(self))
         return self.pc.localDescription.sdp
 
     async def command(self, msg):
@@ -202,6 +206,8 @@ class Listener:
         if self.closed:
             return
         self.closed = True
+        if self._deadline is not None and self._deadline is not asyncio.current_task():
+            self._deadline.cancel()
         if self.track is not None:
             self.feed.unsubscribe(self.track)
         if self.on_closed is not None:
