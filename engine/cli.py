@@ -13,6 +13,7 @@ gateway`` (and, in ``device_cli``, the sound card: ``devices``, ``talk``, ``--in
                     --duration S
     stagevox inject --server H:P --channel C [--uid N] [--token T] --url URL
     stagevox gateway --server H:P --server-key KEY [--http-host H] [--http-port 8080]
+                     [--share-listeners]
 
 The server's secret comes from the environment variable ``STAGEVOX_SECRET``;
 a client's token from ``--token`` or ``STAGEVOX_TOKEN``.  ``add_commands``
@@ -642,9 +643,10 @@ def cmd_gateway(args):
     except ImportError as exc:
         raise CommandError(f"the gateway needs aiortc and aiohttp ({exc}); install them with: "
                            f"pip install 'stagevox[gateway]'") from None
+    secret = _secret() if args.share_listeners else None
     _log_membership(args.quiet)
     try:
-        gateway = Gateway(address, key, args.http_host, args.http_port).start()
+        gateway = Gateway(address, key, args.http_host, args.http_port, secret=secret).start()
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     with _stop_on_signals():
@@ -826,6 +828,10 @@ def add_commands(sub):
                         "browsers allow the microphone on localhost or https only)")
     p.add_argument("--http-port", type=int, default=8080, metavar="P",
                    help="HTTP port (default 8080; 0 picks a free one and prints it)")
+    p.add_argument("--share-listeners", action="store_true",
+                   help=f"listeners of a channel share one member of it, its mix encoded "
+                        f"once for all; the gateway then holds the server's token secret "
+                        f"(from ${SECRET_ENV}) to verify their tokens itself")
     p.add_argument("--quiet", action="store_true", help="do not log who joins and leaves")
     p.set_defaults(run=_guard(cmd_gateway))
 

@@ -69,7 +69,8 @@ class GatewayProcess:
 
     def __init__(self, server):
         self.proc = Proc("gateway", "--server", format_address(server.address), "--server-key",
-                         server.public_key, "--http-port", 0, env=cli_env())
+                         server.public_key, "--http-port", 0, "--share-listeners",
+                         env=cli_env(STAGEVOX_SECRET=SECRET))
         first = self.proc.next_line("stdout", START_S) or ""
         assert first.startswith("gateway on http://127.0.0.1:"), \
             f"first line {first!r}; stderr: {''.join(self.proc.text['stderr'])}"
@@ -250,11 +251,13 @@ def test_bad_requests_get_a_clear_error_and_the_gateway_keeps_serving(room):
         got_status, got, _ = post(gw, "/api/session", body)
         assert (got_status, got["code"]) == (status, code), (body, got)
         assert words in got["error"], got
-    # A signature the server does not accept is its refusal, passed on.
+    # A forged signature: the gateway (sharing listeners, so holding the
+    # secret) refuses a listener itself; a talker is refused by the server.
     forged = token(3)[:-4] + "AAAA"
-    status, got, _ = post(gw, "/api/session", {"channel": CHANNEL, "token": forged,
-                                               "mode": "listen", "sdp": "v=0"})
-    assert (status, got["code"]) == (403, "bad_signature"), got
+    for mode, status in (("listen", 401), ("talk", 403)):
+        got_status, got, _ = post(gw, "/api/session", {"channel": CHANNEL, "token": forged,
+                                                       "mode": mode, "sdp": "v=0"})
+        assert (got_status, got["code"]) == (status, "bad_signature"), (mode, got)
     assert post(gw, "/api/session/nope", b"", "DELETE")[0] == 404
     # WHIP and WHEP: the token as a Bearer header, the offer as application/sdp.
     sdp = {"Content-Type": "application/sdp"}
@@ -279,6 +282,18 @@ def test_bad_requests_get_a_clear_error_and_the_gateway_keeps_serving(room):
         info = json.loads(res.read())
     assert (info["channel"], info["uid"], info["can_publish"]) == (CHANNEL, 4, False)
     assert "ktv" in info["presets"]
+
+def test_sharing_listeners_needs_the_secret(monkeypatch, capsys):
+    """Without the secret, --share-listeners says where it comes from; an empty one is refused."""
+    from stagevox import cli
+    require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+    monkeypatch.delenv("STAGEVOX_SECRET", raising=False)
+    key = engine.Server(secret=SECRET).public_key_text
+    status = cli.main(["gateway", "--server", "127.0.0.1:9", "--server-key", key,
+                       "--http-port", "0", "--share-listeners"])
+    assert status == 2 and "STAGEVOX_SECRET" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="secret"):
+        engine.Gateway(("127.0.0.1", 9), key, http_port=0, secret="")
 
 
 # ------------------------------------------------------------------ the page in Chromium
@@ -530,3 +545,121 @@ def test_a_peer_that_goes_away_is_forgotten_and_leaves_the_channel():
         asyncio.run(listen_and_vanish(server, gw))
         assert wait_until(lambda: not gw.people, 10.0), gw.people
         assert wait_until(lambda: not server.members(CHANNEL), 5.0), server.members(CHANNEL)
+
+
+# ------------------------------------------------------------------ shared listeners
+
+def test_listeners_share_one_member_and_one_encoder_and_hear_the_host(speech, monkeypatch):
+    """With the secret, WHEP listeners of a channel are one member of it, whose
+    mix is encoded once and sent as it is: every listener hears the host (STOI),
+    the channel holds the host and one gateway member, a forged token is refused
+    by the gateway, a listener whose token expires is ended, and the member
+    leaves with the last listener.  A listener whose offer has only G.711
+    (PCMU) gets the same mix encoded for it alone, and hears it band-limited.
+    The member's token lives 1 s here: the gateway renews it and it stays."""
+    import asyncio
+
+    import aiohttp
+    from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+    require(_imports(), "aiortc, aiohttp and selenium (pip install 'stagevox[test]')")
+    from stagevox.engine.gateway import shared
+    monkeypatch.setattr(shared, "FEED_TOKEN_S", 1)
+    judged = speech[2 * RATE:2 * RATE + 3 * RATE // 2]
+    signal = np.concatenate([np.resize(speech[::-1], RATE // 4), judged,
+                             np.zeros(RATE // 4, np.float32)])
+
+    async def whep(session, url, tok, codec="audio/opus"):
+        """A listening aiortc peer offering ``codec`` only: ``(pc, location, frames)``
+        (frames at their own rate), or the error's status and JSON."""
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(
+            [c for c in RTCRtpReceiver.getCapabilities("audio").codecs if c.mimeType == codec])
+        frames = []
+
+        @pc.on("track")
+        def on_track(track):
+            async def collect():
+                while True:
+                    try:
+                        frame = await track.recv()
+                    except Exception:       # the track ended
+                        return
+                    pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+                    frames.append((frame.sample_rate, pcm.mean(axis=1) / 32768.0))
+            asyncio.ensure_future(collect())
+
+        await pc.setLocalDescription(await pc.createOffer())
+        async with session.post(f"{url}whep/{CHANNEL}", data=pc.localDescription.sdp,
+                                headers={"Content-Type": "application/sdp",
+                                         "Authorization": f"Bearer {tok}"}) as res:
+            if res.status != 201:
+                await pc.close()
+                return res.status, await res.json()
+            answer, location = await res.text(), res.headers["Location"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        return pc, location, frames
+
+    def speak(host):
+        t0 = time.monotonic()
+        for i in range(len(signal) // FRAME):
+            _pace(t0, i)
+            host.push_audio(signal[i * FRAME:(i + 1) * FRAME])
+
+    async def listen(server, gw, host):
+        async with aiohttp.ClientSession() as session:
+            forged = engine.make_token("not-the-secret", CHANNEL, 60, "audience")
+            status, error = await whep(session, gw.url, forged)
+            assert (status, error["code"]) == (401, "bad_signature"), error
+            peers = [await whep(session, gw.url, token(uid, "audience")) for uid in (61, 62)]
+            peers.append(await whep(session, gw.url, token(63, "audience"), "audio/PCMU"))
+            expiring = await whep(session, gw.url, token(64, "audience", expire_s=1.5))
+            feed = gw.feeds[CHANNEL]
+            assert feed.users == 4 and len(feed.tracks) == 4
+            assert set(server.members(CHANNEL)) == {51, feed.uid}
+            for _ in range(100):
+                if all(pc.connectionState == "connected" for pc, _, _ in peers):
+                    break
+                await asyncio.sleep(0.05)
+            frames_before, t0 = feed.frames, time.monotonic()
+            await asyncio.to_thread(speak, host)
+            encoded = feed.frames - frames_before
+            assert feed.renewals >= 1 and set(server.members(CHANNEL)) == {51, feed.uid}
+            # One encode per 20 ms for the channel, not one per listener.
+            assert encoded <= (time.monotonic() - t0) / 0.02 + 3, encoded
+            tracks = {pid: gw.people[pid].track for pid in gw.people}
+            for _ in range(30):            # the token expires 1.5 to 2.5 s after it was made
+                if len(gw.people) == 3:
+                    break
+                await asyncio.sleep(0.1)
+            ids = [location.rsplit("/", 1)[1] for _, location, _ in peers]
+            assert set(gw.people) == set(ids)
+            # Opus goes to the Opus listeners as it was encoded; PCMU is encoded for its own.
+            assert [tracks[i].encoded for i in ids] == [True, True, False]
+            for pc, location, frames in peers:
+                async with session.delete(gw.url.rstrip("/") + location) as res:
+                    assert res.status == 200
+                await pc.close()
+            await expiring[0].close()
+            return [ss.resample_poly(np.concatenate([x for _, x in frames]), RATE // frames[0][0],
+                                     1) for _, _, frames in peers]
+
+    with engine.Server(secret=SECRET) as server, \
+            engine.Gateway(server.address, server.public_key, http_port=0, secret=SECRET) as gw:
+        host = engine.Client()
+        host.join_channel(server.address, CHANNEL, 51, token(51), "host",
+                          server_key=server.public_key)
+        try:
+            heard = asyncio.run(listen(server, gw, host))
+            assert wait_until(lambda: not gw.feeds and set(server.members(CHANNEL)) == {51},
+                              5.0), (gw.feeds, server.members(CHANNEL))
+        finally:
+            host.leave_channel()
+    # G.711 carries 8 kHz audio: its listener is judged against the speech so band-limited.
+    narrow = ss.resample_poly(ss.resample_poly(judged, 1, 6), 6, 1).astype(np.float32)
+    for (name, reference), received in zip([("Opus", judged), ("Opus", judged),
+                                            ("PCMU", narrow)], heard):
+        aligned, _ = locate(reference, received)
+        stoi, _ = score(reference, aligned)
+        print(f"{name} listener: STOI {stoi:.3f}")
+        assert stoi >= 0.90, f"shared {name} listener: STOI {stoi:.3f} < 0.90"
+

@@ -63,11 +63,14 @@ async def whep(gw, uid, offer_sdp):
             return await res.text()
 
 
-@pytest.fixture
-def room():
+@pytest.fixture(params=["own member", "shared member"])
+def room(request):
+    """A server and a gateway whose listeners are each a member of their own,
+    or (given the secret) share one."""
     require(_imports(), "aiortc and aiohttp (pip install 'stagevox[test]')")
+    secret = SECRET if request.param == "shared member" else None
     with engine.Server(secret=SECRET) as server, \
-            engine.Gateway(server.address, server.public_key, http_port=0) as gw:
+            engine.Gateway(server.address, server.public_key, http_port=0, secret=secret) as gw:
         yield server, gw
 
 
@@ -103,6 +106,7 @@ def test_an_answered_peer_that_never_connects_is_closed(room, monkeypatch):
         await whep(gw, 62, offer)
 
     asyncio.run(offer_and_vanish())
-    assert server.members(CHANNEL) == {62: "audience"}
+    expected = {62} if gw.secret is None else {feed.uid for feed in gw.feeds.values()}
+    assert server.members(CHANNEL) == dict.fromkeys(expected, "audience")
     assert wait_until(lambda: not gw.people, 5.0), gw.people
     assert wait_until(lambda: not server.members(CHANNEL), 5.0), server.members(CHANNEL)

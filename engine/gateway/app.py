@@ -6,8 +6,12 @@
     gw.stop()
 
 aiohttp serves the page (``web/``) and a small JSON API; aiortc does the
-WebRTC side (ICE, DTLS-SRTP, Opus).  Each browser person becomes a
-``Person``: a channel ``Client`` joined with the person's own token.
+WebRTC side (ICE, DTLS-SRTP, Opus).  A person who talks (Talk, WHIP) becomes
+a ``Person``: a channel ``Client`` joined with the person's own token.  A
+listener (Listen, WHEP) does too, unless the gateway was given the server's
+token ``secret``: then the listeners of one channel share one member of it
+(a ``ChannelFeed``, whose mix is encoded to Opus once for all of them), and
+the gateway itself verifies each listener's token with the secret.
 
 HTTP API (JSON bodies; an error is ``{"error": text, "code": code}`` with a
 4xx/5xx status):
@@ -30,18 +34,23 @@ a ``PATCH`` gets 405).
 """
 
 import asyncio
+import contextlib
+import gc
 import importlib.resources
 import json
 import logging
 import threading
+import time
 
 from aiohttp import WSMsgType, web
 
+from stagevox import dsp
 from stagevox.dsp.errors import RefusedError, StagevoxError
 
-from ..token import TokenError, read_claims
+from ..token import TokenError, read_claims, verify_token
 from ..transport import format_address
 from .person import MODES, Person
+from .shared import ChannelFeed, Listener
 
 log = logging.getLogger("stagevox.engine.gateway")
 
@@ -76,12 +85,16 @@ class Gateway:
 
     ``http_port`` 0 picks a free port (``port`` tells which once started).
     ``join_timeout``: seconds to wait for the server when a person joins.
-    Raises ``ValueError`` for a bad address or key, ``OSError`` from
-    ``start`` when the HTTP port cannot be opened.
+    ``secret``: the server's token secret (bytes or str), or None.  Given,
+    listeners of a channel share one subscription (``feeds``: channel ->
+    ``ChannelFeed``); whoever holds the secret can make any token, so give
+    it only to a gateway run by the server's operator.  Raises ``ValueError``
+    for a bad address, key or an empty secret, ``OSError`` from ``start``
+    when the HTTP port cannot be opened.
     """
 
     def __init__(self, server_address, server_key, http_host="127.0.0.1", http_port=8080, *,
-                 join_timeout=5.0):
+                 join_timeout=5.0, secret=None):
         host, port = server_address
         if not (isinstance(port, int) and 1 <= port <= 65535):
             raise ValueError(f"server_address must be (host, port) with a port in 1..65535, "
@@ -90,12 +103,19 @@ class Gateway:
             raise ValueError(f"http_port must be in 0..65535 (0: a free one), got {http_port!r}")
         if server_key is None:
             raise ValueError("server_key is needed: the key 'stagevox server' prints at start")
+        if secret is not None and len(secret) == 0:
+            raise ValueError("secret must be the server's token secret, not empty "
+                             "(or None: each listener joins with its own token)")
         self.server_address = (host, port)
         self.server_key = server_key
         self.http_host = http_host
         self.port = http_port
         self.join_timeout = join_timeout
-        self.people = {}                 # id -> Person
+        self.secret = secret
+        self.people = {}                 # id -> Person or Listener
+        self.feeds = {}                  # channel -> ChannelFeed, once it has joined
+        self._feed_starts = {}           # channel -> the task that starts its feed
+        self._feed_closes = set()        # tasks closing feeds whose last listener left
         self._loop = None
         self._thread = None
         self._stopping = None
@@ -114,7 +134,16 @@ class Gateway:
         return f"{self.url}room/{quote(channel, safe='')}?token={quote(token, safe='')}"
 
     def start(self):
-        """Start serving in a background thread; returns ``self``."""
+        """Start serving in a background thread; returns ``self``.
+
+        First it loads the kernels every member's ``Client`` uses and calls
+        ``gc.freeze()``: the objects alive then (modules, compiled kernels)
+        are left out of the garbage collector's full passes, which over them
+        stalled every thread of the process for 0.25 to 0.3 s (measured),
+        longer than a listener's frames may wait.
+        """
+        dsp.load_kernels()
+        gc.freeze()
         ready = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main(ready)),
                                         name="stagevox-gateway", daemon=True)
@@ -176,6 +205,9 @@ class Gateway:
             await asyncio.gather(*(p.close() for p in list(self.people.values())),
                                  return_exceptions=True)
             self.people.clear()
+            await asyncio.gather(*self._feed_closes, *(f.close() for f in self.feeds.values()),
+                                 return_exceptions=True)
+            self.feeds.clear()
             await runner.cleanup()
 
     # ----------------------------------------------------------- page
@@ -252,11 +284,26 @@ class Gateway:
                            "this token is for the audience: it can listen but not talk")
         if not isinstance(sdp, str) or not sdp.strip():
             raise ApiError(400, "bad_sdp", "the request has no SDP offer (field 'sdp')")
-        # A Client compiles or loads the kernels when it is made: off the loop.
-        person = await asyncio.to_thread(Person, claims, token, mode, send_channel)
+        if mode == "listen" and send_channel and self.secret is not None:
+            person = await self._join_listener(token, claims, sdp)
+        else:
+            # A Client compiles or loads the kernels when it is made: off the loop.
+            person = await asyncio.to_thread(Person, claims, token, mode, send_channel)
+            async with self._refusals(person):
+                person.answer = await person.start(self.server_address, self.server_key, sdp,
+                                                   self.join_timeout)
+            # A browser that goes away without a word (its connection fails) is forgotten too.
+            person.on_closed = lambda p: self.people.pop(p.id, None)
+        self.people[person.id] = person
+        log.info("gateway: uid %d %ss in %r", claims.uid, mode, claims.channel)
+        return person
+
+    @contextlib.asynccontextmanager
+    async def _refusals(self, person):
+        """Close ``person`` on an error and turn the server's refusal, its
+        silence or a bad offer (``ValueError``) into an ``ApiError``."""
         try:
-            person.answer = await person.start(self.server_address, self.server_key, sdp,
-                                               self.join_timeout)
+            yield
         except RefusedError as exc:
             await person.close()
             raise ApiError(_REFUSAL_STATUS.get(exc.code, 403), exc.code, exc.reason) from None
@@ -271,11 +318,68 @@ class Gateway:
         except BaseException:
             await person.close()
             raise
-        self.people[person.id] = person
-        # A browser that goes away without a word (its connection fails) is forgotten too.
-        person.on_closed = lambda p: self.people.pop(p.id, None)
-        log.info("gateway: uid %d %ss in %r", claims.uid, mode, claims.channel)
-        return person
+
+    async def _join_listener(self, token, claims, sdp):
+        """A ``Listener`` on the channel's feed, once the token is verified with the secret."""
+        try:
+            verify_token(self.secret, token, claims.channel, claims.uid)
+        except TokenError as exc:
+            raise ApiError(401, exc.code, str(exc)) from None
+        feed = await self._feed(claims.channel)
+        listener = Listener(claims, feed)
+        listener.on_closed = self._listener_closed
+        async with self._refusals(listener):
+            listener.answer = await listener.start(sdp)
+        # The token's expiry ends the listening, as the server would end a member's.
+        listener.expiry = asyncio.get_running_loop().call_later(
+            max(0.0, claims.expires_at - time.time()),
+            lambda: asyncio.ensure_future(listener.close()))
+        return listener
+
+    async def _feed(self, channel):
+        """The started feed of ``channel`` (started now if there is none), counted
+        as used by one more listener; raises ``ApiError`` if it cannot join."""
+        feed = self.feeds.get(channel)
+        if feed is None:
+            start = self._feed_starts.get(channel)
+            if start is None:
+                start = asyncio.ensure_future(self._start_feed(channel))
+                self._feed_starts[channel] = start
+                start.add_done_callback(lambda _: self._feed_starts.pop(channel, None))
+            feed = await asyncio.shield(start)
+        feed.users += 1
+        return feed
+
+    async def _start_feed(self, channel):
+        # A Client compiles or loads the kernels when it is made: off the loop.
+        feed = await asyncio.to_thread(ChannelFeed, channel, self.secret)
+        try:
+            await feed.start(self.server_address, self.server_key, self.join_timeout)
+        except RefusedError as exc:
+            await feed.close()
+            raise ApiError(_REFUSAL_STATUS.get(exc.code, 403), exc.code,
+                           f"the gateway's listening member was refused: {exc.reason}") from None
+        except TimeoutError:
+            await feed.close()
+            raise ApiError(504, "server_unreachable",
+                           f"the channel server at {format_address(self.server_address)} does "
+                           f"not answer") from None
+        self.feeds[channel] = feed
+        log.info("gateway: listens to %r as uid %d for its listeners", channel, feed.uid)
+        return feed
+
+    def _listener_closed(self, listener):
+        """Forget ``listener``; the feed leaves the channel with its last listener."""
+        self.people.pop(listener.id, None)
+        if listener.expiry is not None:
+            listener.expiry.cancel()
+        feed = listener.feed
+        feed.users -= 1
+        if feed.users == 0 and self.feeds.get(feed.channel) is feed:
+            del self.feeds[feed.channel]
+            task = asyncio.ensure_future(feed.close())
+            self._feed_closes.add(task)
+            task.add_done_callback(self._feed_closes.discard)
 
     async def _close_session(self, request):
         person = self.people.pop(request.match_info["id"], None)

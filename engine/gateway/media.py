@@ -1,10 +1,12 @@
 """Audio between aiortc and a channel member: the two directions of one browser person.
 
-``ChannelTrack`` is the aiortc track the browser plays: every 20 ms it pulls
-that much of the channel from the person's ``Client`` and hands it to
-aiortc's Opus encoder.  ``pump_to_channel`` reads the track the browser
-sends (aiortc decodes its Opus), resamples it to 48 kHz mono and pushes it
-to the ``Client``.  Pulling and pushing run in worker threads (decoding,
+``ChannelTrack`` is the aiortc track a talking person hears: every 20 ms it
+pulls that much of the channel from the person's ``Client`` and hands it to
+aiortc's Opus encoder.  ``FeedTrack`` is a shared listener's track: it hands
+aiortc the Opus packets a ``ChannelFeed`` encoded once for all its
+listeners.  ``pump_to_channel`` reads the track the browser sends (aiortc
+decodes its Opus), resamples it to 48 kHz mono and pushes it to the
+``Client``.  Pulling and pushing run in worker threads (decoding,
 effects and encoding stay off the gateway's event loop).
 """
 
@@ -23,14 +25,61 @@ from ..rtp import CLOCK_RATE
 FRAME_SAMPLES = 960
 #: Behind the schedule by more than this (a stalled loop): start a new one from now.
 MAX_LAG_S = 0.2
+#: Frames a listener's track holds at most (a slow consumer loses the oldest).
+QUEUE_FRAMES = 10
+#: The time base of the frames' pts: samples at 48 kHz.
+TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 #: A gap in the browser's stream up to this long (lost packets, which aiortc
 #: does not conceal) is pushed as silence, so what follows keeps its time;
 #: a longer one (the sender paused) is not.
 MAX_GAP_S = 0.5
 
 
+class Pacer:
+    """The real-time schedule of 20 ms frames: ``await next()`` returns when the
+    next frame is due and gives its timestamp (samples at 48 kHz from the first).
+
+    A schedule that fell behind by more than ``MAX_LAG_S`` (a stalled loop)
+    starts again from now instead of hurrying to catch up.
+    """
+
+    def __init__(self):
+        self._t0 = None
+        self.pts = 0
+
+    async def next(self):
+        """Wait for the next frame's time; returns its pts and moves on by one frame."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        else:
+            due = self._t0 + self.pts / CLOCK_RATE
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > MAX_LAG_S:
+                self._t0 += now - due
+        pts = self.pts
+        self.pts += FRAME_SAMPLES
+        return pts
+
+
+def pcm_frame(pcm, pts):
+    """An ``av.AudioFrame`` (s16 mono 48 kHz) of int16 ``pcm`` ``(1, n)`` at ``pts``."""
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate = CLOCK_RATE
+    frame.pts = pts
+    frame.time_base = TIME_BASE
+    return frame
+
+
+def to_int16(x):
+    """float32 ``(channels, n)`` in [-1, 1] -> int16 ``(1, n)`` of its first channel."""
+    return (np.clip(x[:1], -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
 class ChannelTrack(MediaStreamTrack):
-    """An aiortc audio track of what ``pull(n)`` returns, paced at real time.
+    """An aiortc audio track of what ``pull(n)`` returns, paced at real time
+    (aiortc encodes it: one encoder for this track alone).
 
     ``pull(n)``: a callable that returns float32 ``(1, n)`` at 48 kHz (the
     person's ``Client.pull_audio``, through its level meters).
@@ -41,31 +90,58 @@ class ChannelTrack(MediaStreamTrack):
     def __init__(self, pull):
         super().__init__()
         self._pull = pull
-        self._t0 = None
-        self._pts = 0
-        self._time_base = fractions.Fraction(1, CLOCK_RATE)
+        self._pacer = Pacer()
 
     async def recv(self):
         """The next 20 ms frame (an ``av.AudioFrame``, s16 mono 48 kHz)."""
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        else:
-            due = self._t0 + self._pts / CLOCK_RATE
-            if due > now:
-                await asyncio.sleep(due - now)
-            elif now - due > MAX_LAG_S:
-                self._t0 += now - due
+        pts = await self._pacer.next()
         x = await asyncio.to_thread(self._pull, FRAME_SAMPLES)
-        pcm = (np.clip(x[:1], -1.0, 1.0) * 32767.0).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = CLOCK_RATE
-        frame.pts = self._pts
-        frame.time_base = self._time_base
-        self._pts += FRAME_SAMPLES
-        return frame
+        return pcm_frame(to_int16(x), pts)
+
+
+class FeedTrack(MediaStreamTrack):
+    """An aiortc audio track fed by a ``ChannelFeed`` (one mix for all its listeners).
+
+    ``encoded`` True (the connection negotiated Opus): ``recv`` returns the
+    feed's Opus packets as they are, ``av.Packet`` objects that aiortc's
+    sender packetizes without decoding or encoding; False (another codec):
+    it returns the PCM frames and aiortc encodes them for this track.
+    Frames that arrive while ``QUEUE_FRAMES`` are waiting push out the
+    oldest, counted in ``dropped``; ``delivered`` counts the frames handed
+    to aiortc.  Nothing is queued before aiortc first asks (the connection
+    is still being set up).
+    """
+
+    kind = "audio"
+
+    def __init__(self):
+        super().__init__()
+        self.encoded = True
+        self.dropped = 0
+        self.delivered = 0
+        self._queue = asyncio.Queue(QUEUE_FRAMES)
+        self._asked = False
+
+    def put(self, pts, packet, pcm):
+        """Queue one frame: its ``pts``, the Opus ``packet`` (an ``av.Packet``
+        shared by every track: aiortc only reads it) and the int16 ``pcm``."""
+        if not self._asked or self.readyState != "live":
+            return
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait((pts, packet, pcm))
+
+    async def recv(self):
+        """The next frame: an ``av.Packet`` (Opus) or an ``av.AudioFrame``."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._asked = True
+        pts, packet, pcm = await self._queue.get()
+        self.delivered += 1
+        return packet if self.encoded else pcm_frame(pcm, pts)
 
 
 async def pump_to_channel(track, push):

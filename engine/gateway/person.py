@@ -3,7 +3,8 @@
 A person listens (joins as audience and receives the channel) or talks
 (joins as host, sends the microphone and receives the channel).  The
 gateway reads the person's state for the page (``status``) and applies the
-page's requests (``command``).
+page's requests (``command``).  (A gateway that holds the server's secret
+does not make a person of a listener: see ``shared``.)
 """
 
 import asyncio
@@ -65,6 +66,51 @@ class Meters(AudioFrameObserver):
         self._feed("me", frame)
 
 
+def peer_connection(owner):
+    """A new ``RTCPeerConnection`` that closes ``owner`` (``await owner.close()``)
+    when it fails or is closed."""
+    pc = RTCPeerConnection()
+
+    @pc.on("connectionstatechange")
+    async def on_state():
+        if pc.connectionState in ("failed", "closed"):
+            await owner.close()
+
+    return pc
+
+
+async def take_offer(pc, offer_sdp):
+    """Set the browser's SDP ``offer_sdp`` on ``pc`` (without the candidates the
+    gateway cannot resolve, see ``sdp``).  Raises ``ValueError`` for an offer
+    aiortc cannot read or one without audio."""
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(
+            sdp=drop_unresolvable_candidates(offer_sdp), type="offer"))
+    except Exception as exc:                     # aiortc raises several kinds
+        raise ValueError(f"the SDP offer cannot be used: {exc}") from None
+    if not any(t.kind == "audio" for t in pc.getTransceivers()):
+        raise ValueError("the SDP offer has no audio section")
+
+
+async def close_unless_connected(owner):
+    """Close ``owner`` (``await owner.close()``) if its ``pc`` has not connected
+    ``CONNECT_TIMEOUT_S`` from now."""
+    await asyncio.sleep(CONNECT_TIMEOUT_S)
+    if owner.pc is not None and owner.pc.connectionState != "connected":
+        await owner.close()
+
+
+def speakers(stats, meters):
+    """The page's list of remote speakers: uid, level (dBFS) and loss of each,
+    from ``Client.stats()`` and the ``Meters`` fed by the same client."""
+    out = []
+    for uid, u in sorted(stats["users"].items()):
+        total = u["received"] + u["lost"]
+        out.append({"uid": uid, "level_db": meters.level(uid),
+                    "loss": round(u["lost"] / total, 4) if total else 0.0})
+    return out
+
+
 class Person:
     """A browser person: ``claims`` (``TokenClaims`` read from ``token``), ``mode``
     "listen" or "talk".  ``start`` joins and answers the browser's offer;
@@ -106,35 +152,19 @@ class Person:
         await asyncio.to_thread(self.client.join_channel, server_address, self.claims.channel,
                                 self.claims.uid, self.token, role, server_key=server_key,
                                 timeout=join_timeout)
-        self.pc = RTCPeerConnection()
+        self.pc = peer_connection(self)
 
         @self.pc.on("track")
         def on_track(track):
             if track.kind == "audio":
                 self._spawn(pump_to_channel(track, self.client.push_audio))
 
-        @self.pc.on("connectionstatechange")
-        async def on_state():
-            if self.pc is not None and self.pc.connectionState in ("failed", "closed"):
-                await self.close()
-
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(
-                sdp=drop_unresolvable_candidates(offer_sdp), type="offer"))
-        except Exception as exc:                     # aiortc raises several kinds
-            raise ValueError(f"the SDP offer cannot be used: {exc}") from None
-        if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
-            raise ValueError("the SDP offer has no audio section")
+        await take_offer(self.pc, offer_sdp)
         if self.send_channel:
             self.pc.addTrack(ChannelTrack(self.client.pull_audio))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self._spawn(self._close_unless_connected(CONNECT_TIMEOUT_S))
+        self._spawn(close_unless_connected(self))
         return self.pc.localDescription.sdp
-
-    async def _close_unless_connected(self, seconds):
-        await asyncio.sleep(seconds)
-        if self.pc is not None and self.pc.connectionState != "connected":
-            await self.close()
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -167,11 +197,6 @@ class Person:
     def status(self):
         """What the page shows: states, loss, the speakers with their levels."""
         stats = self.client.stats()
-        speakers = []
-        for uid, u in sorted(stats["users"].items()):
-            total = u["received"] + u["lost"]
-            speakers.append({"uid": uid, "level_db": self.meters.level(uid),
-                             "loss": round(u["lost"] / total, 4) if total else 0.0})
         return {
             "channel": self.claims.channel, "uid": self.claims.uid, "mode": self.mode,
             "role": self.role, "can_publish": self.claims.can_publish,
@@ -180,7 +205,7 @@ class Person:
             "webrtc_state": self.pc.connectionState if self.pc is not None else "new",
             "level_db": self.meters.level("me"),
             "uplink_loss": round(stats["uplink_loss"], 4),
-            "speakers": speakers,
+            "speakers": speakers(stats, self.meters),
         }
 
     async def close(self):
