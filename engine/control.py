@@ -320,6 +320,18 @@ class _Message:
 
     def encode(self) -> bytes:
         """The message's datagram.  ``ControlError`` names any field out of its range."""
+        plan = _PLANS.get(type(self), _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _plan(type(self))
+        if plan is not None:
+            data = plan.encode(self)
+            if data is not None:
+                return data
+        return self._encode_checked()
+
+    def _encode_checked(self):
+        """``encode`` field by field, each checked by its codec (the slow path,
+        whose errors name the field)."""
         name = type(self).__name__
         body = b"".join(codec.pack(where, getattr(self, field))
                         for field, codec, where in self._layout())
@@ -330,6 +342,18 @@ class _Message:
 
     @classmethod
     def _decode_body(cls, body):
+        plan = _PLANS.get(cls, _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _plan(cls)
+        if plan is not None:
+            values = plan.decode(body)
+            if values is not None:
+                return cls(*values)
+        return cls._decode_checked(body)
+
+    @classmethod
+    def _decode_checked(cls, body):
+        """``_decode_body`` field by field (the slow path, whose errors name the field)."""
         name = cls.__name__
         layout = cls._layout()
         need = _MIN_BODY[cls]
@@ -341,6 +365,128 @@ class _Message:
             raise ControlError(
                 f"{name} body has {reader.left()} unexpected bytes after its last field")
         return cls(*values)
+
+
+class _Plan:
+    """A quick codec for a message made only of integers, numbers, choices and
+    strings: runs of fixed-size fields are packed and unpacked as one struct.
+    ``encode`` and ``decode`` return None for anything they do not take as it
+    is (a value out of range, a short body, ...): the field-by-field codecs
+    then give the answer, or the error that names the field.  Built once per
+    message class (``_plan``)."""
+
+    def __init__(self, steps, fields):
+        self.steps = steps          # [(struct, [(kind, arg), ...]) or (None, _Str)]
+        self.fields = fields        # field names in order
+
+    def decode(self, body):
+        values = []
+        pos = 0
+        size = len(body)
+        for packer, items in self.steps:
+            if packer is None:                       # a string
+                if pos + 2 > size:
+                    return None
+                n = (body[pos] << 8) | body[pos + 1]
+                pos += 2
+                if n > items.limit or pos + n > size:
+                    return None
+                try:
+                    values.append(body[pos:pos + n].decode("utf-8"))
+                except UnicodeDecodeError:
+                    return None
+                pos += n
+                continue
+            if pos + packer.size > size:
+                return None
+            for value, (kind, arg) in zip(packer.unpack_from(body, pos), items):
+                if kind is _Choice:
+                    if value >= len(arg[0]):
+                        return None
+                    value = arg[0][value]
+                elif kind is _Float and not math.isfinite(value):
+                    return None
+                values.append(value)
+            pos += packer.size
+        return values if pos == size else None
+
+    def encode(self, message):
+        values = [getattr(message, f) for f in self.fields]
+        parts = []
+        i = 0
+        for packer, items in self.steps:
+            if packer is None:
+                value = values[i]
+                i += 1
+                if type(value) is not str:
+                    return None
+                try:
+                    raw = value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
+                if len(raw) > items.limit:
+                    return None
+                parts.append(len(raw).to_bytes(2, "big"))
+                parts.append(raw)
+                continue
+            fixed = []
+            for kind, arg in items:
+                value = values[i]
+                i += 1
+                if kind is _Int:
+                    if type(value) is not int or not 0 <= value <= arg:
+                        return None
+                elif kind is _Float:
+                    if type(value) is not float or not math.isfinite(value):
+                        return None
+                else:
+                    value = arg[1].get(value) if type(value) is str else None
+                    if value is None:
+                        return None
+                fixed.append(value)
+            parts.append(packer.pack(*fixed))
+        body = b"".join(parts)
+        if HEADER_SIZE + len(body) > MAX_DATAGRAM:
+            return None
+        return _HEADER.pack(MAGIC, VERSION, message.TYPE, len(body)) + body
+
+
+_PLANS = {}                     # message class -> _Plan, or None if it has other fields
+_NO_PLAN = object()
+
+
+def _plan(cls):
+    """The ``_Plan`` of message class ``cls`` (None when a field is not an
+    integer, number, choice or string), made once."""
+    steps, formats, items = [], [], []
+
+    def flush():
+        if items:
+            steps.append((struct.Struct("!" + "".join(formats)), list(items)))
+            formats.clear()
+            items.clear()
+    plan = None
+    for _, codec, _ in cls._layout():
+        if type(codec) is _Int:
+            formats.append(codec.struct.format[1:])
+            items.append((_Int, codec.hi))
+        elif type(codec) is _Float:
+            formats.append("d")
+            items.append((_Float, None))
+        elif type(codec) is _Choice:
+            formats.append("B")
+            items.append((_Choice, (codec.choices,
+                                    {c: i for i, c in enumerate(codec.choices)})))
+        elif type(codec) is _Str:
+            flush()
+            steps.append((None, codec))
+        else:
+            break
+    else:
+        flush()
+        plan = _Plan(steps, [f.name for f in fields(cls)])
+    _PLANS[cls] = plan
+    return plan
 
 
 @dataclass(frozen=True)

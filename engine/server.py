@@ -165,10 +165,14 @@ class _Channel:
         self.ssrcs = {}                  # ssrc -> uid of the members
         self._hosts = None
 
-    def changed(self):
-        """Members, roles or RED depths changed: forget what was worked out from them."""
+    def changed(self, hosts=True):
+        """Members, roles or RED depths changed: forget what was worked out from
+        them.  ``hosts=False``: the hosts are the same (a member who is not a
+        host came or went, or a RED depth changed), so their list is kept: a
+        join then costs the same in a channel of ten as of ten thousand."""
         self.groups.clear()
-        self._hosts = None
+        if hosts:
+            self._hosts = None
 
     def hosts(self):
         """The channel's hosts (a list kept until the channel changes)."""
@@ -724,7 +728,8 @@ class Server:
             self._channels[channel.name] = channel
         channel.members[member.uid] = member
         channel.ssrcs[member.ssrc] = member.uid
-        channel.changed()
+        # The old session, if any, has left the channel already (``_retire``).
+        channel.changed(hosts=member.role == "host")
         if member.role == "host":
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         self.counters["joined"] += 1
@@ -769,7 +774,7 @@ class Server:
             del channel.members[member.uid]
             if channel.ssrcs.get(member.ssrc) == member.uid:
                 del channel.ssrcs[member.ssrc]
-            channel.changed()
+            channel.changed(hosts=member.role == "host")
             channel.streams.pop(member.ssrc, None)
             if member.role == "host" and kind is not None:
                 self._announce(channel, kind, member.uid, member.role, member.ssrc, reason)
@@ -871,7 +876,7 @@ class Server:
             member.redundancy.add(now, block.ssrc, block.fraction_lost, block.burst,
                                   block.highest_seq, block.cumulative_lost)
         if member.redundancy.depth != before:
-            member.channel.changed()
+            member.channel.changed(hosts=False)
 
     def _on_nack(self, member, msg, now):
         """Resend the frames a member asks for, packed as RED (every frame
