@@ -31,7 +31,7 @@ import asyncio
 import collections
 import logging
 import math
-import secrets
+import os
 import threading
 import time
 
@@ -610,7 +610,7 @@ class Server:
 
     def _new_index(self):
         while True:
-            index = secrets.randbits(32)
+            index = int.from_bytes(os.urandom(4), "big")
             if index not in self._sessions:
                 return index
 
