@@ -367,29 +367,55 @@ class _Message:
         return cls(*values)
 
 
+_FIXED, _STRING, _INTS = range(3)       # kinds of a _Plan's steps
+
+
 class _Plan:
-    """A quick codec for a message made only of integers, numbers, choices and
-    strings: runs of fixed-size fields are packed and unpacked as one struct.
+    """A quick codec for a message made only of integers, numbers, choices,
+    strings and lists of integers (or of tuples of one integer type): runs of
+    fixed-size fields are packed and unpacked as one struct, a list as one.
     ``encode`` and ``decode`` return None for anything they do not take as it
     is (a value out of range, a short body, ...): the field-by-field codecs
     then give the answer, or the error that names the field.  Built once per
     message class (``_plan``)."""
 
     def __init__(self, steps, fields):
-        self.steps = steps          # [(struct, [(kind, arg), ...]) or (None, _Str)]
+        # (_FIXED, struct, [(codec class, arg), ...], only integers?),
+        # (_STRING, limit), (_INTS, format char, hi, limit, tuple size or 0, bytes an int).
+        self.steps = steps
         self.fields = fields        # field names in order
 
     def decode(self, body):
         values = []
         pos = 0
         size = len(body)
-        for packer, items in self.steps:
-            if packer is None:                       # a string
-                if pos + 2 > size:
+        for step in self.steps:
+            kind = step[0]
+            if kind is _FIXED:
+                packer = step[1]
+                end = pos + packer.size
+                if end > size:
                     return None
-                n = (body[pos] << 8) | body[pos + 1]
-                pos += 2
-                if n > items.limit or pos + n > size:
+                got = packer.unpack_from(body, pos)
+                pos = end
+                if step[3]:
+                    values.extend(got)
+                    continue
+                for value, (codec, arg) in zip(got, step[2]):
+                    if codec is _Choice:
+                        if value >= len(arg[0]):
+                            return None
+                        value = arg[0][value]
+                    elif codec is _Float and not math.isfinite(value):
+                        return None
+                    values.append(value)
+                continue
+            if pos + 2 > size:
+                return None
+            n = (body[pos] << 8) | body[pos + 1]
+            pos += 2
+            if kind is _STRING:
+                if n > step[1] or pos + n > size:
                     return None
                 try:
                     values.append(body[pos:pos + n].decode("utf-8"))
@@ -397,54 +423,68 @@ class _Plan:
                     return None
                 pos += n
                 continue
-            if pos + packer.size > size:
+            _, char, _, limit, width, item_size = step
+            count = n * (width or 1)
+            if n > limit or pos + count * item_size > size:
                 return None
-            for value, (kind, arg) in zip(packer.unpack_from(body, pos), items):
-                if kind is _Choice:
-                    if value >= len(arg[0]):
-                        return None
-                    value = arg[0][value]
-                elif kind is _Float and not math.isfinite(value):
-                    return None
-                values.append(value)
-            pos += packer.size
+            flat = struct.unpack_from(f"!{count}{char}", body, pos)
+            pos += count * item_size
+            values.append(tuple(zip(*[iter(flat)] * width)) if width else flat)
         return values if pos == size else None
 
     def encode(self, message):
         values = [getattr(message, f) for f in self.fields]
         parts = []
         i = 0
-        for packer, items in self.steps:
-            if packer is None:
-                value = values[i]
-                i += 1
+        for step in self.steps:
+            kind = step[0]
+            if kind is _FIXED:
+                fixed = []
+                for codec, arg in step[2]:
+                    value = values[i]
+                    i += 1
+                    if codec is _Int:
+                        if type(value) is not int or not 0 <= value <= arg:
+                            return None
+                    elif codec is _Float:
+                        if type(value) is not float or not math.isfinite(value):
+                            return None
+                    else:
+                        value = arg[1].get(value) if type(value) is str else None
+                        if value is None:
+                            return None
+                    fixed.append(value)
+                parts.append(step[1].pack(*fixed))
+                continue
+            value = values[i]
+            i += 1
+            if kind is _STRING:
                 if type(value) is not str:
                     return None
                 try:
                     raw = value.encode("utf-8")
                 except UnicodeEncodeError:
                     return None
-                if len(raw) > items.limit:
+                if len(raw) > step[1]:
                     return None
                 parts.append(len(raw).to_bytes(2, "big"))
                 parts.append(raw)
                 continue
-            fixed = []
-            for kind, arg in items:
-                value = values[i]
-                i += 1
-                if kind is _Int:
-                    if type(value) is not int or not 0 <= value <= arg:
+            _, char, hi, limit, width, _ = step
+            if type(value) is not tuple or len(value) > limit:
+                return None
+            flat = value
+            if width:
+                flat = []
+                for item in value:
+                    if type(item) is not tuple or len(item) != width:
                         return None
-                elif kind is _Float:
-                    if type(value) is not float or not math.isfinite(value):
-                        return None
-                else:
-                    value = arg[1].get(value) if type(value) is str else None
-                    if value is None:
-                        return None
-                fixed.append(value)
-            parts.append(packer.pack(*fixed))
+                    flat.extend(item)
+            for v in flat:
+                if type(v) is not int or not 0 <= v <= hi:
+                    return None
+            parts.append(len(value).to_bytes(2, "big"))
+            parts.append(struct.pack(f"!{len(flat)}{char}", *flat))
         body = b"".join(parts)
         if HEADER_SIZE + len(body) > MAX_DATAGRAM:
             return None
@@ -455,14 +495,30 @@ _PLANS = {}                     # message class -> _Plan, or None if it has othe
 _NO_PLAN = object()
 
 
+def _ints_step(codec):
+    """The _INTS step of a _List codec of integers, or of tuples of one integer
+    type; None for another list."""
+    item = codec.item
+    if type(item) is _Int:
+        return (_INTS, item.struct.format[1:], item.hi, codec.limit, 0, item.size)
+    if type(item) is _Record and item.make is tuple:
+        kinds = {c for _, c in item.named}
+        if len(kinds) == 1 and type(next(iter(kinds))) is _Int:
+            only = next(iter(kinds))
+            return (_INTS, only.struct.format[1:], only.hi, codec.limit, len(item.named),
+                    only.size)
+    return None
+
+
 def _plan(cls):
-    """The ``_Plan`` of message class ``cls`` (None when a field is not an
-    integer, number, choice or string), made once."""
+    """The ``_Plan`` of message class ``cls`` (None when a field is of
+    another kind), made once."""
     steps, formats, items = [], [], []
 
     def flush():
         if items:
-            steps.append((struct.Struct("!" + "".join(formats)), list(items)))
+            steps.append((_FIXED, struct.Struct("!" + "".join(formats)), list(items),
+                          all(codec is _Int for codec, _ in items)))
             formats.clear()
             items.clear()
     plan = None
@@ -479,7 +535,10 @@ def _plan(cls):
                                     {c: i for i, c in enumerate(codec.choices)})))
         elif type(codec) is _Str:
             flush()
-            steps.append((None, codec))
+            steps.append((_STRING, codec.limit))
+        elif type(codec) is _List and _ints_step(codec) is not None:
+            flush()
+            steps.append(_ints_step(codec))
         else:
             break
     else:
