@@ -117,7 +117,8 @@ class _Bucket:
         self.stamp = now
 
     def allow(self, now, cost=1.0):
-        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+        level = self.level + (now - self.stamp) * self.rate
+        self.level = level if level < self.burst else self.burst
         self.stamp = now
         if self.level >= cost:
             self.level -= cost
@@ -733,9 +734,10 @@ class Server:
         if member.role == "host":
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         self.counters["joined"] += 1
-        self._membership("joined: channel %r uid %d as %s from %s%s", channel.name, member.uid,
-                         member.role, format_address(member.addr),
-                         " (took over its earlier session)" if old is not None else "")
+        if log.isEnabledFor(logging.INFO):          # (the address is formatted only to be logged)
+            self._membership("joined: channel %r uid %d as %s from %s%s", channel.name,
+                             member.uid, member.role, format_address(member.addr),
+                             " (took over its earlier session)" if old is not None else "")
         # Hosts that came or went between the Joined reply and now.
         current = {m.uid: m for m in channel.hosts() if m is not member}
         for uid, m in current.items():

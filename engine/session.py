@@ -285,12 +285,8 @@ _HASH_LEN = 32                     # SHA-256
 #: h and ck after InitializeSymmetric(NOISE_PROTOCOL_NAME): the name is 32 bytes.
 _INITIAL_H = NOISE_PROTOCOL_NAME
 _initial_ck_hmac = _KeyedHmac(_INITIAL_H)
-_NONCE = struct.Struct("<4xQ")     # 32 zero bits, then the 64-bit counter, little-endian
-
-
-def _nonce(counter):
-    """ChaChaPoly's 96-bit nonce: 32 zero bits, then the counter as 64-bit little-endian."""
-    return _NONCE.pack(counter)
+#: ChaChaPoly's 96-bit nonce: 32 zero bits, then the 64-bit counter, little-endian.
+_NONCE = struct.Struct("<4xQ")
 
 
 def _dh(private, public):
@@ -380,7 +376,7 @@ class _SymmetricState:
     def _next_nonce(self):
         if self._n >= 2 ** 64 - 1:  # 2**64-1 is reserved by the spec
             raise SessionError("handshake cipher nonce exhausted")
-        return _nonce(self._n)
+        return _NONCE.pack(self._n)
 
 
 def _ephemeral(ephemeral_private):
