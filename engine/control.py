@@ -384,8 +384,20 @@ class _Plan:
         # (_STRING, limit), (_INTS, format char, hi, limit, tuple size or 0, bytes an int).
         self.steps = steps
         self.fields = fields        # field names in order
+        # One struct holds every field (Ping, Ack, Leave...): no loop over steps.
+        self.fixed = None
+        if not steps:
+            self.fixed = (struct.Struct("!"), [], True)
+        elif len(steps) == 1 and steps[0][0] is _FIXED:
+            self.fixed = steps[0][1:]
 
     def decode(self, body):
+        if self.fixed is not None:
+            packer, items, plain = self.fixed
+            if len(body) != packer.size:
+                return None
+            got = packer.unpack(body)
+            return got if plain else _checked_in(got, items, [])
         values = []
         pos = 0
         size = len(body)
@@ -400,15 +412,8 @@ class _Plan:
                 pos = end
                 if step[3]:
                     values.extend(got)
-                    continue
-                for value, (codec, arg) in zip(got, step[2]):
-                    if codec is _Choice:
-                        if value >= len(arg[0]):
-                            return None
-                        value = arg[0][value]
-                    elif codec is _Float and not math.isfinite(value):
-                        return None
-                    values.append(value)
+                elif _checked_in(got, step[2], values) is None:
+                    return None
                 continue
             if pos + 2 > size:
                 return None
@@ -434,26 +439,27 @@ class _Plan:
 
     def encode(self, message):
         values = [getattr(message, f) for f in self.fields]
+        if self.fixed is not None:
+            packer, items, _ = self.fixed
+            fixed = _checked_out(values, items)
+            body = None if fixed is None else packer.pack(*fixed)
+        else:
+            body = self._encode_steps(values)
+        if body is None or HEADER_SIZE + len(body) > MAX_DATAGRAM:
+            return None
+        return _HEADER.pack(MAGIC, VERSION, message.TYPE, len(body)) + body
+
+    def _encode_steps(self, values):
         parts = []
         i = 0
         for step in self.steps:
             kind = step[0]
             if kind is _FIXED:
-                fixed = []
-                for codec, arg in step[2]:
-                    value = values[i]
-                    i += 1
-                    if codec is _Int:
-                        if type(value) is not int or not 0 <= value <= arg:
-                            return None
-                    elif codec is _Float:
-                        if type(value) is not float or not math.isfinite(value):
-                            return None
-                    else:
-                        value = arg[1].get(value) if type(value) is str else None
-                        if value is None:
-                            return None
-                    fixed.append(value)
+                items = step[2]
+                fixed = _checked_out(values[i:i + len(items)], items)
+                if fixed is None:
+                    return None
+                i += len(items)
                 parts.append(step[1].pack(*fixed))
                 continue
             value = values[i]
@@ -485,10 +491,40 @@ class _Plan:
                     return None
             parts.append(len(value).to_bytes(2, "big"))
             parts.append(struct.pack(f"!{len(flat)}{char}", *flat))
-        body = b"".join(parts)
-        if HEADER_SIZE + len(body) > MAX_DATAGRAM:
+        return b"".join(parts)
+
+
+def _checked_in(got, items, values):
+    """Append the unpacked ``got`` to ``values`` as field values (choices by
+    name); None if a choice or number is out of range."""
+    for value, (codec, arg) in zip(got, items):
+        if codec is _Choice:
+            if value >= len(arg[0]):
+                return None
+            value = arg[0][value]
+        elif codec is _Float and not math.isfinite(value):
             return None
-        return _HEADER.pack(MAGIC, VERSION, message.TYPE, len(body)) + body
+        values.append(value)
+    return values
+
+
+def _checked_out(values, items):
+    """The wire values of field ``values`` (choices by index), or None if one
+    is not exactly of its type and range."""
+    fixed = []
+    for value, (codec, arg) in zip(values, items):
+        if codec is _Int:
+            if type(value) is not int or not 0 <= value <= arg:
+                return None
+        elif codec is _Float:
+            if type(value) is not float or not math.isfinite(value):
+                return None
+        else:
+            value = arg[1].get(value) if type(value) is str else None
+            if value is None:
+                return None
+        fixed.append(value)
+    return fixed
 
 
 _PLANS = {}                     # message class -> _Plan, or None if it has other fields
