@@ -320,6 +320,18 @@ class _Message:
 
     def encode(self) -> bytes:
         """The message's datagram.  ``ControlError`` names any field out of its range."""
+        plan = _PLANS.get(type(self), _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _plan(type(self))
+        if plan is not None:
+            data = plan.encode(self)
+            if data is not None:
+                return data
+        return self._encode_checked()
+
+    def _encode_checked(self):
+        """``encode`` field by field, each checked by its codec (the slow path,
+        whose errors name the field)."""
         name = type(self).__name__
         body = b"".join(codec.pack(where, getattr(self, field))
                         for field, codec, where in self._layout())
@@ -330,6 +342,18 @@ class _Message:
 
     @classmethod
     def _decode_body(cls, body):
+        plan = _PLANS.get(cls, _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _plan(cls)
+        if plan is not None:
+            values = plan.decode(body)
+            if values is not None:
+                return cls(*values)
+        return cls._decode_checked(body)
+
+    @classmethod
+    def _decode_checked(cls, body):
+        """``_decode_body`` field by field (the slow path, whose errors name the field)."""
         name = cls.__name__
         layout = cls._layout()
         need = _MIN_BODY[cls]
@@ -341,6 +365,223 @@ class _Message:
             raise ControlError(
                 f"{name} body has {reader.left()} unexpected bytes after its last field")
         return cls(*values)
+
+
+_FIXED, _STRING, _INTS = range(3)       # kinds of a _Plan's steps
+
+
+class _Plan:
+    """A quick codec for a message made only of integers, numbers, choices,
+    strings and lists of integers (or of tuples of one integer type): runs of
+    fixed-size fields are packed and unpacked as one struct, a list as one.
+    ``encode`` and ``decode`` return None for anything they do not take as it
+    is (a value out of range, a short body, ...): the field-by-field codecs
+    then give the answer, or the error that names the field.  Built once per
+    message class (``_plan``)."""
+
+    def __init__(self, steps, fields):
+        # (_FIXED, struct, [(codec class, arg), ...], only integers?),
+        # (_STRING, limit), (_INTS, format char, hi, limit, tuple size or 0, bytes an int).
+        self.steps = steps
+        self.fields = fields        # field names in order
+        # One struct holds every field (Ping, Ack, Leave...): no loop over steps.
+        self.fixed = None
+        if not steps:
+            self.fixed = (struct.Struct("!"), [], True)
+        elif len(steps) == 1 and steps[0][0] is _FIXED:
+            self.fixed = steps[0][1:]
+
+    def decode(self, body):
+        if self.fixed is not None:
+            packer, items, plain = self.fixed
+            if len(body) != packer.size:
+                return None
+            got = packer.unpack(body)
+            return got if plain else _checked_in(got, items, [])
+        values = []
+        pos = 0
+        size = len(body)
+        for step in self.steps:
+            kind = step[0]
+            if kind is _FIXED:
+                packer = step[1]
+                end = pos + packer.size
+                if end > size:
+                    return None
+                got = packer.unpack_from(body, pos)
+                pos = end
+                if step[3]:
+                    values.extend(got)
+                elif _checked_in(got, step[2], values) is None:
+                    return None
+                continue
+            if pos + 2 > size:
+                return None
+            n = (body[pos] << 8) | body[pos + 1]
+            pos += 2
+            if kind is _STRING:
+                if n > step[1] or pos + n > size:
+                    return None
+                try:
+                    values.append(body[pos:pos + n].decode("utf-8"))
+                except UnicodeDecodeError:
+                    return None
+                pos += n
+                continue
+            _, char, _, limit, width, item_size = step
+            count = n * (width or 1)
+            if n > limit or pos + count * item_size > size:
+                return None
+            flat = struct.unpack_from(f"!{count}{char}", body, pos)
+            pos += count * item_size
+            values.append(tuple(zip(*[iter(flat)] * width)) if width else flat)
+        return values if pos == size else None
+
+    def encode(self, message):
+        values = [getattr(message, f) for f in self.fields]
+        if self.fixed is not None:
+            packer, items, _ = self.fixed
+            fixed = _checked_out(values, items)
+            body = None if fixed is None else packer.pack(*fixed)
+        else:
+            body = self._encode_steps(values)
+        if body is None or HEADER_SIZE + len(body) > MAX_DATAGRAM:
+            return None
+        return _HEADER.pack(MAGIC, VERSION, message.TYPE, len(body)) + body
+
+    def _encode_steps(self, values):
+        parts = []
+        i = 0
+        for step in self.steps:
+            kind = step[0]
+            if kind is _FIXED:
+                items = step[2]
+                fixed = _checked_out(values[i:i + len(items)], items)
+                if fixed is None:
+                    return None
+                i += len(items)
+                parts.append(step[1].pack(*fixed))
+                continue
+            value = values[i]
+            i += 1
+            if kind is _STRING:
+                if type(value) is not str:
+                    return None
+                try:
+                    raw = value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
+                if len(raw) > step[1]:
+                    return None
+                parts.append(len(raw).to_bytes(2, "big"))
+                parts.append(raw)
+                continue
+            _, char, hi, limit, width, _ = step
+            if type(value) is not tuple or len(value) > limit:
+                return None
+            flat = value
+            if width:
+                flat = []
+                for item in value:
+                    if type(item) is not tuple or len(item) != width:
+                        return None
+                    flat.extend(item)
+            for v in flat:
+                if type(v) is not int or not 0 <= v <= hi:
+                    return None
+            parts.append(len(value).to_bytes(2, "big"))
+            parts.append(struct.pack(f"!{len(flat)}{char}", *flat))
+        return b"".join(parts)
+
+
+def _checked_in(got, items, values):
+    """Append the unpacked ``got`` to ``values`` as field values (choices by
+    name); None if a choice or number is out of range."""
+    for value, (codec, arg) in zip(got, items):
+        if codec is _Choice:
+            if value >= len(arg[0]):
+                return None
+            value = arg[0][value]
+        elif codec is _Float and not math.isfinite(value):
+            return None
+        values.append(value)
+    return values
+
+
+def _checked_out(values, items):
+    """The wire values of field ``values`` (choices by index), or None if one
+    is not exactly of its type and range."""
+    fixed = []
+    for value, (codec, arg) in zip(values, items):
+        if codec is _Int:
+            if type(value) is not int or not 0 <= value <= arg:
+                return None
+        elif codec is _Float:
+            if type(value) is not float or not math.isfinite(value):
+                return None
+        else:
+            value = arg[1].get(value) if type(value) is str else None
+            if value is None:
+                return None
+        fixed.append(value)
+    return fixed
+
+
+_PLANS = {}                     # message class -> _Plan, or None if it has other fields
+_NO_PLAN = object()
+
+
+def _ints_step(codec):
+    """The _INTS step of a _List codec of integers, or of tuples of one integer
+    type; None for another list."""
+    item = codec.item
+    if type(item) is _Int:
+        return (_INTS, item.struct.format[1:], item.hi, codec.limit, 0, item.size)
+    if type(item) is _Record and item.make is tuple:
+        kinds = {c for _, c in item.named}
+        if len(kinds) == 1 and type(next(iter(kinds))) is _Int:
+            only = next(iter(kinds))
+            return (_INTS, only.struct.format[1:], only.hi, codec.limit, len(item.named),
+                    only.size)
+    return None
+
+
+def _plan(cls):
+    """The ``_Plan`` of message class ``cls`` (None when a field is of
+    another kind), made once."""
+    steps, formats, items = [], [], []
+
+    def flush():
+        if items:
+            steps.append((_FIXED, struct.Struct("!" + "".join(formats)), list(items),
+                          all(codec is _Int for codec, _ in items)))
+            formats.clear()
+            items.clear()
+    plan = None
+    for _, codec, _ in cls._layout():
+        if type(codec) is _Int:
+            formats.append(codec.struct.format[1:])
+            items.append((_Int, codec.hi))
+        elif type(codec) is _Float:
+            formats.append("d")
+            items.append((_Float, None))
+        elif type(codec) is _Choice:
+            formats.append("B")
+            items.append((_Choice, (codec.choices,
+                                    {c: i for i, c in enumerate(codec.choices)})))
+        elif type(codec) is _Str:
+            flush()
+            steps.append((_STRING, codec.limit))
+        elif type(codec) is _List and _ints_step(codec) is not None:
+            flush()
+            steps.append(_ints_step(codec))
+        else:
+            break
+    else:
+        flush()
+        plan = _Plan(steps, [f.name for f in fields(cls)])
+    _PLANS[cls] = plan
+    return plan
 
 
 @dataclass(frozen=True)

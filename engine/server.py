@@ -31,7 +31,7 @@ import asyncio
 import collections
 import logging
 import math
-import secrets
+import os
 import threading
 import time
 
@@ -117,7 +117,8 @@ class _Bucket:
         self.stamp = now
 
     def allow(self, now, cost=1.0):
-        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+        level = self.level + (now - self.stamp) * self.rate
+        self.level = level if level < self.burst else self.burst
         self.stamp = now
         if self.level >= cost:
             self.level -= cost
@@ -165,10 +166,14 @@ class _Channel:
         self.ssrcs = {}                  # ssrc -> uid of the members
         self._hosts = None
 
-    def changed(self):
-        """Members, roles or RED depths changed: forget what was worked out from them."""
+    def changed(self, hosts=True):
+        """Members, roles or RED depths changed: forget what was worked out from
+        them.  ``hosts=False``: the hosts are the same (a member who is not a
+        host came or went, or a RED depth changed), so their list is kept: a
+        join then costs the same in a channel of ten as of ten thousand."""
         self.groups.clear()
-        self._hosts = None
+        if hosts:
+            self._hosts = None
 
     def hosts(self):
         """The channel's hosts (a list kept until the channel changes)."""
@@ -606,7 +611,7 @@ class Server:
 
     def _new_index(self):
         while True:
-            index = secrets.randbits(32)
+            index = int.from_bytes(os.urandom(4), "big")
             if index not in self._sessions:
                 return index
 
@@ -724,13 +729,15 @@ class Server:
             self._channels[channel.name] = channel
         channel.members[member.uid] = member
         channel.ssrcs[member.ssrc] = member.uid
-        channel.changed()
+        # The old session, if any, has left the channel already (``_retire``).
+        channel.changed(hosts=member.role == "host")
         if member.role == "host":
             channel.streams.setdefault(member.ssrc, UplinkStream(member.ssrc))
         self.counters["joined"] += 1
-        self._membership("joined: channel %r uid %d as %s from %s%s", channel.name, member.uid,
-                         member.role, format_address(member.addr),
-                         " (took over its earlier session)" if old is not None else "")
+        if log.isEnabledFor(logging.INFO):          # (the address is formatted only to be logged)
+            self._membership("joined: channel %r uid %d as %s from %s%s", channel.name,
+                             member.uid, member.role, format_address(member.addr),
+                             " (took over its earlier session)" if old is not None else "")
         # Hosts that came or went between the Joined reply and now.
         current = {m.uid: m for m in channel.hosts() if m is not member}
         for uid, m in current.items():
@@ -769,7 +776,7 @@ class Server:
             del channel.members[member.uid]
             if channel.ssrcs.get(member.ssrc) == member.uid:
                 del channel.ssrcs[member.ssrc]
-            channel.changed()
+            channel.changed(hosts=member.role == "host")
             channel.streams.pop(member.ssrc, None)
             if member.role == "host" and kind is not None:
                 self._announce(channel, kind, member.uid, member.role, member.ssrc, reason)
@@ -871,7 +878,7 @@ class Server:
             member.redundancy.add(now, block.ssrc, block.fraction_lost, block.burst,
                                   block.highest_seq, block.cumulative_lost)
         if member.redundancy.depth != before:
-            member.channel.changed()
+            member.channel.changed(hosts=False)
 
     def _on_nack(self, member, msg, now):
         """Resend the frames a member asks for, packed as RED (every frame

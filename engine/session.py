@@ -32,9 +32,9 @@ library's ``hmac``/``hashlib``/``secrets`` do cryptography here.
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
-import itertools
 import math
 import os
 import re
@@ -248,32 +248,54 @@ def _private_key_object(private):
 
 # ---------------------------------------------------------------- Noise
 
-def _hmac(key, data):
-    # hmac.digest is the one-shot C path: a handshake makes about a dozen.
-    return hmac.digest(key, data, "sha256")
+#: HMAC-SHA256(key, data): hmac.digest is the one-shot C path, and a partial
+#: adds no Python frame (a handshake makes about a dozen).
+_hmac = functools.partial(hmac.digest, digest="sha256")
 
 
 def _hkdf2(chaining_key, input_key_material):
     """The Noise spec's HKDF (section 4.3) with two outputs, as the spec writes it
     over HMAC-SHA256 (RFC 5869 HKDF with the chaining key as salt and no info);
     three one-shot HMACs cost less than building an HKDF object each time."""
-    temp_key = _hmac(chaining_key, input_key_material)
+    return _hkdf2_expand(_hmac(chaining_key, input_key_material))
+
+
+def _hkdf2_expand(temp_key):
+    """The two outputs of the Noise HKDF from its ``temp_key`` (the extract step's result)."""
     output1 = _hmac(temp_key, b"\x01")
     return output1, _hmac(temp_key, output1 + b"\x02")
 
 
-_NONCE = struct.Struct("<4xQ")     # 32 zero bits, then the 64-bit counter, little-endian
+class _KeyedHmac:
+    """HMAC-SHA256 under one key that is used again and again: the key is
+    set up once (``hmac.new``) and each MAC starts from a copy of it."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key):
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+
+    def __call__(self, data):
+        mac = self._keyed.copy()
+        mac.update(data)
+        return mac.digest()
 
 
-def _nonce(counter):
-    """ChaChaPoly's 96-bit nonce: 32 zero bits, then the counter as 64-bit little-endian."""
-    return _NONCE.pack(counter)
+_HASH_LEN = 32                     # SHA-256
+#: h and ck after InitializeSymmetric(NOISE_PROTOCOL_NAME): the name is 32 bytes.
+_INITIAL_H = NOISE_PROTOCOL_NAME
+_initial_ck_hmac = _KeyedHmac(_INITIAL_H)
+#: ChaChaPoly's 96-bit nonce: 32 zero bits, then the 64-bit counter, little-endian.
+_NONCE = struct.Struct("<4xQ")
 
 
 def _dh(private, public):
-    """X25519 of a private key object and 32 public bytes; SessionError for a low-order point."""
+    """X25519 of a private key object and a public key (32 bytes, or an
+    ``X25519PublicKey`` already made of them); SessionError for a low-order point."""
+    if isinstance(public, (bytes, bytearray, memoryview)):   # (a check on the key class is slow)
+        public = X25519PublicKey.from_public_bytes(public)
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return private.exchange(public)
     except ValueError:
         # cryptography refuses an all-zero shared secret (a low-order public key).
         raise SessionError("the peer's public key is a low-order point "
@@ -291,8 +313,10 @@ class _SymmetricState:
 
     def __init__(self, protocol_name: bytes):
         """InitializeSymmetric: the name, zero-padded to 32 bytes, or its hash if longer."""
-        if len(protocol_name) <= hashlib.sha256().digest_size:
-            h = protocol_name.ljust(hashlib.sha256().digest_size, b"\x00")
+        if protocol_name == NOISE_PROTOCOL_NAME:
+            h = _INITIAL_H
+        elif len(protocol_name) <= _HASH_LEN:
+            h = protocol_name.ljust(_HASH_LEN, b"\x00")
         else:
             h = hashlib.sha256(protocol_name).digest()
         self.h = h
@@ -312,7 +336,11 @@ class _SymmetricState:
 
     def mix_key(self, input_key_material: bytes) -> None:
         """ck, k = HKDF(ck, input_key_material); the cipher's nonce restarts at 0."""
-        self.ck, temp_k = _hkdf2(self.ck, input_key_material)
+        if self.ck == _INITIAL_H:
+            # The first MixKey of every handshake: its HMAC key is the same each time.
+            self.ck, temp_k = _hkdf2_expand(_initial_ck_hmac(input_key_material))
+        else:
+            self.ck, temp_k = _hkdf2(self.ck, input_key_material)
         self._aead = ChaCha20Poly1305(temp_k)
         self._n = 0
 
@@ -348,7 +376,7 @@ class _SymmetricState:
     def _next_nonce(self):
         if self._n >= 2 ** 64 - 1:  # 2**64-1 is reserved by the spec
             raise SessionError("handshake cipher nonce exhausted")
-        return _nonce(self._n)
+        return _NONCE.pack(self._n)
 
 
 def _ephemeral(ephemeral_private):
@@ -380,6 +408,14 @@ def _nk_responder_read(static_private, static_public, prologue, message):
     Returns (state, the initiator's e, payload); SessionError if the
     message is shorter than e + tag or does not authenticate.
     """
+    state, remote_e, _, payload = _nk_responder_read_key(static_private, static_public,
+                                                         prologue, message)
+    return state, remote_e, payload
+
+
+def _nk_responder_read_key(static_private, static_public, prologue, message):
+    """``_nk_responder_read``, also returning the initiator's e as an
+    ``X25519PublicKey`` (message 2 needs it again): (state, e, e key, payload)."""
     if len(message) < KEY_SIZE + TAG_SIZE:
         raise SessionError(f"handshake message 1 is {len(message)} bytes, "
                            f"expected at least {KEY_SIZE + TAG_SIZE}")
@@ -387,14 +423,16 @@ def _nk_responder_read(static_private, static_public, prologue, message):
     state.mix_hash(prologue)
     state.mix_hash(static_public)
     remote_e = bytes(message[:KEY_SIZE])
+    remote_key = X25519PublicKey.from_public_bytes(remote_e)
     state.mix_hash(remote_e)
-    state.mix_key(_dh(static_private, remote_e))  # es
+    state.mix_key(_dh(static_private, remote_key))  # es
     payload = state.decrypt_and_hash(bytes(message[KEY_SIZE:]))
-    return state, remote_e, payload
+    return state, remote_e, remote_key, payload
 
 
 def _nk_responder_write(state, remote_e, payload, ephemeral_private=None):
-    """NK message 2 (``<- e, ee``) on ``state`` (changed in place).
+    """NK message 2 (``<- e, ee``) on ``state`` (changed in place); ``remote_e``:
+    the initiator's e, 32 bytes or an ``X25519PublicKey``.
 
     Returns (message, (k1, k2)).
     """
@@ -456,6 +494,16 @@ def _check_header(data, kind):
     return index
 
 
+_NO_MAC = bytes(MAC_SIZE)
+
+
+def _mac2_matches(cookie, data, mac2):
+    """Whether ``mac2`` is the MAC of the initiation ``data`` under ``cookie``
+    (False for no cookie); constant-time."""
+    return cookie is not None and hmac.compare_digest(
+        _hmac(cookie, data[:-MAC_SIZE])[:MAC_SIZE], mac2)
+
+
 def _mac1_key(server_public):
     return hashlib.sha256(b"mac1" + server_public).digest()
 
@@ -476,6 +524,22 @@ def _payload_bytes(payload, limit, what):
 
 
 # ---------------------------------------------------------------- cookies
+
+def _packed_address(addr):
+    """``_address_bytes`` of an address as a socket gives it; only an address
+    that fails the quick way is looked at field by field."""
+    if type(addr) is tuple and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        if type(host) is str and type(port) is int and 0 <= port <= 0xFFFF:
+            try:
+                packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                          host)
+            except (OSError, ValueError):
+                pass
+            else:
+                return packed + port.to_bytes(2, "big")
+    return _address_bytes(addr)
+
 
 def _address_bytes(addr):
     """The packed IP address and the port (u16) of an (host, port, ...) tuple."""
@@ -516,6 +580,8 @@ class CookieJar:
         self._clock = clock
         self._current = secrets.token_bytes(32)
         self._previous = None
+        self._current_mac = _KeyedHmac(self._current)
+        self._previous_mac = None
         self._since = clock()
 
     def make(self, addr) -> bytes:
@@ -540,11 +606,24 @@ class CookieJar:
     def _candidates(self, addr):
         """The cookies ``addr`` may hold now, made as they are asked for: the
         current secret's, then the previous one's."""
-        self._rotate()
-        address = _address_bytes(addr)
-        yield _hmac(self._current, address)[:COOKIE_SIZE]
-        if self._previous is not None:
-            yield _hmac(self._previous, address)[:COOKIE_SIZE]
+        address = _packed_address(addr)
+        yield self._current_cookie(address)
+        previous = self._previous_cookie(address)
+        if previous is not None:
+            yield previous
+
+    def _current_cookie(self, address):
+        """The current secret's cookie for ``address`` (``_packed_address``);
+        the secret is replaced first if it is due."""
+        if self._clock() - self._since >= self.rotate_s:
+            self._rotate()
+        return self._current_mac(address)[:COOKIE_SIZE]
+
+    def _previous_cookie(self, address):
+        """The previous secret's cookie for ``address``, None when there is none."""
+        if self._previous_mac is None:
+            return None
+        return self._previous_mac(address)[:COOKIE_SIZE]
 
     def _rotate(self):
         elapsed = self._clock() - self._since
@@ -553,11 +632,16 @@ class CookieJar:
         periods = int(elapsed // self.rotate_s)
         # After two or more periods without use, the last secret is too old to honour.
         self._previous = self._current if periods == 1 else None
+        self._previous_mac = self._current_mac if periods == 1 else None
         self._current = secrets.token_bytes(32)
+        self._current_mac = _KeyedHmac(self._current)
         self._since += periods * self.rotate_s
 
 
 # ---------------------------------------------------------------- transport
+
+_DEFAULT_WINDOW = 2048
+
 
 class ReplayWindow:
     """The anti-replay sliding window of RFC 4303 section 3.4.3 over 64-bit counters.
@@ -568,7 +652,7 @@ class ReplayWindow:
     seen).  Raises ``ParameterError`` for a size that is not a positive int.
     """
 
-    def __init__(self, size: int = 2048):
+    def __init__(self, size: int = _DEFAULT_WINDOW):
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ParameterError(f"replay window size must be a positive integer, got {size!r}")
         self.size = size
@@ -620,11 +704,24 @@ class Session:
 
     def __init__(self, send_key: bytes, receive_key: bytes, local_index: int,
                  remote_index: int, *, window_size: int = 2048):
-        self._send = ChaCha20Poly1305(_key_bytes(send_key, "send key"))
-        self._receive = ChaCha20Poly1305(_key_bytes(receive_key, "receive key"))
-        self.local_index = _check_index(local_index, "local index")
-        self.remote_index = _check_index(remote_index, "remote index")
-        self._window = ReplayWindow(window_size)
+        self._start(_key_bytes(send_key, "send key"), _key_bytes(receive_key, "receive key"),
+                    _check_index(local_index, "local index"),
+                    _check_index(remote_index, "remote index"), ReplayWindow(window_size))
+
+    @classmethod
+    def _from_handshake(cls, send_key, receive_key, local_index, remote_index):
+        """A Session of the handshake's own keys and indexes, which need no checks."""
+        session = cls.__new__(cls)
+        session._start(send_key, receive_key, local_index, remote_index,
+                       ReplayWindow(_DEFAULT_WINDOW))
+        return session
+
+    def _start(self, send_key, receive_key, local_index, remote_index, window):
+        self._send = ChaCha20Poly1305(send_key)
+        self._receive = ChaCha20Poly1305(receive_key)
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self._window = window
         self._send_counter = 0
         self.opened = 0
 
@@ -701,6 +798,7 @@ class InitiationResult:
     ephemeral: bytes | None = None
     _state: _SymmetricState | None = field(default=None, repr=False)
     _responded: bool = field(default=False, repr=False)
+    _ephemeral_key: X25519PublicKey | None = field(default=None, repr=False)
 
     def respond(self, server_index: int, payload: bytes = b"") -> tuple[bytes, Session]:
         """The response datagram carrying ``payload``, and the server's Session.
@@ -718,11 +816,12 @@ class InitiationResult:
         server_index = _check_index(server_index, "server index")
         payload = _payload_bytes(payload, MAX_RESPONSE_PAYLOAD, "response payload")
         state, self._state, self._responded = self._state, None, True
-        message, (k1, k2) = _nk_responder_write(state, self.ephemeral,
+        remote_e = self.ephemeral if self._ephemeral_key is None else self._ephemeral_key
+        message, (k1, k2) = _nk_responder_write(state, remote_e,
                                                 _U32.pack(server_index) + payload)
         datagram = _HEADER.pack(KIND_RESPONSE, PROTOCOL_VERSION, 0, self.client_index) + message
         assert len(datagram) <= INIT_SIZE, len(datagram)
-        return datagram, Session(k2, k1, server_index, self.client_index)
+        return datagram, Session._from_handshake(k2, k1, server_index, self.client_index)
 
 
 class Responder:
@@ -734,6 +833,7 @@ class Responder:
         self.public_key = self._private.public_key().public_bytes_raw()
         self.cookie_jar = CookieJar() if cookie_jar is None else cookie_jar
         self._mac1_key = _mac1_key(self.public_key)
+        self._mac1 = _KeyedHmac(self._mac1_key)
 
     def receive_initiation(self, data: bytes, addr, may_exchange=None) -> InitiationResult:
         """Check an initiation that came from ``addr`` ((host, port)) and read it.
@@ -755,31 +855,32 @@ class Responder:
             raise SessionError(f"initiation is {size} bytes, expected {INIT_SIZE}")
         data = bytes(data)
         client_index = _check_header(data, KIND_INITIATION)
-        mac1 = _hmac(self._mac1_key, data[:-2 * MAC_SIZE])[:MAC_SIZE]
-        if not hmac.compare_digest(mac1, data[-2 * MAC_SIZE:-MAC_SIZE]):
+        without_macs = data[:-2 * MAC_SIZE]
+        if not hmac.compare_digest(self._mac1(without_macs)[:MAC_SIZE],
+                                   data[-2 * MAC_SIZE:-MAC_SIZE]):
             raise SessionError("initiation mac1 does not match this server's public key")
+        jar = self.cookie_jar
+        address = _packed_address(addr)
+        cookie = jar._current_cookie(address)
         mac2 = data[-MAC_SIZE:]
-        cookies = self.cookie_jar._candidates(addr)
-        current = next(cookies)
-        # Which secret a cookie was made under is no secret: stop at the first match.
-        valid = mac2 != bytes(MAC_SIZE) and any(
-            hmac.compare_digest(_hmac(cookie, data[:-MAC_SIZE])[:MAC_SIZE], mac2)
-            for cookie in itertools.chain((current,), cookies))
-        if not valid:
-            reply = _HEADER.pack(KIND_COOKIE, PROTOCOL_VERSION, 0, client_index) + current
+        # Which secret a cookie was made under is no secret: the previous
+        # secret's cookie is made only when the current one does not match.
+        if mac2 == _NO_MAC or not (
+                _mac2_matches(cookie, data, mac2)
+                or _mac2_matches(jar._previous_cookie(address), data, mac2)):
+            reply = _HEADER.pack(KIND_COOKIE, PROTOCOL_VERSION, 0, client_index) + cookie
             return InitiationResult(client_index, cookie_reply=reply)
         if may_exchange is not None and not may_exchange():
             raise SessionError("key exchange refused: the server is over its handshake rate")
-        prologue = PROLOGUE + data[:HANDSHAKE_HEADER]
-        state, remote_e, plaintext = _nk_responder_read(
-            self._private, self.public_key, prologue, data[HANDSHAKE_HEADER:-2 * MAC_SIZE])
+        state, remote_e, remote_key, plaintext = _nk_responder_read_key(
+            self._private, self.public_key, PROLOGUE + data[:HANDSHAKE_HEADER],
+            without_macs[HANDSHAKE_HEADER:])
         (length,) = _U16.unpack_from(plaintext, 0)
         if length > len(plaintext) - 2:
             raise SessionError(f"initiation payload length prefix is {length}, "
                                f"at most {len(plaintext) - 2} fit")
         return InitiationResult(client_index, payload=plaintext[2:2 + length],
-                                ephemeral=remote_e, _state=state)
-
+                                ephemeral=remote_e, _state=state, _ephemeral_key=remote_key)
 
 # ---------------------------------------------------------------- client side
 

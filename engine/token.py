@@ -219,14 +219,22 @@ def _b64encode(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+#: base64url to standard base64 and back (binascii works on the standard alphabet).
+_FROM_URL = bytes.maketrans(b"-_", b"+/")
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64decode(text, part):
-    """Strict base64url without padding: only the alphabet, canonical form."""
+    """Strict base64url without padding: only the alphabet, canonical form.
+
+    (``binascii`` directly: a server checks a token with every join.)"""
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise TokenError("malformed_token", f"token {part} is not base64url")
+    raw = text.encode("ascii")              # the pattern admits ASCII only
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = binascii.a2b_base64(raw.translate(_FROM_URL) + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         raise TokenError("malformed_token", f"token {part} is not base64url") from None
-    if _b64encode(data) != text:
+    if binascii.b2a_base64(data, newline=False).translate(_TO_URL).rstrip(b"=") != raw:
         raise TokenError("malformed_token", f"token {part} is not in canonical base64url")
     return data

@@ -323,6 +323,49 @@ def test_mutated_messages(msg, data):
     check_decode(bytes(encoded))
 
 
+def slow_decode(data):
+    """The message in ``data`` by the field-by-field codecs alone, or the
+    ControlError's text."""
+    cls = control._BY_TYPE.get(data[3]) if len(data) >= 6 and data[:3] == b"SV" + bytes(
+        [VERSION]) else None
+    if cls is None or struct.unpack("!H", data[4:6])[0] != len(data) - 6 or len(data) > 1200:
+        return None
+    try:
+        return cls._decode_checked(data[6:])
+    except ControlError as exc:
+        return str(exc)
+
+
+@settings(max_examples=500)
+@given(messages, st.data())
+def test_quick_codec_agrees_with_the_field_by_field_one(msg, data):
+    """Messages of plain fields go through a quick codec (``control._Plan``):
+    it must encode every message, and decode every datagram, mutated or not,
+    exactly as the field-by-field codecs do (an error being the same error)."""
+    encoded = msg.encode()
+    assert encoded == msg._encode_checked()
+    mutated = bytearray(encoded)
+    for _ in range(data.draw(st.integers(0, 3))):
+        if len(mutated) > 6:
+            mutated[data.draw(st.integers(6, len(mutated) - 1))] = data.draw(st.integers(0, 255))
+    for datagram in (encoded, bytes(mutated)):
+        expected = slow_decode(datagram)
+        if expected is None:
+            continue
+        try:
+            got = decode(datagram)
+        except ControlError as exc:
+            got = str(exc)
+        assert got == expected
+
+
+def test_quick_codec_covers_the_join_path():
+    """The messages of every join (Join, Ping, Pong, Leave, Ack, Joined) have a quick codec."""
+    for cls in (Join, Joined, Ping, Pong, Leave, Ack, Nack, Event):
+        assert control._plan(cls) is not None, cls.__name__
+    assert control._plan(ReceiverReport) is None       # fractions and tenths: field by field
+
+
 # ----------------------------------------------------------------------------- encode checks
 
 @pytest.mark.parametrize("msg,message", [
