@@ -35,6 +35,7 @@ the listener is ``directivity_db`` quieter).
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -49,6 +50,11 @@ kcommon = kernels("common")
 
 #: Default attenuation (the SDK's "as in real life").
 DEFAULT_ATTENUATION = 0.5
+
+#: Segments (the samples between two ticks that one call renders) at least
+#: this long are filtered by FFT, shorter ones directly: the FFT costs the
+#: same for any length, the direct filter is cheaper for short pieces.
+FFT_MIN_SAMPLES = 128
 
 #: Per-speaker arrays of a scene, one row per slot: name -> (dtype, shape of
 #: a row, value of a fresh slot).  ``_leaving`` counts the samples a removed
@@ -66,6 +72,58 @@ _SLOT_FIELDS = {
     "_doppler": (np.int8, (), -1),
     "_air": (np.int8, (), -1),
 }
+
+
+def _fft_size(n):
+    """The smallest even ``2**a * 3**b * 5**c`` >= ``n`` (sizes the real FFT does fastest)."""
+    best = 1 << max(1, (n - 1).bit_length())
+    p3 = 1
+    while p3 < best:
+        p35 = p3
+        while p35 < best:
+            size = 2 * p35
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            p35 *= 5
+        p3 *= 3
+    return best
+
+
+@functools.lru_cache(maxsize=4)
+def _hrtf_spectra(hrtf, n_fft):
+    """Real and imaginary parts, each ``(M, 2, n_fft // 2 + 1)``, of the
+    spectra of the kernel's HRTF filters (``hrtf.tables``)."""
+    spectra = np.fft.rfft(hrtf.tables.filters.astype(np.float64), n_fft, axis=-1)
+    return np.ascontiguousarray(spectra.real), np.ascontiguousarray(spectra.imag)
+
+
+class SceneState(SpatialState):
+    """``SpatialState`` for ``kernels.spatial.render_mix``: also each source's
+    filter spectra, for the FFT of the whole scene."""
+
+    def __init__(self, hrtf, sample_rate, sources, max_extra_delay=0.0):
+        super().__init__(hrtf, sample_rate, sources, max_extra_delay)
+        self.n_fft = _fft_size(self.tick + hrtf.taps - 1)
+        self.spectra = _hrtf_spectra(hrtf, self.n_fft)
+        bins = self.n_fft // 2 + 1
+        self.spec_re = np.zeros((sources, 2, 2, bins))
+        self.spec_im = np.zeros((sources, 2, 2, bins))
+        self.fft_min = FFT_MIN_SAMPLES
+
+    def clear(self, slot=None):
+        super().clear(slot)
+        rows = slice(None) if slot is None else slice(slot, slot + 1)
+        self.spec_re[rows] = 0.0
+        self.spec_im[rows] = 0.0
+
+    def render(self, x, out):
+        """Run the kernel: ``x`` ``(sources, n)`` float32 into ``out`` ``(2, n)``."""
+        t = self.tables
+        k.render_mix(x, out, self.targets, self.state, self.filt, self.spec_re, self.spec_im,
+                     self.ring, self.dhist, self.clock, t.planes, t.faces, t.inverses,
+                     t.filters, t.delays, self.spectra[0], self.spectra[1], self.n_fft,
+                     self.fft_min)
 
 
 def _vector(value, name):
@@ -201,7 +259,7 @@ class SpatialScene:
         if self._spatial is not None:
             previous = self._spatial
             self._spatial = self._new_state(capacity)
-            for name in ("targets", "state", "filt", "ring", "dhist"):
+            for name in ("targets", "state", "filt", "spec_re", "spec_im", "ring", "dhist"):
                 getattr(self._spatial, name)[:old] = getattr(previous, name)
             self._spatial.clock[:] = previous.clock
         self._free.extend(range(old, capacity))
@@ -210,7 +268,7 @@ class SpatialScene:
     def _new_state(self, capacity):
         hrtf = self.hrtf.at_rate(self._rate)
         extra = self.max_delay_s * self._rate
-        return SpatialState(hrtf, self._rate, capacity, max_extra_delay=extra)
+        return SceneState(hrtf, self._rate, capacity, max_extra_delay=extra)
 
     def _slot(self, uid, create):
         slot = self._slots.get(uid)

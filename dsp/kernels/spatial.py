@@ -51,6 +51,7 @@ import math
 
 import numba
 import numpy as np
+from rocket_fft import c2c, c2r
 
 from . import JIT_OPTIONS, kernel
 
@@ -334,7 +335,12 @@ def _ramp(state, s, col, target, tick, jump):
 @numba.njit(inline="always", **JIT_OPTIONS)
 def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
           hrtf_filters, hrtf_delays):
-    """Take source ``s``'s targets: new direction (filters), delays, gains."""
+    """Take source ``s``'s targets: new direction (filters), delays, gains.
+
+    Returns ``(changed, jump, i0, i1, i2, w0, w1, w2)``: whether the
+    direction changed, whether it switched at once, and (if it changed) the
+    measured directions and weights of the new filters.
+    """
     tick = float(clock[C_TICK])
     started = state[s, S_STARTED] != 0.0
     jump = (not started) or clock[C_INSTANT] != 0
@@ -349,6 +355,8 @@ def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
     state[s, S_PHASE] = (phase + targets[s, T_RATE] * tick) % (2.0 * math.pi)
     changed = (not started) or vx != state[s, S_X] or vy != state[s, S_Y] \
         or vz != state[s, S_Z]
+    i0 = i1 = i2 = 0
+    w0 = w1 = w2 = 0.0
     if changed:
         face, i0, i1, i2, w0, w1, w2 = _lookup(planes, faces, inverses, vx, vy, vz,
                                                int(state[s, S_FACE]) - 1)
@@ -394,14 +402,16 @@ def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
     state[s, S_AIR + 1] = (air - start) / tick
     state[s, S_AIR + 2] = air
     state[s, S_STARTED] = 1.0
+    return changed, jump, i0, i1, i2, w0, w1, w2
 
 
 # ----------------------------------------------------------------- one source, one segment
 
 @numba.njit(inline="always", **JIT_OPTIONS)
-def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya, yb):
-    """Render samples ``i .. i + m`` of source ``s`` into ``out``; ``pos``
-    samples have passed since the last tick."""
+def _delayed(s, x, i, m, pos, write, state, ring, dhist, dl):
+    """Samples ``i .. i + m`` of source ``s`` into its ring, and both ears'
+    delayed input into ``dl[e, hist:hist + m]`` after the ``hist`` samples
+    kept from before; ``pos`` samples have passed since the last tick."""
     hist = dhist.shape[2]
     for e in range(2):
         for k in range(hist):
@@ -411,26 +421,54 @@ def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya
         _read_delayed(ring[s], write, state[s, S_DELAY + e], state[s, S_DELAY + 2 + e], pos,
                       m, dl[e], hist)
 
-    silent = (state[s, S_GAIN] == 0.0 and state[s, S_GAIN + 1] == 0.0
-              and state[s, S_GAIN + 2] == 0.0 and state[s, S_GAIN + 3] == 0.0
-              and state[s, S_MEMORY] == 0.0 and state[s, S_MEMORY + 1] == 0.0)
-    if not silent:
-        fading = state[s, S_FADE] != 0.0
-        inv_tick = 1.0 / tick
-        for e in range(2):
-            y = yb[e]
-            g0 = state[s, S_GAIN + e]
-            g_step = state[s, S_GAIN + 2 + e]
-            if fading:
-                _fir_pair(dl[e], hist, filt[s, 0, e], filt[s, 1, e], ya[e], y, m)
-                old = ya[e]
-                for j in range(m):
-                    t = pos + j + 1.0
-                    y[j] = (old[j] + (t * inv_tick) * (y[j] - old[j])) * (g0 + t * g_step)
-            else:
-                _fir(dl[e], hist, filt[s, 1, e], y, m)
-                for j in range(m):
-                    y[j] = y[j] * (g0 + (pos + j + 1.0) * g_step)
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _keep_history(s, dl, m, dhist):
+    """The last ``hist`` samples of ``dl`` become source ``s``'s history."""
+    hist = dhist.shape[2]
+    for e in range(2):
+        for k in range(hist):
+            dhist[s, e, k] = dl[e, m + k]
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _silent(state, s):
+    """Whether source ``s``'s gains are zero until the next tick."""
+    return (state[s, S_GAIN] == 0.0 and state[s, S_GAIN + 1] == 0.0
+            and state[s, S_GAIN + 2] == 0.0 and state[s, S_GAIN + 3] == 0.0)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb):
+    """``yb[e, :m]``: each ear of ``dl`` through source ``s``'s filter
+    (cross-faded from the old one while it fades), times its gain ramp."""
+    fading = state[s, S_FADE] != 0.0
+    inv_tick = 1.0 / tick
+    for e in range(2):
+        y = yb[e]
+        g0 = state[s, S_GAIN + e]
+        g_step = state[s, S_GAIN + 2 + e]
+        if fading:
+            _fir_pair(dl[e], hist, filt[s, 0, e], filt[s, 1, e], ya[e], y, m)
+            old = ya[e]
+            for j in range(m):
+                t = pos + j + 1.0
+                y[j] = (old[j] + (t * inv_tick) * (y[j] - old[j])) * (g0 + t * g_step)
+        else:
+            _fir(dl[e], hist, filt[s, 1, e], y, m)
+            for j in range(m):
+                y[j] = y[j] * (g0 + (pos + j + 1.0) * g_step)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya, yb):
+    """Render samples ``i .. i + m`` of source ``s`` into ``out``; ``pos``
+    samples have passed since the last tick."""
+    hist = dhist.shape[2]
+    _delayed(s, x, i, m, pos, write, state, ring, dhist, dl)
+    if not (_silent(state, s) and state[s, S_MEMORY] == 0.0
+            and state[s, S_MEMORY + 1] == 0.0):
+        _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb)
         a0 = state[s, S_AIR]
         a_step = state[s, S_AIR + 1]
         zl = state[s, S_MEMORY]
@@ -449,9 +487,7 @@ def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya
             for e in range(2):
                 for j in range(m):
                     out[e, i + j] += yb[e, j]
-    for e in range(2):
-        for k in range(hist):
-            dhist[s, e, k] = dl[e, m + k]
+    _keep_history(s, dl, m, dhist)
 
 
 # ----------------------------------------------------------------- public kernels
@@ -493,6 +529,236 @@ def render(x, out, targets, state, filt, ring, dhist, clock, planes, faces, inve
             if targets[s, T_ACTIVE] != 0.0:
                 _segment(s, x, i, m, pos, clock[C_WRITE], out, state, filt, ring, dhist,
                          tick, dl, ya, yb)
+        clock[C_WRITE] += m
+        clock[C_COUNTDOWN] -= m
+        i += m
+
+
+# ----------------------------------------------------------------- many sources, one FFT
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _air_in_place(s, dl, hist, m, pos, state):
+    """Source ``s``'s air absorption on ``dl[:, hist:hist + m]`` (both ears)."""
+    a0 = state[s, S_AIR]
+    a_step = state[s, S_AIR + 1]
+    zl = state[s, S_MEMORY]
+    zr = state[s, S_MEMORY + 1]
+    if a0 != 0.0 or a_step != 0.0 or zl != 0.0 or zr != 0.0:
+        left = dl[0, hist:hist + m]
+        right = dl[1, hist:hist + m]
+        for j in range(m):
+            a = a0 + (pos + j + 1.0) * a_step
+            # z = (1 - a) x + a z: one multiply-add on the recursive path
+            zl = (left[j] - a * left[j]) + a * zl
+            zr = (right[j] - a * right[j]) + a * zr
+            left[j] = zl
+            right[j] = zr
+        state[s, S_MEMORY] = 0.0 if -TINY < zl < TINY else zl
+        state[s, S_MEMORY + 1] = 0.0 if -TINY < zr < TINY else zr
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im):
+    """Source ``s``'s direction changed: its new filter spectra become the
+    old ones and the new ones are interpolated as the filters are (the FFT
+    is linear, so the spectrum of the weighted filters is the weighted
+    spectra)."""
+    for e in range(2):
+        for spec, table in ((spec_re, hrtf_re), (spec_im, hrtf_im)):
+            old = spec[s, 0, e]
+            new = spec[s, 1, e]
+            h0 = table[i0, e]
+            h1 = table[i1, e]
+            h2 = table[i2, e]
+            for k in range(new.shape[0]):
+                old[k] = new[k]
+                new[k] = w0 * h0[k] + w1 * h1[k] + w2 * h2[k]
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _ear_spectra(dl, hist, m, frame, spectrum, axes, z):
+    """Spectra of both ears' ``dl[:, :hist + m]`` (zero-padded to the FFT
+    size) into ``z`` ``(4, K)``: left real, left imaginary, right real, right
+    imaginary parts.  One complex FFT of ``left + i right`` gives both: the
+    spectrum of a real signal is conjugate-symmetric."""
+    size = frame.shape[0]
+    left = dl[0]
+    right = dl[1]
+    flat = frame.view(np.float64)
+    for k in range(hist + m):
+        flat[2 * k] = left[k]
+        flat[2 * k + 1] = right[k]
+    for k in range(2 * (hist + m), 2 * size):
+        flat[k] = 0.0
+    c2c(frame, spectrum, axes, True, 1.0, 1)
+    sp = spectrum.view(np.float64)
+    z[0, 0] = sp[0]
+    z[1, 0] = 0.0
+    z[2, 0] = sp[1]
+    z[3, 0] = 0.0
+    for k in range(1, z.shape[1]):
+        ar = sp[2 * k]
+        ai = sp[2 * k + 1]
+        br = sp[2 * (size - k)]
+        bi = sp[2 * (size - k) + 1]
+        z[0, k] = 0.5 * (ar + br)
+        z[1, k] = 0.5 * (ai - bi)
+        z[2, k] = 0.5 * (ai + bi)
+        z[3, k] = 0.5 * (br - ar)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
+    """Add source ``s``, whose ear spectra are ``z``, to the scene's sums.
+
+    With ``o`` and ``n`` an ear's delayed block filtered by the old and the
+    new filter and ``g0 + t g_step`` its gain at ``t`` samples after the tick,
+    the ear's output is ``(g0 + t g_step) (o + (t / tick) (n - o))``
+    ``= c0 + t c1 + t**2 c2``; ``acc_re[p, ear]``, ``acc_im[p, ear]`` sum the
+    spectra of ``c_p``.
+    """
+    fading = state[s, S_FADE] != 0.0
+    inv_tick = 1.0 / tick
+    bins = z.shape[1]
+    for e in range(2):
+        zr = z[2 * e]
+        zi = z[2 * e + 1]
+        g0 = state[s, S_GAIN + e]
+        g_step = state[s, S_GAIN + 2 + e]
+        c0r = acc_re[0, e]
+        c0i = acc_im[0, e]
+        c1r = acc_re[1, e]
+        c1i = acc_im[1, e]
+        nr = spec_re[s, 1, e]
+        ni = spec_im[s, 1, e]
+        if fading:
+            o_r = spec_re[s, 0, e]
+            o_i = spec_im[s, 0, e]
+            c2r_ = acc_re[2, e]
+            c2i = acc_im[2, e]
+            a = g0 * inv_tick
+            b = g_step * inv_tick
+            for k in range(bins):
+                ur = o_r[k] * zr[k] - o_i[k] * zi[k]
+                ui = o_r[k] * zi[k] + o_i[k] * zr[k]
+                qr = (nr[k] * zr[k] - ni[k] * zi[k]) - ur
+                qi = (nr[k] * zi[k] + ni[k] * zr[k]) - ui
+                c0r[k] += g0 * ur
+                c0i[k] += g0 * ui
+                c1r[k] += g_step * ur + a * qr
+                c1i[k] += g_step * ui + a * qi
+                c2r_[k] += b * qr
+                c2i[k] += b * qi
+        else:
+            for k in range(bins):
+                ur = nr[k] * zr[k] - ni[k] * zi[k]
+                ui = nr[k] * zi[k] + ni[k] * zr[k]
+                c0r[k] += g0 * ur
+                c0i[k] += g0 * ui
+                c1r[k] += g_step * ur
+                c1i[k] += g_step * ui
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1], "
+        "float32[:, :, :, ::1], float64[:, :, :, ::1], float64[:, :, :, ::1], "
+        "float32[:, ::1], float32[:, :, ::1], int64[::1], float64[:, ::1], int64[:, ::1], "
+        "float64[:, :, ::1], float32[:, :, ::1], float64[:, ::1], float64[:, :, ::1], "
+        "float64[:, :, ::1], int64, int64)")
+def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, clock, planes,
+               faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, n_fft, fft_min):
+    """Render the active sources of ``x`` ``(S, n)`` binaurally into ``out``
+    ``(2, n)``, summed in the frequency domain.
+
+    The same rendering as ``render`` with one difference: each source's air
+    absorption comes before its filter instead of after it (the two commute
+    while the air coefficient is constant).  Between two ticks the filters
+    are fixed, so each segment of at least ``fft_min`` samples is filtered
+    by overlap-save: per source one FFT (``n_fft`` points, at least
+    ``hist + tick``) of both ears' history and segment, multiplied by the
+    old and new filter spectra and summed over all sources as
+    ``_accumulate`` says; then at most three inverse FFTs per ear for the
+    whole scene.  The valid part of the circular convolution is exactly the
+    direct FIR's output, so nothing is delayed.  Shorter segments use the
+    direct FIR.
+
+    ``spec_re``, ``spec_im`` ``(S, 2, 2, K)``: each source's old and new
+    filter spectra per ear (``K = n_fft // 2 + 1``); ``hrtf_re``,
+    ``hrtf_im`` ``(M, 2, K)``: those of ``hrtf_filters``.  A state is used
+    by ``render_mix`` or by ``render``, not both.
+    """
+    n = x.shape[1]
+    sources = x.shape[0]
+    tick = clock[C_TICK]
+    hist = dhist.shape[2]
+    bins = hrtf_re.shape[2]
+    max_delay = ring.shape[1] // 2 - tick - 4.0
+    for e in range(2):
+        for j in range(n):
+            out[e, j] = 0.0
+    dl = np.empty((2, hist + tick), dtype=np.float32)
+    ya = np.empty((2, tick), dtype=np.float32)
+    yb = np.empty((2, tick), dtype=np.float32)
+    frame = np.empty(n_fft, dtype=np.complex128)
+    spectrum = np.empty(n_fft, dtype=np.complex128)
+    half = np.empty(bins, dtype=np.complex128)
+    signal = np.empty(n_fft, dtype=np.float64)
+    z = np.empty((4, bins), dtype=np.float64)
+    acc_re = np.empty((3, 2, bins), dtype=np.float64)
+    acc_im = np.empty((3, 2, bins), dtype=np.float64)
+    sums = np.empty(tick, dtype=np.float64)
+    axes = np.zeros(1, dtype=np.int64)
+    i = 0
+    while i < n:
+        if clock[C_COUNTDOWN] <= 0:
+            for s in range(sources):
+                if targets[s, T_ACTIVE] != 0.0:
+                    changed, jump, i0, i1, i2, w0, w1, w2 = _tick(
+                        s, targets, state, filt, clock, max_delay, planes, faces, inverses,
+                        hrtf_filters, hrtf_delays)
+                    if changed:
+                        _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re,
+                                      hrtf_im)
+            clock[C_COUNTDOWN] = tick
+        m = min(n - i, clock[C_COUNTDOWN])
+        pos = tick - clock[C_COUNTDOWN]
+        fft = m >= fft_min
+        heard = False
+        fading = False
+        if fft:
+            acc_re[:] = 0.0
+            acc_im[:] = 0.0
+        for s in range(sources):
+            if targets[s, T_ACTIVE] != 0.0:
+                _delayed(s, x, i, m, pos, clock[C_WRITE], state, ring, dhist, dl)
+                _air_in_place(s, dl, hist, m, pos, state)
+                if not _silent(state, s):
+                    if fft:
+                        _ear_spectra(dl, hist, m, frame, spectrum, axes, z)
+                        _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im)
+                        heard = True
+                        fading = fading or state[s, S_FADE] != 0.0
+                    else:
+                        _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb)
+                        for e in range(2):
+                            for j in range(m):
+                                out[e, i + j] += yb[e, j]
+                _keep_history(s, dl, m, dhist)
+        if heard:
+            for e in range(2):
+                for p in range(3 if fading else 2):
+                    for k in range(bins):
+                        half[k] = complex(acc_re[p, e, k], acc_im[p, e, k])
+                    c2r(half, signal, axes, False, 1.0 / n_fft, 1)
+                    if p == 0:
+                        for j in range(m):
+                            sums[j] = signal[hist + j]
+                    else:
+                        for j in range(m):
+                            t = pos + j + 1.0
+                            sums[j] += (t if p == 1 else t * t) * signal[hist + j]
+                y = out[e, i:i + m]
+                for j in range(m):
+                    y[j] = sums[j]
         clock[C_WRITE] += m
         clock[C_COUNTDOWN] -= m
         i += m
