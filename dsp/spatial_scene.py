@@ -51,10 +51,12 @@ kcommon = kernels("common")
 #: Default attenuation (the SDK's "as in real life").
 DEFAULT_ATTENUATION = 0.5
 
-#: Segments (the samples between two ticks that one call renders) at least
-#: this long are filtered by FFT, shorter ones directly: the FFT costs the
-#: same for any length, the direct filter is cheaper for short pieces.
-FFT_MIN_SAMPLES = 128
+#: Segments (the samples of one call between two ticks) of at least this
+#: fraction of a tick are filtered by FFT, shorter ones directly: the FFT
+#: costs the same for any length, the direct filter less for short pieces
+#: (measured with 17 speakers at 48 kHz: about even at half a tick, the FFT
+#: 15 % cheaper for whole ticks).
+FFT_MIN_TICK = 2 / 3
 
 #: Per-speaker arrays of a scene, one row per slot: name -> (dtype, shape of
 #: a row, value of a fresh slot).  ``_leaving`` counts the samples a removed
@@ -109,7 +111,8 @@ class SceneState(SpatialState):
         bins = self.n_fft // 2 + 1
         self.spec_re = np.zeros((sources, 2, 2, bins))
         self.spec_im = np.zeros((sources, 2, 2, bins))
-        self.fft_min = FFT_MIN_SAMPLES
+        #: Shortest segment filtered by FFT, in samples.
+        self.fft_min = max(1, int(FFT_MIN_TICK * self.tick))
 
     def clear(self, slot=None):
         super().clear(slot)
@@ -124,6 +127,9 @@ class SceneState(SpatialState):
                      self.ring, self.dhist, self.clock, t.planes, t.faces, t.inverses,
                      t.filters, t.delays, self.spectra[0], self.spectra[1], self.n_fft,
                      self.fft_min)
+
+
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _vector(value, name):
@@ -245,6 +251,7 @@ class SpatialScene:
         self._capacity = 0
         self._rate = None
         self._spatial = None
+        self._leaving_count = 0  # slots whose _leaving is >= 0
         self._grow(8)
 
     # -- slots -------------------------------------------------------------------
@@ -306,16 +313,30 @@ class SpatialScene:
 
     def update_remote_position(self, uid, position, forward=None):
         """Place speaker ``uid`` at ``position`` (units), facing ``forward`` (or
-        with no directivity when ``None``).  A new uid is added."""
-        pos = _vector(position, "position")
-        fwd = None if forward is None else _direction(forward, "forward")
-        slot = self._slot(uid, True)
-        self._pos[slot] = pos
-        if fwd is None:
+        with no directivity when ``None``).  A new uid is added.
+
+        Raises ``ValueError`` for a vector that is not 3 finite numbers, or a
+        zero ``forward``.
+        """
+        x, y, z = _vector(position, "position")
+        slot = self._slots.get(uid)
+        if slot is None:
+            slot = self._slot(uid, True)
+        if forward is None:
             self._has_fwd[slot] = False
         else:
-            self._fwd[slot] = fwd
+            fx, fy, fz = _vector(forward, "forward")
+            if fx * fx + fy * fy + fz * fz < 1e-24:
+                raise ValueError("forward must not be the zero vector")
+            fwd = self._fwd
+            fwd[slot, 0] = fx  # normalised by the kernel
+            fwd[slot, 1] = fy
+            fwd[slot, 2] = fz
             self._has_fwd[slot] = True
+        pos = self._pos
+        pos[slot, 0] = x
+        pos[slot, 1] = y
+        pos[slot, 2] = z
 
     def remove_remote_position(self, uid):
         """Stop hearing ``uid`` (its voice fades out over 10 ms).
@@ -330,6 +351,7 @@ class SpatialScene:
         else:  # keep rendering until the fade and the delayed tail are over
             sp = self._spatial
             self._leaving[slot] = 2 * sp.tick + int(sp.max_delay) + sp.hrtf.taps
+            self._leaving_count += 1
 
     def clear_remote_positions(self):
         """Remove every speaker."""
@@ -418,38 +440,35 @@ class SpatialScene:
     # -- rendering -----------------------------------------------------------------
     def gains(self):
         """``{uid: gain}`` that ``render`` applies now (0 for speakers not heard)."""
-        gain = self._gains(np.zeros((self._capacity, k.N_TARGETS)))
-        return {uid: float(gain[slot]) for uid, slot in self._slots.items()}
+        targets = np.zeros((self._capacity, k.N_TARGETS))
+        self._targets(targets, 48000 if self._rate is None else self._rate, 0.0)
+        return {uid: float(targets[slot, k.T_GAIN]) for uid, slot in self._slots.items()}
 
-    def _gains(self, targets):
-        """Broadband gain of every slot; fills the direction and distance
-        columns of ``targets`` and leaves the roll-off in ``self._rolloff``."""
-        facing = np.empty(self._capacity)
-        k.scene_geometry(self._pos, self._self_pos, self._axes, self._unit, self._fwd,
-                         self._has_fwd, self.directivity_db, targets, facing)
-        dist = targets[:, k.T_DISTANCE]
-        heard = self._used & (self._leaving < 0) & ~self._muted
-        if self._range < math.inf:
-            heard &= dist <= self._range * self._unit
-        if self._max_count is not None and np.count_nonzero(heard) > self._max_count:
-            order = np.flatnonzero(heard)[np.argsort(dist[heard], kind="stable")]
-            heard[order[self._max_count:]] = False
-        atten = self._atten
-        if self._zones:
-            atten = atten.copy()
-            listener = next((i for i, z in enumerate(self._zones)
-                             if z.contains(self._self_pos)), -1)
-            where = np.full(self._capacity, -1)
-            for i in range(len(self._zones) - 1, -1, -1):
-                where[self._zones[i].contains(self._pos)] = i
-            crossing = (where != listener) & ~self._force
-            zone_of = np.where(listener >= 0, listener, where)
-            for i, z in enumerate(self._zones):
-                atten[crossing & (zone_of == i)] = z.attenuation
-        self._rolloff = 2.0 * atten
-        ref = self.reference_distance_m
-        gain = ref / (ref + self._rolloff * (np.maximum(dist, ref) - ref))
-        return gain * facing * heard
+    def _attenuations(self):
+        """Each slot's attenuation, with the zones applied (see the module docstring)."""
+        if not self._zones:
+            return self._atten
+        atten = self._atten.copy()
+        listener = next((i for i, z in enumerate(self._zones)
+                         if z.contains(self._self_pos)), -1)
+        where = np.full(self._capacity, -1)
+        for i in range(len(self._zones) - 1, -1, -1):
+            where[self._zones[i].contains(self._pos)] = i
+        crossing = (where != listener) & ~self._force
+        zone_of = np.where(listener >= 0, listener, where)
+        for i, z in enumerate(self._zones):
+            atten[crossing & (zone_of == i)] = z.attenuation
+        return atten
+
+    def _targets(self, targets, rate, near_m):
+        """Fill ``targets`` (every column) for rendering at ``rate`` Hz."""
+        settings = np.array([
+            self._unit, self.directivity_db, self.reference_distance_m, self._range,
+            -1 if self._max_count is None else self._max_count, near_m,
+            self.air_absorption, self.doppler, self.speed_of_sound, self.max_delay_s, rate])
+        k.scene_targets(self._pos, self._self_pos, self._axes, self._fwd, self._has_fwd,
+                        self._used, self._muted, self._leaving, self._attenuations(), self._air,
+                        self._doppler, settings, targets)
 
     def render(self, frames, sample_rate):
         """Mix one frame per speaker into a binaural stereo frame at ``sample_rate`` (Hz).
@@ -460,58 +479,45 @@ class SpatialScene:
         Raises ``ValueError`` for frames of different lengths, with more than
         one channel, or with NaN/Inf.
         """
-        rate = check_sample_rate(sample_rate)
-        if rate != self._rate:
-            self._rate = rate
-            self._spatial = self._new_state(self._capacity)
-        items = []
-        n = None
-        for uid, frame in frames.items():
-            a = frame
-            if not (type(a) is np.ndarray and a.dtype == np.float32 and a.ndim == 1):
+        if sample_rate != self._rate or self._spatial is None:
+            rate = check_sample_rate(sample_rate)
+            if rate != self._rate or self._spatial is None:
+                self._rate = rate
+                self._spatial = self._new_state(self._capacity)
+        slots = self._slots
+        x = None
+        n = 0
+        for uid, a in frames.items():
+            if not (type(a) is np.ndarray and a.dtype is _FLOAT32 and a.ndim == 1):
                 block, _ = as_block(a)
                 if block.shape[0] != 1:
                     raise ValueError(f"frame of {uid!r} has {block.shape[0]} channels; "
                                      "speakers are mono")
                 a = block[0]
-            if n is None:
+            if x is None:
                 n = a.shape[0]
+                x = np.zeros((self._capacity, n), dtype=np.float32)
             elif a.shape[0] != n:
                 raise ValueError(f"frames differ in length: {uid!r} has {a.shape[0]} "
                                  f"samples, others {n}")
-            items.append((uid, a))
-        x = np.zeros((self._capacity, n or 0), dtype=np.float32)
-        for uid, a in items:
-            slot = self._slots.get(uid)
+            slot = slots.get(uid)
             if slot is not None:
                 x[slot] = a
+        if x is None:
+            x = np.zeros((self._capacity, 0), dtype=np.float32)
         bad = kcommon.first_non_finite(x)
         if bad >= 0:
             slot, i = divmod(int(bad), x.shape[1])
-            uid = next(u for u, s in self._slots.items() if s == slot)
+            uid = next(u for u, s in slots.items() if s == slot)
             raise ValueError(f"frame of {uid!r} contains {x[slot, i]} at sample {i}; "
                              "only finite samples can be rendered")
-        self._set_targets()
-        out = np.empty((2, x.shape[1]), dtype=np.float32)
-        self._spatial.render(x, out)
-        self._retire(x.shape[1])
-        return out
-
-    def _set_targets(self):
         sp = self._spatial
-        t = sp.targets
-        t[:, k.T_GAIN] = self._gains(t)
-        t[:, k.T_ACTIVE] = self._used
-        t[:, k.T_NEAR] = sp.hrtf.distance_m if self.near_field else 0.0
-        dist = t[:, k.T_DISTANCE]
-        air = np.where(self._air < 0, self.air_absorption, self._air > 0)
-        t[:, k.T_AIR] = dist * self._rolloff * air
-        if self.doppler or (self._doppler > 0).any():
-            doppler = np.where(self._doppler < 0, self.doppler, self._doppler > 0)
-            t[:, k.T_DELAY] = np.minimum(dist / self.speed_of_sound,
-                                         self.max_delay_s) * self._rate * doppler
-        else:
-            t[:, k.T_DELAY] = 0.0
+        self._targets(sp.targets, self._rate, sp.hrtf.distance_m if self.near_field else 0.0)
+        out = np.empty((2, n), dtype=np.float32)
+        sp.render(x, out)
+        if self._leaving_count:
+            self._retire(n)
+        return out
 
     def _retire(self, n):
         """Free the slots of removed speakers whose voice has died away."""
@@ -521,6 +527,8 @@ class SpatialScene:
                 self._release(slot)
 
     def _release(self, slot):
+        if self._leaving[slot] >= 0:
+            self._leaving_count -= 1
         self._used[slot] = False
         self._leaving[slot] = -1
         if self._spatial is not None:

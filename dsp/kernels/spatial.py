@@ -90,6 +90,20 @@ C_WRITE = 2
 C_INSTANT = 3
 C_RATE = 4        # sample rate, Hz
 
+# scene_targets settings
+G_UNIT = 0         # metres per world unit
+G_DIRECTIVITY = 1  # dB quieter facing away
+G_REFERENCE = 2    # metres without attenuation
+G_RANGE = 3        # hear speakers within this many units (inf: all)
+G_MAX_COUNT = 4    # hear at most this many, the nearest (-1: all)
+G_NEAR = 5         # T_NEAR of every speaker
+G_AIR = 6          # air absorption by default (1) or not (0)
+G_DOPPLER = 7      # Doppler by default (1) or not (0)
+G_SPEED = 8        # speed of sound, m/s
+G_MAX_DELAY = 9    # longest propagation delay kept, s
+G_RATE = 10        # sample rate, Hz
+N_SETTINGS = 11
+
 #: Delay added to every onset delay: the Lagrange interpolator reads the
 #: four samples around the delay and needs one of them at or before "now".
 BASE_DELAY = 1.0
@@ -546,9 +560,27 @@ def _air_in_place(s, dl, hist, m, pos, state):
     if a0 != 0.0 or a_step != 0.0 or zl != 0.0 or zr != 0.0:
         left = dl[0, hist:hist + m]
         right = dl[1, hist:hist + m]
-        for j in range(m):
+        # z[j] = c[j] + a[j] z[j - 1] with c = (1 - a) x, two samples a step:
+        # z[j + 1] = (c[j + 1] + a[j + 1] c[j]) + a[j + 1] a[j] z[j - 1], so
+        # the recursive path has one multiply-add per two samples
+        j = 0
+        while j + 1 < m:
             a = a0 + (pos + j + 1.0) * a_step
-            # z = (1 - a) x + a z: one multiply-add on the recursive path
+            b = a + a_step
+            cl = left[j] - a * left[j]
+            cr = right[j] - a * right[j]
+            dl2 = (left[j + 1] - b * left[j + 1]) + b * cl
+            dr2 = (right[j + 1] - b * right[j + 1]) + b * cr
+            ab = a * b
+            left[j] = cl + a * zl
+            right[j] = cr + a * zr
+            zl = dl2 + ab * zl
+            zr = dr2 + ab * zr
+            left[j + 1] = zl
+            right[j + 1] = zr
+            j += 2
+        if j < m:
+            a = a0 + (pos + j + 1.0) * a_step
             zl = (left[j] - a * left[j]) + a * zl
             zr = (right[j] - a * right[j]) + a * zr
             left[j] = zl
@@ -564,15 +596,21 @@ def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im)
     is linear, so the spectrum of the weighted filters is the weighted
     spectra)."""
     for e in range(2):
-        for spec, table in ((spec_re, hrtf_re), (spec_im, hrtf_im)):
-            old = spec[s, 0, e]
-            new = spec[s, 1, e]
-            h0 = table[i0, e]
-            h1 = table[i1, e]
-            h2 = table[i2, e]
-            for k in range(new.shape[0]):
-                old[k] = new[k]
-                new[k] = w0 * h0[k] + w1 * h1[k] + w2 * h2[k]
+        old_re = spec_re[s, 0, e]
+        new_re = spec_re[s, 1, e]
+        old_im = spec_im[s, 0, e]
+        new_im = spec_im[s, 1, e]
+        a_re = hrtf_re[i0, e]
+        b_re = hrtf_re[i1, e]
+        c_re = hrtf_re[i2, e]
+        a_im = hrtf_im[i0, e]
+        b_im = hrtf_im[i1, e]
+        c_im = hrtf_im[i2, e]
+        for k in range(new_re.shape[0]):
+            old_re[k] = new_re[k]
+            old_im[k] = new_im[k]
+            new_re[k] = w0 * a_re[k] + w1 * b_re[k] + w2 * c_re[k]
+            new_im[k] = w0 * a_im[k] + w1 * b_im[k] + w2 * c_im[k]
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -801,23 +839,38 @@ def hrtf_weights(planes, faces, inverses, v, indices, weights):
     weights[2] = w2
 
 
-@kernel("void(float64[:, ::1], float64[::1], float64[:, ::1], float64, float64[:, ::1], "
-        "boolean[::1], float64, float64[:, ::1], float64[::1])")
-def scene_geometry(positions, listener, axes, unit, facing, has_facing, directivity_db,
-                   targets, gains):
-    """Where each speaker is, seen from the listener's head.
+@kernel("void(float64[:, ::1], float64[::1], float64[:, ::1], float64[:, ::1], boolean[::1], "
+        "boolean[::1], boolean[::1], int64[::1], float64[::1], int8[::1], int8[::1], "
+        "float64[::1], float64[:, ::1])")
+def scene_targets(positions, listener, axes, facing, has_facing, used, muted, leaving, atten,
+                  air, doppler, settings, targets):
+    """Every speaker's targets for the renderer, seen from the listener's head.
 
-    ``positions`` ``(S, 3)`` and ``listener`` ``(3,)`` in world units of
-    ``unit`` metres; ``axes`` rows: the listener's forward, right and up unit
-    vectors.  Writes each speaker's direction (head frame: x ahead, y left,
-    z up; straight ahead for a speaker at the listener's position) into
-    ``targets[:, T_X:T_Z + 1]`` and its distance in metres into
-    ``targets[:, T_DISTANCE]``; ``gains[s]`` = directivity gain: a speaker
-    facing ``facing[s]`` (unit vector, used where ``has_facing[s]``) is
-    ``directivity_db * (1 - cos a) / 2`` dB quieter at angle ``a`` off its
-    axis, 1 otherwise.
+    ``positions`` ``(S, 3)`` and ``listener`` ``(3,)`` in world units;
+    ``axes`` rows: the listener's forward, right and up unit vectors;
+    ``facing[s]`` (used where ``has_facing[s]``): the way speaker ``s``
+    faces (any length > 0).  Per speaker: ``used`` (has a position),
+    ``muted``, ``leaving`` (>= 0 while a removed speaker fades), ``atten``
+    (its attenuation, 0 to 1, zones applied), ``air`` and ``doppler`` (1 on,
+    0 off, -1 the scene's default).  ``settings``: the ``G_*`` entries.
+
+    Writes all columns of ``targets``: direction (head frame: x ahead, y
+    left, z up; straight ahead for a speaker at the listener's position),
+    distance in metres, and the gain: ``ref / (ref + 2 atten (max(d, ref)
+    - ref))`` for ``d`` metres, times the directivity (a speaker facing away
+    at angle ``a`` is ``directivity_db * (1 - cos a) / 2`` dB quieter), for
+    the speakers heard (used, not muted or leaving, within the range, and
+    among the ``max_count`` nearest of those), 0 for the others.
     """
-    for s in range(positions.shape[0]):
+    unit = settings[G_UNIT]
+    directivity_db = settings[G_DIRECTIVITY]
+    ref = settings[G_REFERENCE]
+    limit = settings[G_RANGE] * unit
+    sources = positions.shape[0]
+    heard = np.zeros(sources, dtype=np.bool_)
+    count = 0
+    for s in range(sources):
+        t = targets[s]
         rx = (positions[s, 0] - listener[0]) * unit
         ry = (positions[s, 1] - listener[1]) * unit
         rz = (positions[s, 2] - listener[2]) * unit
@@ -827,15 +880,44 @@ def scene_geometry(positions, listener, axes, unit, facing, has_facing, directiv
         d = math.sqrt(ahead * ahead + right * right + up * up)
         g = 1.0
         if d > 1e-9:
-            targets[s, T_X] = ahead / d
-            targets[s, T_Y] = -right / d
-            targets[s, T_Z] = up / d
+            t[T_X] = ahead / d
+            t[T_Y] = -right / d
+            t[T_Z] = up / d
             if has_facing[s] and directivity_db > 0.0:
-                cos = -(facing[s, 0] * rx + facing[s, 1] * ry + facing[s, 2] * rz) / d
+                fx, fy, fz = facing[s, 0], facing[s, 1], facing[s, 2]
+                cos = -(fx * rx + fy * ry + fz * rz) / (d * math.sqrt(fx * fx + fy * fy + fz * fz))
                 g = 10.0 ** (-directivity_db * (1.0 - cos) / 40.0)
         else:
-            targets[s, T_X] = 1.0
-            targets[s, T_Y] = 0.0
-            targets[s, T_Z] = 0.0
-        targets[s, T_DISTANCE] = d
-        gains[s] = g
+            t[T_X] = 1.0
+            t[T_Y] = 0.0
+            t[T_Z] = 0.0
+        t[T_DISTANCE] = d
+        rolloff = 2.0 * atten[s]
+        t[T_GAIN] = g * ref / (ref + rolloff * (max(d, ref) - ref))
+        t[T_ACTIVE] = 1.0 if used[s] else 0.0
+        t[T_RATE] = 0.0
+        t[T_NEAR] = settings[G_NEAR]
+        on = air[s] > 0 or (air[s] < 0 and settings[G_AIR] != 0.0)
+        t[T_AIR] = d * rolloff if on else 0.0
+        on = doppler[s] > 0 or (doppler[s] < 0 and settings[G_DOPPLER] != 0.0)
+        t[T_DELAY] = (min(d / settings[G_SPEED], settings[G_MAX_DELAY]) * settings[G_RATE]
+                      if on else 0.0)
+        heard[s] = used[s] and leaving[s] < 0 and not muted[s] and d <= limit
+        if heard[s]:
+            count += 1
+    keep = int(settings[G_MAX_COUNT])
+    if 0 <= keep < count:
+        distances = np.empty(count)
+        which = np.empty(count, dtype=np.int64)
+        c = 0
+        for s in range(sources):
+            if heard[s]:
+                distances[c] = targets[s, T_DISTANCE]
+                which[c] = s
+                c += 1
+        order = np.argsort(distances, kind="mergesort")  # stable: the first slot wins ties
+        for c in range(keep, count):
+            heard[which[order[c]]] = False
+    for s in range(sources):
+        if not heard[s]:
+            targets[s, T_GAIN] = 0.0
