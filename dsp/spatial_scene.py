@@ -252,6 +252,7 @@ class SpatialScene:
         self._rate = None
         self._spatial = None
         self._leaving_count = 0  # slots whose _leaving is >= 0
+        self._x = np.zeros((0, 0), dtype=np.float32)
         self._grow(8)
 
     # -- slots -------------------------------------------------------------------
@@ -496,7 +497,7 @@ class SpatialScene:
                 a = block[0]
             if x is None:
                 n = a.shape[0]
-                x = np.zeros((self._capacity, n), dtype=np.float32)
+                x = self._input(n)
             elif a.shape[0] != n:
                 raise ValueError(f"frames differ in length: {uid!r} has {a.shape[0]} "
                                  f"samples, others {n}")
@@ -504,7 +505,7 @@ class SpatialScene:
             if slot is not None:
                 x[slot] = a
         if x is None:
-            x = np.zeros((self._capacity, 0), dtype=np.float32)
+            x = self._input(0)
         bad = kcommon.first_non_finite(x)
         if bad >= 0:
             slot, i = divmod(int(bad), x.shape[1])
@@ -518,6 +519,17 @@ class SpatialScene:
         if self._leaving_count:
             self._retire(n)
         return out
+
+    def _input(self, n):
+        """The kernel's input ``(capacity, n)``, all zeros: an array kept from
+        frame to frame (a new one each frame costs more in page faults than
+        the zeroing)."""
+        x = self._x
+        if x.shape != (self._capacity, n):
+            x = self._x = np.zeros((self._capacity, n), dtype=np.float32)
+        else:
+            x.fill(0.0)
+        return x
 
     def _retire(self, n):
         """Free the slots of removed speakers whose voice has died away."""
