@@ -35,7 +35,6 @@ Usage::
 import bench_core as core  # sets the one-thread environment before NumPy loads
 from bench_core import cpu_name, medians, pin_to_one_core, split_frames, verdict
 
-import gc  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -220,23 +219,23 @@ def make_scene_run(signals, doppler, part="all"):
 
 
 def cpu_medians(makers, repeats):
-    """Median process CPU times of ``makers`` (as ``bench_core.medians``,
-    which takes wall time), runs taking turns after one warm-up each."""
-    for make in makers:
-        make()()
+    """Median process CPU times of ``makers``, run as ``bench_core.medians``
+    runs them (a warm-up each, then taking turns)."""
     times = [[] for _ in makers]
-    for _ in range(repeats):
-        for make, t in zip(makers, times):
+
+    def timed(make, t):
+        def make_timed():
             run = make()
-            gc.collect()
-            gc.disable()
-            try:
+
+            def go():
                 t0 = time.process_time()
                 run()
                 t.append(time.process_time() - t0)
-            finally:
-                gc.enable()
-    return [statistics.median(t) for t in times]
+            return go
+        return make_timed
+
+    medians([timed(make, t) for make, t in zip(makers, times)], repeats)
+    return [statistics.median(t[1:]) for t in times]  # t[0]: the warm-up
 
 
 # ------------------------------------------------------------------ case 3
