@@ -9,7 +9,10 @@ works since the listener's axes are given explicitly).  ``render`` takes one
 mono frame per speaker and returns the binaural stereo mix: each voice goes
 through the HRTF of its direction as seen from the listener's head, fades
 with distance, and moves without clicks (see ``kernels.spatial``); all
-voices are rendered in one kernel call.
+voices are rendered in one kernel call, which filters them by FFT and sums
+their spectra, so a frame costs one FFT per voice and at most six inverse
+FFTs for the whole scene (``kernels.spatial.render_mix``), with no added
+latency.
 
 Who is heard: speakers with a position (``update_remote_position``), not
 muted, within ``set_audio_recv_range``, and among the

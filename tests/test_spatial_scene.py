@@ -113,6 +113,19 @@ def test_receive_range_and_count(noise):
         s.set_audio_recv_range(0)
 
 
+def test_the_nearest_are_heard_and_ties_go_to_the_first_added():
+    """Against a stable NumPy sort of the distances (random, with ties)."""
+    r = np.random.default_rng(5)
+    s = scene()
+    distances = r.choice([1.0, 2.0, 2.5, 4.0, 7.0], size=23)
+    for uid, d in enumerate(distances):
+        s.update_remote_position(uid, (0.0, d, 0.0))
+    for n in (0, 1, 5, 11, 22, 23, 30):
+        s.set_max_audio_recv_count(n)
+        heard = sorted(u for u, g in s.gains().items() if g > 0)
+        assert heard == sorted(np.argsort(distances, kind="stable")[:n].tolist())
+
+
 def test_zones_attenuate_sound_crossing_their_walls(noise):
     room = Zone(position=(0, 0, 0), forward=AHEAD, right=RIGHT, up=UP, forward_length=6.0,
                 right_length=6.0, up_length=3.0, attenuation=1.0)
