@@ -97,10 +97,11 @@ def _fft_size(n):
 
 @functools.lru_cache(maxsize=4)
 def _hrtf_spectra(hrtf, n_fft):
-    """Real and imaginary parts, each ``(M, 2, n_fft // 2 + 1)``, of the
-    spectra of the kernel's HRTF filters (``hrtf.tables``)."""
+    """Real and imaginary parts, each ``(M, 2, n_fft // 2 + 1)`` float32, of
+    the spectra of the kernel's HRTF filters (``hrtf.tables``)."""
     spectra = np.fft.rfft(hrtf.tables.filters.astype(np.float64), n_fft, axis=-1)
-    return np.ascontiguousarray(spectra.real), np.ascontiguousarray(spectra.imag)
+    return (np.ascontiguousarray(spectra.real, dtype=np.float32),
+            np.ascontiguousarray(spectra.imag, dtype=np.float32))
 
 
 class SceneState(SpatialState):
@@ -112,8 +113,8 @@ class SceneState(SpatialState):
         self.n_fft = _fft_size(self.tick + hrtf.taps - 1)
         self.spectra = _hrtf_spectra(hrtf, self.n_fft)
         bins = self.n_fft // 2 + 1
-        self.spec_re = np.zeros((sources, 2, 2, bins))
-        self.spec_im = np.zeros((sources, 2, 2, bins))
+        self.spec_re = np.zeros((sources, 2, 2, bins), dtype=np.float32)
+        self.spec_im = np.zeros((sources, 2, 2, bins), dtype=np.float32)
         #: Shortest segment filtered by FFT, in samples.
         self.fft_min = max(1, int(FFT_MIN_TICK * self.tick))
 

@@ -48,7 +48,7 @@ hull faces, ``R`` a power of two):
   instant, sample rate]``; ``instant = 1`` switches at once, without
   cross-fades or ramps (only for demonstrating what the cross-fade
   prevents);
-* ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float64 (``render_mix`` only):
+* ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float32 (``render_mix`` only):
   the spectra of ``filt``, ``K = n_fft // 2 + 1``;
 * ``planes`` ``(F, 3)``, ``faces`` ``(F, 6)`` int64 (the three corners,
   then the neighbouring face opposite each corner), ``inverses``
@@ -714,10 +714,10 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
 
 
 @kernel("void(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1], "
-        "float32[:, :, :, ::1], float64[:, :, :, ::1], float64[:, :, :, ::1], "
+        "float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], "
         "float32[:, ::1], float32[:, :, ::1], int64[::1], float64[:, ::1], int64[:, ::1], "
-        "float64[:, :, ::1], float32[:, :, ::1], float64[:, ::1], float64[:, :, ::1], "
-        "float64[:, :, ::1], int64, int64)")
+        "float64[:, :, ::1], float32[:, :, ::1], float64[:, ::1], float32[:, :, ::1], "
+        "float32[:, :, ::1], int64, int64)")
 def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, clock, planes,
                faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, n_fft, fft_min):
     """Render the active sources of ``x`` ``(S, n)`` binaurally into ``out``
@@ -735,9 +735,10 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     direct FIR's output, so nothing is delayed.  Shorter segments use the
     direct FIR.
 
-    ``spec_re``, ``spec_im`` ``(S, 2, 2, K)``: each source's old and new
-    filter spectra per ear (``K = n_fft // 2 + 1``); ``hrtf_re``,
-    ``hrtf_im`` ``(M, 2, K)``: those of ``hrtf_filters``.  A state is used
+    ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float32 (as precise as the
+    float32 filters): each source's old and new filter spectra per ear
+    (``K = n_fft // 2 + 1``); ``hrtf_re``, ``hrtf_im`` ``(M, 2, K)``
+    float32: those of ``hrtf_filters``.  Products and sums are float64.  A state is used
     by ``render_mix`` or by ``render``, not both.
     """
     n = x.shape[1]
