@@ -437,7 +437,7 @@ def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
 
 # ----------------------------------------------------------------- one source, one segment
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _delayed(s, x, i, m, pos, write, state, ring, dhist, dl):
     """Samples ``i .. i + m`` of source ``s`` into its ring, and both ears'
     delayed input into ``dl[e, hist:hist + m]`` after the ``hist`` samples
@@ -468,7 +468,7 @@ def _silent(state, s):
             and state[s, S_GAIN + 2] == 0.0 and state[s, S_GAIN + 3] == 0.0)
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb):
     """``yb[e, :m]``: each ear of ``dl`` through source ``s``'s filter
     (cross-faded from the old one while it fades), times its gain ramp."""
@@ -566,7 +566,7 @@ def render(x, out, targets, state, filt, ring, dhist, clock, planes, faces, inve
 
 # ----------------------------------------------------------------- many sources, one FFT
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _air_in_place(s, dl, hist, m, pos, state):
     """Source ``s``'s air absorption on ``dl[:, hist:hist + m]`` (both ears)."""
     a0 = state[s, S_AIR]
@@ -605,7 +605,7 @@ def _air_in_place(s, dl, hist, m, pos, state):
         state[s, S_MEMORY + 1] = 0.0 if -TINY < zr < TINY else zr
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im):
     """Source ``s``'s direction changed: its new filter spectra become the
     old ones and the new ones are interpolated as the filters are (the FFT
@@ -629,7 +629,7 @@ def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im)
             new_im[k] = w0 * a_im[k] + w1 * b_im[k] + w2 * c_im[k]
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _ear_spectra(dl, hist, m, frame, spectrum, axes, z):
     """Spectra of both ears' ``dl[:, :hist + m]`` (zero-padded to the FFT
     size) into ``z`` ``(4, K)``: left real, left imaginary, right real, right
@@ -661,7 +661,7 @@ def _ear_spectra(dl, hist, m, frame, spectrum, axes, z):
         z[3, k] = 0.5 * (br - ar)
 
 
-@numba.njit(inline="always", **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
     """Add source ``s``, whose ear spectra are ``z``, to the scene's sums.
 
