@@ -9,8 +9,8 @@ with PASS/FAIL, in one run, on one core, at 48 kHz in 10 ms frames:
    frame by frame with overlap-add (target >= 2x).
 2. ``SpatialScene.render`` of 17 moving speakers (every position updated
    every frame), target >= 60x real time; also with Doppler (extra row),
-   the same in process CPU time (less sensitive to other programs on a
-   shared machine), and where a frame's time goes: the position updates,
+   the same in CPU time of the running thread (less sensitive to other
+   programs on a shared machine), and where a frame's time goes: the position updates,
    the bare kernel (``render_mix``) and the rest of ``render``.
 3. The design choice behind the filters of one source (the Spatializer):
    one 10 ms frame of both ears through 128-tap filters, direct FIR (the
@@ -219,7 +219,8 @@ def make_scene_run(signals, doppler, part="all"):
 
 
 def cpu_medians(makers, repeats):
-    """Median process CPU times of ``makers``, run as ``bench_core.medians``
+    """Median CPU times of ``makers`` (of this thread only: other threads of
+    the process, such as a BLAS pool, do not count), run as ``bench_core.medians``
     runs them (a warm-up each, then taking turns)."""
     times = [[] for _ in makers]
 
@@ -228,9 +229,9 @@ def cpu_medians(makers, repeats):
             run = make()
 
             def go():
-                t0 = time.process_time()
+                t0 = time.thread_time()
                 run()
-                t.append(time.process_time() - t0)
+                t.append(time.thread_time() - t0)
             return go
         return make_timed
 
@@ -375,7 +376,7 @@ def main(argv=None):
                                        make_scene_run(signals, False, "update"),
                                        make_scene_run(signals, False, "kernel")], args.repeats)
     per_frame = 1e6 / len(frames)
-    print(f"   in process CPU time                         {seconds / cpu:8.1f}x real time"
+    print(f"   in CPU time (this thread)                   {seconds / cpu:8.1f}x real time"
           f"   target >= {SCENE_TARGET:g}x   {verdict(seconds / cpu >= SCENE_TARGET)}")
     print(f"   CPU per frame: {cpu * per_frame:.0f} us = position updates "
           f"{update * per_frame:.0f} + kernel {kernel * per_frame:.0f} + rest of render "
