@@ -324,15 +324,16 @@ class SpatialScene:
         zero ``forward``.
         """
         x, y, z = _vector(position, "position")
+        if forward is not None:
+            fx, fy, fz = _vector(forward, "forward")
+            if fx * fx + fy * fy + fz * fz < 1e-24:
+                raise ValueError("forward must not be the zero vector")
         slot = self._slots.get(uid)
         if slot is None:
             slot = self._slot(uid, True)
         if forward is None:
             self._has_fwd[slot] = False
         else:
-            fx, fy, fz = _vector(forward, "forward")
-            if fx * fx + fy * fy + fz * fz < 1e-24:
-                raise ValueError("forward must not be the zero vector")
             fwd = self._fwd
             fwd[slot, 0] = fx  # normalised by the kernel
             fwd[slot, 1] = fy

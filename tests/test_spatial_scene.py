@@ -273,6 +273,9 @@ def test_frames_are_checked(noise):
         s.update_remote_position(1, (1, 2))
     with pytest.raises(ValueError, match="finite"):
         s.update_remote_position(1, (1, math.nan, 0))
+    with pytest.raises(ValueError, match="zero vector"):
+        s.update_remote_position("new", (1, 0, 0), forward=(0, 0, 0))
+    assert "new" not in s.speakers  # a refused call adds nobody
     # (1, n) frames and int16 frames are accepted
     a = s.render({1: noise[None, :480]}, FS)
     assert a.shape == (2, 480)
