@@ -8,11 +8,17 @@ with PASS/FAIL, in one run, on one core, at 48 kHz in 10 ms frames:
    against ``scipy.signal.oaconvolve`` with a fixed 2 x 256-tap HRIR applied
    frame by frame with overlap-add (target >= 2x).
 2. ``SpatialScene.render`` of 17 moving speakers (every position updated
-   every frame), target >= 60x real time; also with Doppler (extra row).
-3. The design choice behind the filters: one 10 ms frame of both ears
-   through 128-tap filters, direct FIR (the kernel used) against FFT
-   overlap-add inside Numba (rocket-fft: one rfft of the input, one irfft per
-   ear and filter), still and cross-fading (two filters per ear).
+   every frame), target >= 60x real time; also with Doppler (extra row),
+   the same in CPU time of the running thread (less sensitive to other
+   programs on a shared machine), and where a frame's time goes: the position updates,
+   the bare kernel (``render_mix``) and the rest of ``render``.
+3. The design choice behind the filters of one source (the Spatializer):
+   one 10 ms frame of both ears through 128-tap filters, direct FIR (the
+   kernel used) against FFT overlap-add inside Numba (rocket-fft: one rfft
+   of the input, one irfft per ear and filter), still and cross-fading (two
+   filters per ear).  A scene sums the spectra of all its speakers and needs
+   one FFT per speaker and at most six inverse FFTs per frame, so for many
+   speakers the FFT wins (``kernels.spatial.render_mix``).
 4. Python overhead of ``Spatializer.process`` per frame above the bare kernel.
 
 Real-time factor (x real time) = seconds of audio / seconds of processing;
@@ -30,8 +36,11 @@ import bench_core as core  # sets the one-thread environment before NumPy loads
 from bench_core import cpu_name, medians, pin_to_one_core, split_frames, verdict
 
 import math  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -156,7 +165,11 @@ def speaker_positions(i):
     return out
 
 
-def make_scene_run(signals, doppler):
+def make_scene_run(signals, doppler, part="all"):
+    """A maker of runs of the scene over ``signals``; ``part``: "all" (what
+    a user does: update the positions, render), "update" (the position
+    updates alone) or "kernel" (the bare kernel on the same inputs, its
+    targets computed beforehand)."""
     n_frames = signals.shape[1] // FRAME
     positions = [speaker_positions(i) for i in range(n_frames)]
     frames = [{u: np.ascontiguousarray(signals[u, i * FRAME:(i + 1) * FRAME])
@@ -175,8 +188,55 @@ def make_scene_run(signals, doppler):
                 for u, (p, f) in enumerate(positions[i]):
                     scene.update_remote_position(u, p, forward=f)
                 scene.render(frames[i], RATE)
-        return run
+
+        def update():
+            for i in range(n_frames):
+                for u, (p, f) in enumerate(positions[i]):
+                    scene.update_remote_position(u, p, forward=f)
+
+        if part == "update":
+            return update
+        if part == "all":
+            return run
+        sp = scene._spatial
+        targets, inputs = [], []
+        for i in range(n_frames):
+            for u, (p, f) in enumerate(positions[i]):
+                scene.update_remote_position(u, p, forward=f)
+            scene._targets(sp.targets, RATE, 0.0)
+            targets.append(sp.targets.copy())
+            x = np.zeros((sp.targets.shape[0], FRAME), np.float32)
+            x[:SPEAKERS] = signals[:, i * FRAME:(i + 1) * FRAME]
+            inputs.append(x)
+        out = np.empty((2, FRAME), np.float32)
+
+        def kernel():
+            for i in range(n_frames):
+                sp.targets[:] = targets[i]  # a copy of 32 x 10 numbers, ~1 us
+                sp.render(inputs[i], out)
+        return kernel
     return make
+
+
+def cpu_medians(makers, repeats):
+    """Median CPU times of ``makers`` (of this thread only: other threads of
+    the process, such as a BLAS pool, do not count), run as ``bench_core.medians``
+    runs them (a warm-up each, then taking turns)."""
+    times = [[] for _ in makers]
+
+    def timed(make, t):
+        def make_timed():
+            run = make()
+
+            def go():
+                t0 = time.thread_time()
+                run()
+                t.append(time.thread_time() - t0)
+            return go
+        return make_timed
+
+    medians([timed(make, t) for make, t in zip(makers, times)], repeats)
+    return [statistics.median(t[1:]) for t in times]  # t[0]: the warm-up
 
 
 # ------------------------------------------------------------------ case 3
@@ -283,6 +343,9 @@ def main(argv=None):
           f"median of {args.repeats} alternating runs after 1 warm-up")
     print(f"  CPU: {cpu_name()}, {pinned}; Python {platform.python_version()}, "
           f"NumPy {np.__version__}, Numba {numba.__version__}, SciPy {scipy.__version__}")
+    if hasattr(os, "getloadavg"):
+        print("  load average at the start (1, 5, 15 min): "
+              + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     ola_err, sv_err = check_same_work(frames, hrir)
     print(f"  same work: frame-wise oaconvolve + overlap-add vs one lfilter, largest error / "
           f"peak {ola_err:.1e}; still Spatializer vs exact delay + lfilter (below 4 kHz) "
@@ -309,6 +372,15 @@ def main(argv=None):
           f"   target >= {SCENE_TARGET:g}x   {verdict(seconds / doppler >= SCENE_TARGET)}")
     print(f"   per frame: {plain / len(frames) * 1e6:.0f} us, "
           f"{plain / len(frames) / SPEAKERS * 1e6:.1f} us per speaker")
+    cpu, update, kernel = cpu_medians([make_scene_run(signals, False),
+                                       make_scene_run(signals, False, "update"),
+                                       make_scene_run(signals, False, "kernel")], args.repeats)
+    per_frame = 1e6 / len(frames)
+    print(f"   in CPU time (this thread)                   {seconds / cpu:8.1f}x real time"
+          f"   target >= {SCENE_TARGET:g}x   {verdict(seconds / cpu >= SCENE_TARGET)}")
+    print(f"   CPU per frame: {cpu * per_frame:.0f} us = position updates "
+          f"{update * per_frame:.0f} + kernel {kernel * per_frame:.0f} + rest of render "
+          f"{(cpu - update - kernel) * per_frame:.0f}")
     print()
 
     taps, n_fft, still, fading = fir_choice(args.repeats)

@@ -19,6 +19,13 @@ new direction, gain and delay.  During the following ``tick`` samples
 Because the schedule depends only on the sample count, the output does not
 depend on how the input is cut into blocks.
 
+Two kernels render: ``render`` (the Spatializer's: each source delayed,
+filtered directly, times its gain, then air absorption) and ``render_mix``
+(a scene's: air absorption on the delayed input, before the filter; whole
+ticks filtered by FFT with the spectra of all sources summed before the
+inverse FFTs, see its docstring).  Both give the same output where the air
+coefficient stays put, and differ by about 1e-5 of the peak where it moves.
+
 HRTF lookup: the measured directions (unit vectors) are triangulated by
 their convex hull.  A direction ``v`` leaves the hull through the face whose
 plane ``n . x = c`` it reaches first, the face with the largest
@@ -41,6 +48,8 @@ hull faces, ``R`` a power of two):
   instant, sample rate]``; ``instant = 1`` switches at once, without
   cross-fades or ramps (only for demonstrating what the cross-fade
   prevents);
+* ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float32 (``render_mix`` only):
+  the spectra of ``filt``, ``K = n_fft // 2 + 1``;
 * ``planes`` ``(F, 3)``, ``faces`` ``(F, 6)`` int64 (the three corners,
   then the neighbouring face opposite each corner), ``inverses``
   ``(F, 3, 3)``: the hull; ``hrtf_filters`` ``(M, 2, L)`` float32,
@@ -51,6 +60,7 @@ import math
 
 import numba
 import numpy as np
+from rocket_fft import c2c, c2r
 
 from . import JIT_OPTIONS, kernel
 
@@ -89,6 +99,20 @@ C_WRITE = 2
 C_INSTANT = 3
 C_RATE = 4        # sample rate, Hz
 
+# scene_targets settings
+G_UNIT = 0         # metres per world unit
+G_DIRECTIVITY = 1  # dB quieter facing away
+G_REFERENCE = 2    # metres without attenuation
+G_RANGE = 3        # hear speakers within this many units (inf: all)
+G_MAX_COUNT = 4    # hear at most this many, the nearest (-1: all)
+G_NEAR = 5         # T_NEAR of every speaker
+G_AIR = 6          # air absorption by default (1) or not (0)
+G_DOPPLER = 7      # Doppler by default (1) or not (0)
+G_SPEED = 8        # speed of sound, m/s
+G_MAX_DELAY = 9    # longest propagation delay kept, s
+G_RATE = 10        # sample rate, Hz
+N_SETTINGS = 11
+
 #: Delay added to every onset delay: the Lagrange interpolator reads the
 #: four samples around the delay and needs one of them at or before "now".
 BASE_DELAY = 1.0
@@ -114,11 +138,18 @@ def _write(ring, x, m, write):
     """Append ``x[:m]`` to the mirrored ring (each sample stored twice, ``R``
     apart, so that any ``R`` consecutive samples are contiguous)."""
     size = ring.shape[0] // 2
-    mask = size - 1
-    for j in range(m):
-        p = (write + j) & mask
-        ring[p] = x[j]
-        ring[p + size] = x[j]
+    start = write & (size - 1)
+    j = 0
+    while j < m:  # in runs that do not wrap around, so the copies vectorize
+        p = (start + j) & (size - 1)
+        r = min(m - j, size - p)
+        low = ring[p:p + r]
+        high = ring[p + size:p + size + r]
+        src = x[j:j + r]
+        for q in range(r):
+            low[q] = src[q]
+            high[q] = src[q]
+        j += r
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -334,7 +365,12 @@ def _ramp(state, s, col, target, tick, jump):
 @numba.njit(inline="always", **JIT_OPTIONS)
 def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
           hrtf_filters, hrtf_delays):
-    """Take source ``s``'s targets: new direction (filters), delays, gains."""
+    """Take source ``s``'s targets: new direction (filters), delays, gains.
+
+    Returns ``(changed, jump, i0, i1, i2, w0, w1, w2)``: whether the
+    direction changed, whether it switched at once, and (if it changed) the
+    measured directions and weights of the new filters.
+    """
     tick = float(clock[C_TICK])
     started = state[s, S_STARTED] != 0.0
     jump = (not started) or clock[C_INSTANT] != 0
@@ -349,6 +385,8 @@ def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
     state[s, S_PHASE] = (phase + targets[s, T_RATE] * tick) % (2.0 * math.pi)
     changed = (not started) or vx != state[s, S_X] or vy != state[s, S_Y] \
         or vz != state[s, S_Z]
+    i0 = i1 = i2 = 0
+    w0 = w1 = w2 = 0.0
     if changed:
         face, i0, i1, i2, w0, w1, w2 = _lookup(planes, faces, inverses, vx, vy, vz,
                                                int(state[s, S_FACE]) - 1)
@@ -394,14 +432,16 @@ def _tick(s, targets, state, filt, clock, max_delay, planes, faces, inverses,
     state[s, S_AIR + 1] = (air - start) / tick
     state[s, S_AIR + 2] = air
     state[s, S_STARTED] = 1.0
+    return changed, jump, i0, i1, i2, w0, w1, w2
 
 
 # ----------------------------------------------------------------- one source, one segment
 
-@numba.njit(inline="always", **JIT_OPTIONS)
-def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya, yb):
-    """Render samples ``i .. i + m`` of source ``s`` into ``out``; ``pos``
-    samples have passed since the last tick."""
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
+def _delayed(s, x, i, m, pos, write, state, ring, dhist, dl):
+    """Samples ``i .. i + m`` of source ``s`` into its ring, and both ears'
+    delayed input into ``dl[e, hist:hist + m]`` after the ``hist`` samples
+    kept from before; ``pos`` samples have passed since the last tick."""
     hist = dhist.shape[2]
     for e in range(2):
         for k in range(hist):
@@ -411,26 +451,54 @@ def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya
         _read_delayed(ring[s], write, state[s, S_DELAY + e], state[s, S_DELAY + 2 + e], pos,
                       m, dl[e], hist)
 
-    silent = (state[s, S_GAIN] == 0.0 and state[s, S_GAIN + 1] == 0.0
-              and state[s, S_GAIN + 2] == 0.0 and state[s, S_GAIN + 3] == 0.0
-              and state[s, S_MEMORY] == 0.0 and state[s, S_MEMORY + 1] == 0.0)
-    if not silent:
-        fading = state[s, S_FADE] != 0.0
-        inv_tick = 1.0 / tick
-        for e in range(2):
-            y = yb[e]
-            g0 = state[s, S_GAIN + e]
-            g_step = state[s, S_GAIN + 2 + e]
-            if fading:
-                _fir_pair(dl[e], hist, filt[s, 0, e], filt[s, 1, e], ya[e], y, m)
-                old = ya[e]
-                for j in range(m):
-                    t = pos + j + 1.0
-                    y[j] = (old[j] + (t * inv_tick) * (y[j] - old[j])) * (g0 + t * g_step)
-            else:
-                _fir(dl[e], hist, filt[s, 1, e], y, m)
-                for j in range(m):
-                    y[j] = y[j] * (g0 + (pos + j + 1.0) * g_step)
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _keep_history(s, dl, m, dhist):
+    """The last ``hist`` samples of ``dl`` become source ``s``'s history."""
+    hist = dhist.shape[2]
+    for e in range(2):
+        for k in range(hist):
+            dhist[s, e, k] = dl[e, m + k]
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _silent(state, s):
+    """Whether source ``s``'s gains are zero until the next tick."""
+    return (state[s, S_GAIN] == 0.0 and state[s, S_GAIN + 1] == 0.0
+            and state[s, S_GAIN + 2] == 0.0 and state[s, S_GAIN + 3] == 0.0)
+
+
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
+def _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb):
+    """``yb[e, :m]``: each ear of ``dl`` through source ``s``'s filter
+    (cross-faded from the old one while it fades), times its gain ramp."""
+    fading = state[s, S_FADE] != 0.0
+    inv_tick = 1.0 / tick
+    for e in range(2):
+        y = yb[e]
+        g0 = state[s, S_GAIN + e]
+        g_step = state[s, S_GAIN + 2 + e]
+        if fading:
+            _fir_pair(dl[e], hist, filt[s, 0, e], filt[s, 1, e], ya[e], y, m)
+            old = ya[e]
+            for j in range(m):
+                t = pos + j + 1.0
+                y[j] = (old[j] + (t * inv_tick) * (y[j] - old[j])) * (g0 + t * g_step)
+        else:
+            _fir(dl[e], hist, filt[s, 1, e], y, m)
+            for j in range(m):
+                y[j] = y[j] * (g0 + (pos + j + 1.0) * g_step)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya, yb):
+    """Render samples ``i .. i + m`` of source ``s`` into ``out``; ``pos``
+    samples have passed since the last tick."""
+    hist = dhist.shape[2]
+    _delayed(s, x, i, m, pos, write, state, ring, dhist, dl)
+    if not (_silent(state, s) and state[s, S_MEMORY] == 0.0
+            and state[s, S_MEMORY + 1] == 0.0):
+        _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb)
         a0 = state[s, S_AIR]
         a_step = state[s, S_AIR + 1]
         zl = state[s, S_MEMORY]
@@ -449,9 +517,7 @@ def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya
             for e in range(2):
                 for j in range(m):
                     out[e, i + j] += yb[e, j]
-    for e in range(2):
-        for k in range(hist):
-            dhist[s, e, k] = dl[e, m + k]
+    _keep_history(s, dl, m, dhist)
 
 
 # ----------------------------------------------------------------- public kernels
@@ -498,6 +564,261 @@ def render(x, out, targets, state, filt, ring, dhist, clock, planes, faces, inve
         i += m
 
 
+# ----------------------------------------------------------------- many sources, one FFT
+
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
+def _air_in_place(s, dl, hist, m, pos, state):
+    """Source ``s``'s air absorption on ``dl[:, hist:hist + m]`` (both ears)."""
+    a0 = state[s, S_AIR]
+    a_step = state[s, S_AIR + 1]
+    zl = state[s, S_MEMORY]
+    zr = state[s, S_MEMORY + 1]
+    if a0 != 0.0 or a_step != 0.0 or zl != 0.0 or zr != 0.0:
+        left = dl[0, hist:hist + m]
+        right = dl[1, hist:hist + m]
+        # z[j] = c[j] + a[j] z[j - 1] with c = (1 - a) x, two samples a step:
+        # z[j + 1] = (c[j + 1] + a[j + 1] c[j]) + a[j + 1] a[j] z[j - 1], so
+        # the recursive path has one multiply-add per two samples
+        j = 0
+        while j + 1 < m:
+            a = a0 + (pos + j + 1.0) * a_step
+            b = a + a_step
+            cl = left[j] - a * left[j]
+            cr = right[j] - a * right[j]
+            dl2 = (left[j + 1] - b * left[j + 1]) + b * cl
+            dr2 = (right[j + 1] - b * right[j + 1]) + b * cr
+            ab = a * b
+            left[j] = cl + a * zl
+            right[j] = cr + a * zr
+            zl = dl2 + ab * zl
+            zr = dr2 + ab * zr
+            left[j + 1] = zl
+            right[j + 1] = zr
+            j += 2
+        if j < m:
+            a = a0 + (pos + j + 1.0) * a_step
+            zl = (left[j] - a * left[j]) + a * zl
+            zr = (right[j] - a * right[j]) + a * zr
+            left[j] = zl
+            right[j] = zr
+        state[s, S_MEMORY] = 0.0 if -TINY < zl < TINY else zl
+        state[s, S_MEMORY + 1] = 0.0 if -TINY < zr < TINY else zr
+
+
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
+def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im):
+    """Source ``s``'s direction changed: its new filter spectra become the
+    old ones and the new ones are interpolated as the filters are (the FFT
+    is linear, so the spectrum of the weighted filters is the weighted
+    spectra)."""
+    for e in range(2):
+        old_re = spec_re[s, 0, e]
+        new_re = spec_re[s, 1, e]
+        old_im = spec_im[s, 0, e]
+        new_im = spec_im[s, 1, e]
+        a_re = hrtf_re[i0, e]
+        b_re = hrtf_re[i1, e]
+        c_re = hrtf_re[i2, e]
+        a_im = hrtf_im[i0, e]
+        b_im = hrtf_im[i1, e]
+        c_im = hrtf_im[i2, e]
+        for k in range(new_re.shape[0]):
+            old_re[k] = new_re[k]
+            old_im[k] = new_im[k]
+            new_re[k] = w0 * a_re[k] + w1 * b_re[k] + w2 * c_re[k]
+            new_im[k] = w0 * a_im[k] + w1 * b_im[k] + w2 * c_im[k]
+
+
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
+def _ear_spectra(dl, hist, m, frame, spectrum, axes, z):
+    """Spectra of both ears' ``dl[:, :hist + m]`` (zero-padded to the FFT
+    size) into ``z`` ``(4, K)``: left real, left imaginary, right real, right
+    imaginary parts.  One complex FFT of ``left + i right`` gives both: the
+    spectrum of a real signal is conjugate-symmetric."""
+    size = frame.shape[0]
+    left = dl[0]
+    right = dl[1]
+    flat = frame.view(np.float64)
+    for k in range(hist + m):
+        flat[2 * k] = left[k]
+        flat[2 * k + 1] = right[k]
+    for k in range(2 * (hist + m), 2 * size):
+        flat[k] = 0.0
+    c2c(frame, spectrum, axes, True, 1.0, 1)
+    sp = spectrum.view(np.float64)
+    z[0, 0] = sp[0]
+    z[1, 0] = 0.0
+    z[2, 0] = sp[1]
+    z[3, 0] = 0.0
+    for k in range(1, z.shape[1]):
+        ar = sp[2 * k]
+        ai = sp[2 * k + 1]
+        br = sp[2 * (size - k)]
+        bi = sp[2 * (size - k) + 1]
+        z[0, k] = 0.5 * (ar + br)
+        z[1, k] = 0.5 * (ai - bi)
+        z[2, k] = 0.5 * (ai + bi)
+        z[3, k] = 0.5 * (br - ar)
+
+
+@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
+def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
+    """Add source ``s``, whose ear spectra are ``z``, to the scene's sums.
+
+    With ``o`` and ``n`` an ear's delayed block filtered by the old and the
+    new filter and ``g0 + t g_step`` its gain at ``t`` samples after the tick,
+    the ear's output is ``(g0 + t g_step) (o + (t / tick) (n - o))``
+    ``= c0 + t c1 + t**2 c2``; ``acc_re[p, ear]``, ``acc_im[p, ear]`` sum the
+    spectra of ``c_p``.
+    """
+    fading = state[s, S_FADE] != 0.0
+    inv_tick = 1.0 / tick
+    bins = z.shape[1]
+    for e in range(2):
+        zr = z[2 * e]
+        zi = z[2 * e + 1]
+        g0 = state[s, S_GAIN + e]
+        g_step = state[s, S_GAIN + 2 + e]
+        c0r = acc_re[0, e]
+        c0i = acc_im[0, e]
+        c1r = acc_re[1, e]
+        c1i = acc_im[1, e]
+        nr = spec_re[s, 1, e]
+        ni = spec_im[s, 1, e]
+        if fading:
+            o_r = spec_re[s, 0, e]
+            o_i = spec_im[s, 0, e]
+            c2r_ = acc_re[2, e]
+            c2i = acc_im[2, e]
+            a = g0 * inv_tick
+            b = g_step * inv_tick
+            for k in range(bins):
+                ur = o_r[k] * zr[k] - o_i[k] * zi[k]
+                ui = o_r[k] * zi[k] + o_i[k] * zr[k]
+                qr = (nr[k] * zr[k] - ni[k] * zi[k]) - ur
+                qi = (nr[k] * zi[k] + ni[k] * zr[k]) - ui
+                c0r[k] += g0 * ur
+                c0i[k] += g0 * ui
+                c1r[k] += g_step * ur + a * qr
+                c1i[k] += g_step * ui + a * qi
+                c2r_[k] += b * qr
+                c2i[k] += b * qi
+        else:
+            for k in range(bins):
+                ur = nr[k] * zr[k] - ni[k] * zi[k]
+                ui = nr[k] * zi[k] + ni[k] * zr[k]
+                c0r[k] += g0 * ur
+                c0i[k] += g0 * ui
+                c1r[k] += g_step * ur
+                c1i[k] += g_step * ui
+
+
+@kernel("void(float32[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1], "
+        "float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], "
+        "float32[:, ::1], float32[:, :, ::1], int64[::1], float64[:, ::1], int64[:, ::1], "
+        "float64[:, :, ::1], float32[:, :, ::1], float64[:, ::1], float32[:, :, ::1], "
+        "float32[:, :, ::1], int64, int64)")
+def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, clock, planes,
+               faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, n_fft, fft_min):
+    """Render the active sources of ``x`` ``(S, n)`` binaurally into ``out``
+    ``(2, n)``, summed in the frequency domain.
+
+    The same rendering as ``render`` with one difference: each source's air
+    absorption comes before its filter instead of after it (the two commute
+    while the air coefficient is constant).  Between two ticks the filters
+    are fixed, so each segment of at least ``fft_min`` samples is filtered
+    by overlap-save: per source one FFT (``n_fft`` points, at least
+    ``hist + tick``) of both ears' history and segment, multiplied by the
+    old and new filter spectra and summed over all sources as
+    ``_accumulate`` says; then at most three inverse FFTs per ear for the
+    whole scene.  The valid part of the circular convolution is exactly the
+    direct FIR's output, so nothing is delayed.  Shorter segments use the
+    direct FIR.
+
+    ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float32 (as precise as the
+    float32 filters): each source's old and new filter spectra per ear
+    (``K = n_fft // 2 + 1``); ``hrtf_re``, ``hrtf_im`` ``(M, 2, K)``
+    float32: those of ``hrtf_filters``.  Products and sums are float64.  A state is used
+    by ``render_mix`` or by ``render``, not both.
+    """
+    n = x.shape[1]
+    sources = x.shape[0]
+    tick = clock[C_TICK]
+    hist = dhist.shape[2]
+    bins = hrtf_re.shape[2]
+    max_delay = ring.shape[1] // 2 - tick - 4.0
+    for e in range(2):
+        for j in range(n):
+            out[e, j] = 0.0
+    dl = np.empty((2, hist + tick), dtype=np.float32)
+    ya = np.empty((2, tick), dtype=np.float32)
+    yb = np.empty((2, tick), dtype=np.float32)
+    frame = np.empty(n_fft, dtype=np.complex128)
+    spectrum = np.empty(n_fft, dtype=np.complex128)
+    half = np.empty(bins, dtype=np.complex128)
+    signal = np.empty(n_fft, dtype=np.float64)
+    z = np.empty((4, bins), dtype=np.float64)
+    acc_re = np.empty((3, 2, bins), dtype=np.float64)
+    acc_im = np.empty((3, 2, bins), dtype=np.float64)
+    sums = np.empty(tick, dtype=np.float64)
+    axes = np.zeros(1, dtype=np.int64)
+    i = 0
+    while i < n:
+        if clock[C_COUNTDOWN] <= 0:
+            for s in range(sources):
+                if targets[s, T_ACTIVE] != 0.0:
+                    changed, jump, i0, i1, i2, w0, w1, w2 = _tick(
+                        s, targets, state, filt, clock, max_delay, planes, faces, inverses,
+                        hrtf_filters, hrtf_delays)
+                    if changed:
+                        _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re,
+                                      hrtf_im)
+            clock[C_COUNTDOWN] = tick
+        m = min(n - i, clock[C_COUNTDOWN])
+        pos = tick - clock[C_COUNTDOWN]
+        fft = m >= fft_min
+        heard = False
+        fading = False
+        if fft:
+            acc_re[:] = 0.0
+            acc_im[:] = 0.0
+        for s in range(sources):
+            if targets[s, T_ACTIVE] != 0.0:
+                _delayed(s, x, i, m, pos, clock[C_WRITE], state, ring, dhist, dl)
+                _air_in_place(s, dl, hist, m, pos, state)
+                if not _silent(state, s):
+                    if fft:
+                        _ear_spectra(dl, hist, m, frame, spectrum, axes, z)
+                        _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im)
+                        heard = True
+                        fading = fading or state[s, S_FADE] != 0.0
+                    else:
+                        _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb)
+                        for e in range(2):
+                            for j in range(m):
+                                out[e, i + j] += yb[e, j]
+                _keep_history(s, dl, m, dhist)
+        if heard:
+            for e in range(2):
+                for p in range(3 if fading else 2):
+                    for k in range(bins):
+                        half[k] = complex(acc_re[p, e, k], acc_im[p, e, k])
+                    c2r(half, signal, axes, False, 1.0 / n_fft, 1)
+                    if p == 0:
+                        for j in range(m):
+                            sums[j] = signal[hist + j]
+                    else:
+                        for j in range(m):
+                            t = pos + j + 1.0
+                            sums[j] += (t if p == 1 else t * t) * signal[hist + j]
+                y = out[e, i:i + m]
+                for j in range(m):
+                    y[j] = sums[j]
+        clock[C_WRITE] += m
+        clock[C_COUNTDOWN] -= m
+        i += m
+
+
 @kernel("void(float32[::1], float32[::1], float32[::1])")
 def fir(x, h, y):
     """``y[j] = sum_k h[k] x[len(h) - 1 + j - k]``: ``x`` holds ``len(h) - 1``
@@ -535,23 +856,38 @@ def hrtf_weights(planes, faces, inverses, v, indices, weights):
     weights[2] = w2
 
 
-@kernel("void(float64[:, ::1], float64[::1], float64[:, ::1], float64, float64[:, ::1], "
-        "boolean[::1], float64, float64[:, ::1], float64[::1])")
-def scene_geometry(positions, listener, axes, unit, facing, has_facing, directivity_db,
-                   targets, gains):
-    """Where each speaker is, seen from the listener's head.
+@kernel("void(float64[:, ::1], float64[::1], float64[:, ::1], float64[:, ::1], boolean[::1], "
+        "boolean[::1], boolean[::1], int64[::1], float64[::1], int8[::1], int8[::1], "
+        "float64[::1], float64[:, ::1])")
+def scene_targets(positions, listener, axes, facing, has_facing, used, muted, leaving, atten,
+                  air, doppler, settings, targets):
+    """Every speaker's targets for the renderer, seen from the listener's head.
 
-    ``positions`` ``(S, 3)`` and ``listener`` ``(3,)`` in world units of
-    ``unit`` metres; ``axes`` rows: the listener's forward, right and up unit
-    vectors.  Writes each speaker's direction (head frame: x ahead, y left,
-    z up; straight ahead for a speaker at the listener's position) into
-    ``targets[:, T_X:T_Z + 1]`` and its distance in metres into
-    ``targets[:, T_DISTANCE]``; ``gains[s]`` = directivity gain: a speaker
-    facing ``facing[s]`` (unit vector, used where ``has_facing[s]``) is
-    ``directivity_db * (1 - cos a) / 2`` dB quieter at angle ``a`` off its
-    axis, 1 otherwise.
+    ``positions`` ``(S, 3)`` and ``listener`` ``(3,)`` in world units;
+    ``axes`` rows: the listener's forward, right and up unit vectors;
+    ``facing[s]`` (used where ``has_facing[s]``): the way speaker ``s``
+    faces (any length > 0).  Per speaker: ``used`` (has a position),
+    ``muted``, ``leaving`` (>= 0 while a removed speaker fades), ``atten``
+    (its attenuation, 0 to 1, zones applied), ``air`` and ``doppler`` (1 on,
+    0 off, -1 the scene's default).  ``settings``: the ``G_*`` entries.
+
+    Writes all columns of ``targets``: direction (head frame: x ahead, y
+    left, z up; straight ahead for a speaker at the listener's position),
+    distance in metres, and the gain: ``ref / (ref + 2 atten (max(d, ref)
+    - ref))`` for ``d`` metres, times the directivity (a speaker facing away
+    at angle ``a`` is ``directivity_db * (1 - cos a) / 2`` dB quieter), for
+    the speakers heard (used, not muted or leaving, within the range, and
+    among the ``max_count`` nearest of those), 0 for the others.
     """
-    for s in range(positions.shape[0]):
+    unit = settings[G_UNIT]
+    directivity_db = settings[G_DIRECTIVITY]
+    ref = settings[G_REFERENCE]
+    limit = settings[G_RANGE] * unit
+    sources = positions.shape[0]
+    heard = np.zeros(sources, dtype=np.bool_)
+    count = 0
+    for s in range(sources):
+        t = targets[s]
         rx = (positions[s, 0] - listener[0]) * unit
         ry = (positions[s, 1] - listener[1]) * unit
         rz = (positions[s, 2] - listener[2]) * unit
@@ -561,15 +897,48 @@ def scene_geometry(positions, listener, axes, unit, facing, has_facing, directiv
         d = math.sqrt(ahead * ahead + right * right + up * up)
         g = 1.0
         if d > 1e-9:
-            targets[s, T_X] = ahead / d
-            targets[s, T_Y] = -right / d
-            targets[s, T_Z] = up / d
+            t[T_X] = ahead / d
+            t[T_Y] = -right / d
+            t[T_Z] = up / d
             if has_facing[s] and directivity_db > 0.0:
-                cos = -(facing[s, 0] * rx + facing[s, 1] * ry + facing[s, 2] * rz) / d
+                fx, fy, fz = facing[s, 0], facing[s, 1], facing[s, 2]
+                cos = -(fx * rx + fy * ry + fz * rz) / (d * math.sqrt(fx * fx + fy * fy + fz * fz))
                 g = 10.0 ** (-directivity_db * (1.0 - cos) / 40.0)
         else:
-            targets[s, T_X] = 1.0
-            targets[s, T_Y] = 0.0
-            targets[s, T_Z] = 0.0
-        targets[s, T_DISTANCE] = d
-        gains[s] = g
+            t[T_X] = 1.0
+            t[T_Y] = 0.0
+            t[T_Z] = 0.0
+        t[T_DISTANCE] = d
+        rolloff = 2.0 * atten[s]
+        t[T_GAIN] = g * ref / (ref + rolloff * (max(d, ref) - ref))
+        t[T_ACTIVE] = 1.0 if used[s] else 0.0
+        t[T_RATE] = 0.0
+        t[T_NEAR] = settings[G_NEAR]
+        on = air[s] > 0 or (air[s] < 0 and settings[G_AIR] != 0.0)
+        t[T_AIR] = d * rolloff if on else 0.0
+        on = doppler[s] > 0 or (doppler[s] < 0 and settings[G_DOPPLER] != 0.0)
+        t[T_DELAY] = (min(d / settings[G_SPEED], settings[G_MAX_DELAY]) * settings[G_RATE]
+                      if on else 0.0)
+        heard[s] = used[s] and leaving[s] < 0 and not muted[s] and d <= limit
+        if heard[s]:
+            count += 1
+    keep = int(settings[G_MAX_COUNT])
+    if 0 <= keep < count:
+        # the heard speakers by distance, the lower slot first on ties (an
+        # insertion sort: scenes are small, and it compiles in no time)
+        which = np.empty(count, dtype=np.int64)
+        c = 0
+        for s in range(sources):
+            if heard[s]:
+                d = targets[s, T_DISTANCE]
+                j = c
+                while j > 0 and targets[which[j - 1], T_DISTANCE] > d:
+                    which[j] = which[j - 1]
+                    j -= 1
+                which[j] = s
+                c += 1
+        for c in range(keep, count):
+            heard[which[c]] = False
+    for s in range(sources):
+        if not heard[s]:
+            targets[s, T_GAIN] = 0.0
