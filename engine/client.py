@@ -744,7 +744,7 @@ class Client(MusicMixing):
         if ssrc is None:
             return False
         self._remotes.pop(ssrc, None)
-        if self._spatial is not None and uid in self._spatial.speakers():
+        if self._spatial is not None and uid in self._spatial.speakers:
             self._spatial.remove_remote_position(uid)
         return True
 
@@ -977,7 +977,7 @@ class Client(MusicMixing):
             if remote.muted:
                 continue
             if (self._spatial is not None and self.channels == 2
-                    and remote.uid in self._spatial.speakers()):
+                    and remote.uid in self._spatial.speakers):
                 spatial[remote.uid] = frame.mean(axis=0).astype(np.float32) * np.float32(
                     remote.volume)
                 continue

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.signal as ss
 from engine_helpers import (
     CLEAN_TONE,
     Recorder,
@@ -25,6 +26,7 @@ from engine_helpers import (
     rms,
     stream,
     tone,
+    wait_until,
     window,
 )
 from stagevox import dsp, engine, presets
@@ -139,6 +141,36 @@ def test_remote_voice_position_pans_on_a_stereo_client(pan):
     assert amplitude(steady_near, 440) > 0.2 * 10 ** (-1 / 20)
     # ... and the far side is at least 30 dB down.
     assert rms(steady_far) < rms(steady_near) * 10 ** (-30 / 20)
+
+
+def test_spatial_audio_places_a_host_on_the_left_and_survives_its_leaving():
+    """A stereo listener with spatial audio on and host 1 placed 2 m to its
+    left (forward, right, up): the physical expectation of a head, the left
+    ear louder (by 6 dB or more over the voice's band) and first (the right
+    ear 0.2-1 ms later, the interaural time difference of a head about 17 cm
+    wide); the host then leaves and the listener goes on pulling."""
+    with Session() as s:
+        host = s.join(1, "host")
+        listener = s.join(2, "audience", channels=2)
+        listener.enable_spatial_audio()
+        listener.spatial_scene.update_remote_position(1, [0.0, -2.0, 0.0])
+        x = harmonic_tone(180, 1.0, amplitude=0.2, harmonics=40)   # up to 7.2 kHz
+        got = stream({host: x}, [listener], 1.0)[listener]
+        host.leave_channel()
+        s.clients.remove(host)
+        assert wait_until(lambda: listener.remote_users() == [], 3.0)
+        after = stream({}, [listener], 0.1)[listener]
+    left, right = window(got[0], 0.5, 0.95), window(got[1], 0.5, 0.95)
+    assert rms(left) > 0.02, rms(left)
+    highpass = ss.butter(4, 2000, "highpass", fs=SEC, output="sos")
+    ild = db(rms(ss.sosfilt(highpass, left)) / rms(ss.sosfilt(highpass, right)))
+    assert ild >= 6.0, ild
+    corr = np.correlate(right, left[48:-48], mode="valid")      # right vs left, lag -1..+1 ms
+    lag_ms = (int(np.argmax(corr)) - 48) / 48
+    print(f"\nspatial audio, host 2 m to the left: ILD above 2 kHz {ild:.1f} dB, "
+          f"right ear {lag_ms:.2f} ms late")
+    assert 0.2 <= lag_ms <= 1.0, lag_ms
+    assert after.shape == (2, 4800) and np.all(np.isfinite(after))
 
 
 def test_remote_voice_gain_scales_the_level():
