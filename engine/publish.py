@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 
-from .channel_mix import FRAME_SAMPLES, Transcoding, mix_down
+from .channel_mix import FRAME_SAMPLES, MAX_BATCH_S, Transcoding, mix_down
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class RtmpPublisher:
     ``on_state(url, state, reason)`` hears every state change (on this
     publisher's thread).  ``feed(frames)`` is the channel mix's output call.
     """
+
+    #: The CDN lags anyway: the mix may hand frames over in batches this long.
+    batch_s = MAX_BATCH_S
 
     def __init__(self, url, transcoding, on_state, counters, sealed=lambda: False):
         self.url = check_url(url)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from engine_helpers import peak_frequency, tone
 from stagevox.engine import codec
-from stagevox.engine.channel_mix import FRAME_SAMPLES, ChannelMix, Transcoding, mix_down
+from stagevox.engine.channel_mix import (FRAME_SAMPLES, QUEUE_PACKETS, ChannelMix, Transcoding,
+                                          mix_down)
 from stagevox.engine.publish import check_url
 from stagevox.engine.publish_cli import parse_publish
 from stagevox.engine.rtp import PT_OPUS, RtpPacket
@@ -133,6 +134,6 @@ def test_channel_mix_decodes_each_host(speech):
     # The queue is bounded: offering faster than the worker takes drops and counts.
     full = ChannelMix("full", counters)
     full.close()
-    for k in range(full._queue.maxsize + 10):
+    for k in range(QUEUE_PACKETS + 10):
         full.offer(5, 7, packet, 0.0)
     assert counters["mix_dropped"] == 10
