@@ -8,9 +8,11 @@ adaptive one and none of its machinery (delay estimation, time stretching,
 NACK lists, loss statistics for the sender): per packet a dictionary
 insert, per frame a dictionary look-up and one decoder call.
 
-Timing: the first packet (arriving at ``now``) is played from the first mix
-frame that starts ``delay_s`` or more after its arrival; from then on each
-mix frame takes the next frame's worth of the host's timestamps.  A frame
+Timing: the first packet's arrival (at ``now``) sets the first mix frame
+played, the first that starts ``delay_s`` or more after it; that frame
+plays the earliest packet then buffered (so packets reordered at the start
+are not lost), and from then on each mix frame takes the next frame's
+worth of the host's timestamps.  A frame
 missing when it is due is rebuilt from the next packet's FEC if that packet
 is here, else concealed.  When nothing at all is buffered (the host paused,
 or its packets run late) the stream conceals without moving on, so a late
@@ -96,15 +98,16 @@ class MixStream:
         if codec != self._codec:
             self._codec, self._decoder = codec, make_decoder(codec, 1)
         primary = self._unwrap.unwrap(items[-1][1])
-        if self._next is not None and abs(primary - self._next) > self._restart:
+        point = self._top if self._next is None else self._next
+        if self._start_frame is not None and abs(primary - point) > self._restart:
             self.stats["restarts"] += 1
-            self._next = None
+            self._start_frame = None
             self._decoder.reset()
-        if self._next is None:
+        if self._start_frame is None:
             self._anchor(primary, now, mix_start)
         for i, (_, ts, payload) in enumerate(items):
             ext = primary if i == len(items) - 1 else self._unwrap.unwrap(ts)
-            if ext < self._next:
+            if self._next is not None and ext < self._next:
                 if i == len(items) - 1:
                     self.stats["late"] += 1
                 continue
@@ -112,12 +115,13 @@ class MixStream:
                 self._store.setdefault(ext, payload)
         self._top = max(self._top, primary + self._dur)
         if len(self._store) > MAX_PACKETS:
-            self._store = {t: p for t, p in self._store.items() if t >= self._next}
+            floor = self._top - self._restart if self._next is None else self._next
+            self._store = {t: p for t, p in self._store.items() if t >= floor}
 
     def _anchor(self, ts, now, mix_start):
         self._store.clear()
         self._carry = self._carry[:0]
-        self._next = ts
+        self._next = None                  # set by the first frame played
         self._top = ts
         self._waited = 0
         self._start_frame = math.ceil((now + self.delay_s - mix_start) / self.frame_s - 1e-9)
@@ -127,8 +131,13 @@ class MixStream:
     def pull(self, frame):
         """The host's audio for mix frame ``frame`` (``frame_samples`` float32;
         silence before it starts and while it waits for a fresh start)."""
-        if self._next is None or frame < self._start_frame:
+        if self._start_frame is None or frame < self._start_frame:
             return self._silence
+        if self._next is None:
+            if not self._store:                   # only empty payloads came
+                self._start_frame = None
+                return self._silence
+            self._next = min(self._store)
         n = self.frame_samples
         if self._top - self._next > self._delay + SLACK_FRAMES * n:
             self._skip_to(self._top - self._delay)
@@ -172,7 +181,7 @@ class MixStream:
             else:                                 # nothing buffered: wait in place
                 self._waited += 1
                 if self._waited > MAX_WAIT_FRAMES:
-                    self._next = None             # the next packet starts afresh
+                    self._start_frame = None      # the next packet starts afresh
                     return None
                 self.stats["concealed"] += 1
                 if want % GRANULE:
