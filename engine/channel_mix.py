@@ -42,7 +42,7 @@ FRAME_S = FRAME_SAMPLES / CLOCK_RATE
 QUEUE_PACKETS = 2048
 #: Each host's fixed delay from arrival to playout, s (the mix may lag more
 #: than a listener does: nobody talks back to a CDN).
-DELAY_S = 0.1
+DELAY_S = 0.15
 #: A host heard from no more for this long is dropped from the mix.
 HOST_SILENT_S = 5.0
 #: The longest batch of frames the worker makes per wake-up, s.
@@ -164,6 +164,8 @@ class ChannelMix:
         self.name = name
         self.counters = counters
         self.sealed = False
+        #: What the hosts' streams met, summed (``mix_stream.MixStream.stats``).
+        self.stats = collections.Counter()
         self.outputs = {}
         self._clock = clock
         self._queue = collections.deque()    # appends and pops are atomic: no lock
@@ -226,12 +228,13 @@ class ChannelMix:
     def _step(self, frame):
         self._take_packets()
         now = self._clock()
+        late = max(0.0, now - (self._start + frame * FRAME_S))
         frames = {}
         for uid, entry in list(self._streams.items()):
             if now - entry[2] > HOST_SILENT_S:
                 del self._streams[uid]
                 continue
-            frames[uid] = entry[0].pull(frame)
+            frames[uid] = entry[0].pull(frame, late)
         for output in self.outputs.values():
             output.feed(frames)
 
@@ -246,7 +249,8 @@ class ChannelMix:
                 continue
             entry = self._streams.get(uid)
             if entry is None or entry[1] != ssrc:
-                entry = self._streams[uid] = [MixStream(DELAY_S, FRAME_SAMPLES, FRAME_S),
+                entry = self._streams[uid] = [MixStream(DELAY_S, FRAME_SAMPLES, FRAME_S,
+                                                        self.stats),
                                               ssrc, now]
             entry[2] = now
             entry[0].put(packet, now, self._start)

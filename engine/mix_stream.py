@@ -37,7 +37,7 @@ CODEC_OF = {PT_OPUS: "opus", PT_L16: "pcm"}
 #: falls silent and waits for a fresh start.
 MAX_WAIT_FRAMES = 5
 #: Frames buffered beyond the delay before the stream skips ahead.
-SLACK_FRAMES = 3
+SLACK_FRAMES = 5
 #: A timestamp this far (s) from the playout point is a restarted stream.
 RESTART_S = 2.0
 #: Buffered packets kept at most (a hostile or broken sender cannot grow it).
@@ -50,17 +50,18 @@ class MixStream:
     """One host's packets in, ``frame_samples`` of mono float32 out per mix frame.
 
     ``delay_s``: the fixed delay from a packet's arrival to its playout;
-    ``frame_s``: the mix frame's duration.  ``stats`` counts ``late`` (came
-    after their playout), ``recovered`` (from FEC), ``concealed``,
-    ``skipped`` (frames dropped to hold the delay), ``malformed`` and
-    ``restarts``.
+    ``frame_s``: the mix frame's duration.  ``stats`` (a
+    ``collections.Counter``, new if None; several streams may share one)
+    counts ``late`` (came after their playout), ``recovered`` (from FEC),
+    ``concealed``, ``skipped`` (frames dropped to hold the delay),
+    ``malformed``, ``restarts`` and ``starts``.
     """
 
-    def __init__(self, delay_s, frame_samples, frame_s):
+    def __init__(self, delay_s, frame_samples, frame_s, stats=None):
         self.delay_s = delay_s
         self.frame_samples = frame_samples
         self.frame_s = frame_s
-        self.stats = collections.Counter()
+        self.stats = collections.Counter() if stats is None else stats
         self._delay = round(delay_s * CLOCK_RATE)
         self._restart = round(RESTART_S * CLOCK_RATE)
         self._codec = None
@@ -119,6 +120,7 @@ class MixStream:
             self._store = {t: p for t, p in self._store.items() if t >= floor}
 
     def _anchor(self, ts, now, mix_start):
+        self.stats["starts"] += 1
         self._store.clear()
         self._carry = self._carry[:0]
         self._next = None                  # set by the first frame played
@@ -128,9 +130,12 @@ class MixStream:
 
     # ------------------------------------------------------------ playout
 
-    def pull(self, frame):
+    def pull(self, frame, late_s=0.0):
         """The host's audio for mix frame ``frame`` (``frame_samples`` float32;
-        silence before it starts and while it waits for a fresh start)."""
+        silence before it starts and while it waits for a fresh start).
+        ``late_s``: how long after its due time the frame is made (the mix
+        makes frames in batches): packets that came meanwhile are not
+        counted as too much buffered."""
         if self._start_frame is None or frame < self._start_frame:
             return self._silence
         if self._next is None:
@@ -139,8 +144,9 @@ class MixStream:
                 return self._silence
             self._next = min(self._store)
         n = self.frame_samples
-        if self._top - self._next > self._delay + SLACK_FRAMES * n:
-            self._skip_to(self._top - self._delay)
+        late = round(late_s * CLOCK_RATE)
+        if self._top - self._next > self._delay + SLACK_FRAMES * n + late:
+            self._skip_to(self._top - self._delay - late)
         if len(self._carry) == 0:
             x = self._decode_next(n)
             if x is None:
