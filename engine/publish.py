@@ -252,12 +252,18 @@ class RtmpPublisher:
                     self._set_state("failure", "end_to_end_encrypted")
                     break
                 try:
-                    pts, data = self._queue.get(timeout=0.1)
+                    packets = [self._queue.get(timeout=0.1)]
                 except queue.Empty:
                     if proc.poll() is not None:
                         return "connection_lost"
                     continue
-                if not self._write(proc, fd, struct.pack(RECORD, pts, len(data)) + data):
+                while True:              # the mix hands packets over in batches
+                    try:
+                        packets.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                data = b"".join(struct.pack(RECORD, pts, len(p)) + p for pts, p in packets)
+                if not self._write(proc, fd, data):
                     return "connection_lost"
             proc.stdin.close()               # the worker ends the stream and exits
             proc.wait(IO_TIMEOUT_S)
