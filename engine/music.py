@@ -60,6 +60,50 @@ def _to_channels(x, channels):
     return np.repeat(x, channels, axis=0)
 
 
+class _Playout:
+    """The last ``size`` samples of what was published, kept for the local
+    playout in a ring (no copy of the whole kept audio per block); reads
+    take the oldest first.  Thread-safe."""
+
+    def __init__(self, size):
+        self._ring = np.zeros((CHANNELS, size), np.float32)
+        self._start = 0                   # index of the oldest sample kept
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def clear(self):
+        with self._lock:
+            self._count = 0
+
+    def write(self, x):
+        """Keep ``x`` ((2, n) float32); the oldest samples go past ``size``."""
+        size = self._ring.shape[1]
+        n = x.shape[1]
+        if n >= size:
+            x, n = x[:, n - size:], size
+        with self._lock:
+            end = (self._start + self._count) % size
+            first = min(n, size - end)
+            self._ring[:, end:end + first] = x[:, :first]
+            self._ring[:, :n - first] = x[:, first:]
+            over = max(0, self._count + n - size)
+            self._start = (self._start + over) % size
+            self._count += n - over
+
+    def read(self, n):
+        """The oldest ``n`` samples kept, (2, n), zeros beyond what is kept."""
+        size = self._ring.shape[1]
+        out = np.zeros((CHANNELS, n), np.float32)
+        with self._lock:
+            k = min(n, self._count)
+            first = min(k, size - self._start)
+            out[:, :first] = self._ring[:, self._start:self._start + first]
+            out[:, first:k] = self._ring[:, :k - first]
+            self._start = (self._start + k) % size
+            self._count -= k
+        return out
+
+
 class MusicMixer:
     """One music track mixed into the published voice and the local playout.
 
@@ -71,7 +115,6 @@ class MusicMixer:
     def __init__(self, on_state=None):
         self.on_state = on_state or (lambda state, reason: None)
         self._lock = threading.RLock()
-        self._fifo_lock = threading.Lock()
         self.source = None
         self.loopback = False
         self.paused = False
@@ -87,7 +130,7 @@ class MusicMixer:
         self._stretch = None              # soxr stream of the speed, and its output
         self._sped = np.zeros((CHANNELS, 0), np.float32)
         self._shifters = []
-        self._playout = np.zeros((CHANNELS, 0), np.float32)
+        self._playout = _Playout(int(PLAYOUT_KEPT_S * RATE))
         self._playout_reader = None       # resampler to the client's rate
         self.render_samples = 0
         self.effects = SoundEffects(lambda sound_id: self.on_effect_finished(sound_id))
@@ -109,8 +152,7 @@ class MusicMixer:
             self.loopback = bool(loopback)
             self.paused = False
             self._reset_chain()
-        with self._fifo_lock:
-            self._playout = self._playout[:, :0]
+        self._playout.clear()
         if old is not None:
             old.on_state = lambda state, reason: None
             old.close()
@@ -271,9 +313,7 @@ class MusicMixer:
             local = fx_local if local is None else local + fx_local
             added = fx_published if added is None else added + fx_published
         if local is not None:
-            with self._fifo_lock:
-                kept = int(PLAYOUT_KEPT_S * RATE)
-                self._playout = np.concatenate([self._playout, local], axis=1)[:, -kept:]
+            self._playout.write(local)
         out = voice if added is None else voice + _to_channels(added, voice.shape[0])
         y, _ = dsp.as_block(self._limiter.process(np.ascontiguousarray(out, np.float32), RATE))
         return y
@@ -311,16 +351,9 @@ class MusicMixer:
         return _to_channels(x, channels)
 
     def _local(self, n):
-        x = self._take_playout(n)
+        x = self._playout.read(n)
         if self.loopback and self.source is not None:
             x = x + self.render(n) * np.float32(self.playout_gain)
-        return x
-
-    def _take_playout(self, n):
-        with self._fifo_lock:
-            x, self._playout = self._playout[:, :n], self._playout[:, n:]
-        if x.shape[1] < n:
-            x = np.concatenate([x, np.zeros((CHANNELS, n - x.shape[1]), np.float32)], axis=1)
         return x
 
 
