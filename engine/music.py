@@ -42,6 +42,10 @@ DUCK_ATTACK_S = 0.01
 DUCK_RELEASE_S = 0.3
 #: Local playout kept when nobody pulls it, s.
 PLAYOUT_KEPT_S = 0.2
+#: Music rendered ahead at once, samples: one source read (and one pass of
+#: the speed and pitch stages) per 100 ms instead of per 10 ms frame, since
+#: on a busy machine every call after a wake-up pays for cold caches.
+RENDER_AHEAD = RATE // 10
 #: Largest pitch step of one PitchShift stage, semitones.
 STAGE_SEMITONES = 12.0
 
@@ -129,6 +133,7 @@ class MusicMixer:
         self._limiter = dsp.Limiter(ceiling_db=CEILING_DB)
         self._stretch = None              # soxr stream of the speed, and its output
         self._sped = np.zeros((CHANNELS, 0), np.float32)
+        self._ahead = np.zeros((CHANNELS, 0), np.float32)   # rendered, not played yet
         self._shifters = []
         self._playout = _Playout(int(PLAYOUT_KEPT_S * RATE))
         self._playout_reader = None       # resampler to the client's rate
@@ -237,13 +242,17 @@ class MusicMixer:
     def position_ms(self):
         """Where the music is, ms in the file (None without music)."""
         source = self.source
-        return None if source is None else source.position_ms
+        if source is None:
+            return None
+        held = self._ahead.shape[1] * self.speed / 100.0      # read, not played yet
+        return source.position_ms - held * 1000.0 / RATE
 
     # ------------------------------------------------------------ processing
 
     def _reset_chain(self):
         self._stretch = None
         self._sped = self._sped[:, :0]
+        self._ahead = self._ahead[:, :0]
         self._shifters = []
         self._set_shifters()
 
@@ -259,8 +268,9 @@ class MusicMixer:
         for fx in self._shifters:
             fx.semitones = total / stages
 
-    def _read_sped(self, n):
-        """``n`` samples of the music at the playback speed (zeros where it ends)."""
+    def _read_sped(self, n, pad):
+        """Up to ``n`` samples of the music at the playback speed, at least
+        ``pad`` (zeros where it ends or the worker is behind)."""
         source = self.source
         if self.speed == 100:
             x = source.read(n)
@@ -281,8 +291,8 @@ class MusicMixer:
                 y = self._stretch.resample_chunk(np.ascontiguousarray(block.T), last=last).T
                 self._sped = np.concatenate([self._sped, y.astype(np.float32)], axis=1)
             x, self._sped = self._sped[:, :n], self._sped[:, n:]
-        if x.shape[1] < n:
-            x = np.concatenate([x, np.zeros((CHANNELS, n - x.shape[1]), np.float32)], axis=1)
+        if x.shape[1] < pad:
+            x = np.concatenate([x, np.zeros((CHANNELS, pad - x.shape[1]), np.float32)], axis=1)
         return x
 
     def render(self, n):
@@ -291,9 +301,13 @@ class MusicMixer:
         with self._lock:
             if self.source is None or self.paused:
                 return np.zeros((CHANNELS, n), np.float32)
-            x = self._read_sped(n)
-            for fx in self._shifters:
-                x = fx.process(x, RATE)
+            have = self._ahead.shape[1]
+            if have < n:
+                x = self._read_sped(max(RENDER_AHEAD, n) - have, pad=n - have)
+                for fx in self._shifters:
+                    x = fx.process(x, RATE)
+                self._ahead = np.concatenate([self._ahead, x], axis=1) if have else x
+            x, self._ahead = self._ahead[:, :n], self._ahead[:, n:]
             self.render_samples += n
             return x
 
