@@ -47,8 +47,8 @@ IO_TIMEOUT_S = 5.0
 MAX_URL_BYTES = 1024
 SCHEMES = ("rtmp", "rtmps")
 
-#: The worker process's script, run by path (it needs no more than PyAV and
-#: NumPy) with ``-P``: its folder, which holds ``token.py``, must not shadow
+#: The worker process's script, run by path (it needs no more than PyAV)
+#: with ``-P``: its folder, which holds ``token.py``, must not shadow
 #: the standard library.
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "publish_worker.py")
 #: Bytes of a failed worker's message logged at most.
