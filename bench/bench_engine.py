@@ -119,6 +119,12 @@ DELAY_BINS = 10000                    # 1 ms bins of the listeners' delay histog
 DELAY_SLACK_S = 0.5                   # room below the first packet's delay
 IDLE_FUNCTION = "method 'poll' of 'select.epoll' objects"     # the event loop's wait
 COST_REPEATS = 31                     # timeit runs of a cryptographic step (median)
+#: ``--publish``: a second channel of this many hosts, pushed to two RTMP URLs.
+PUSH_HOSTS = 17
+PUSH_CHANNEL = "cdn-push"
+PUSH_TRANSCODING = {"sample_rate": 48000, "channels": 2, "bitrate": 128000,
+                    "pans": {HOST_UID + 1 + h: -1.0 + 2.0 * h / (PUSH_HOSTS - 1)
+                             for h in range(PUSH_HOSTS)}}
 
 
 # ------------------------------------------------------------------ helpers
@@ -241,6 +247,11 @@ def server_main(conn, secret, private_key, cpu, profile):
                 conn.send(("rows", profile_rows(profiler)))
                 if profiler is not None:
                     profiler.clear()
+            elif isinstance(cmd, tuple) and cmd[0] == "publish":
+                conn.send(("publish", start_pushes(server, *cmd[1:])))
+            elif cmd == "push states":
+                conn.send(("push states", {u: s for u, s in server._bridges.publish_urls(
+                    PUSH_CHANNEL).items()}, push_worker_cpu(server)))
             elif cmd == "stop":
                 break
         server.stop()
@@ -248,6 +259,33 @@ def server_main(conn, secret, private_key, cpu, profile):
         conn.send(("stopped", counters_of(server), profile_rows(profiler)))
     except Exception as exc:       # report, never hang the parent
         conn.send(("error", repr(exc)))
+
+
+def start_pushes(server, channel, urls, transcoding, timeout=15.0):
+    """Push ``channel`` to every URL of ``urls``; wait until all run (or
+    ``timeout`` s); returns ``{url: state}``."""
+    for url in urls:
+        server.add_publish_stream_url(channel, url, transcoding)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = server.publish_urls(channel)
+        if all(state == "running" for state in states.values()):
+            break
+        time.sleep(0.1)
+    return server.publish_urls(channel)
+
+
+def push_worker_cpu(server):
+    """CPU seconds of the server's RTMP worker processes (children, /proc)."""
+    total = 0.0
+    for publisher in server._bridges._publishers.get(PUSH_CHANNEL, {}).values():
+        try:
+            with open(f"/proc/{publisher.worker_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, TypeError):
+            pass
+    return total
 
 
 def profile_rows(profiler):
@@ -464,6 +502,16 @@ class ServerProcess:
         """The profile rows since the last call (the profiler must be off)."""
         self.conn.send("profile rows")
         return wait_reply(self.conn, 30.0, "server process")[1]
+
+    def publish(self, channel, urls, transcoding):
+        """Push ``channel`` to ``urls`` (the benchmark's CDN push); ``{url: state}``."""
+        self.conn.send(("publish", channel, tuple(urls), transcoding))
+        return wait_reply(self.conn, 30.0, "server process")[1]
+
+    def push_states(self):
+        """``({url: state}, CPU seconds of the RTMP worker processes)``."""
+        self.conn.send("push states")
+        return wait_reply(self.conn, 10.0, "server process")[1:]
 
     def stop(self):
         """Stop the server; returns ``(counters, profile rows)``, the rows
@@ -821,7 +869,8 @@ class Hosts:
     RTP, 50 packets a second; what they receive from each other is opened
     and counted."""
 
-    def __init__(self, address, server_key, channel, count, frames):
+    def __init__(self, address, server_key, channel, count, frames, channels=None):
+        channels = channels or [channel] * count
         self.frames = frames
         self.sel = selectors.EpollSelector()
         self.socks = []
@@ -835,8 +884,8 @@ class Hosts:
             s.connect(address)
             self.socks.append(s)
             uid = HOST_UID + h
-            join = Join(h + 1, channel, uid, "host", make_token(SECRET, channel, uid, "host"),
-                        self.ssrcs[h])
+            join = Join(h + 1, channels[h], uid, "host",
+                        make_token(SECRET, channels[h], uid, "host"), self.ssrcs[h])
             self.sessions.append(join_blocking(s, server_key, join))
             s.setblocking(False)
             self.sel.register(s, selectors.EVENT_READ, h)
@@ -899,13 +948,20 @@ class Hosts:
 
 # ------------------------------------------------------------------ one point
 
-def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False):
+def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False, push=()):
     """One fresh server, ``n_hosts`` hosts and ``n_listeners`` listeners; returns
-    a dict of what was sent, received, dropped and spent."""
+    a dict of what was sent, received, dropped and spent.  ``push``: RTMP URLs
+    to which a second channel of PUSH_HOSTS hosts (talking all the time, the
+    listeners do not hear them) is pushed meanwhile."""
     server = ServerProcess(ctx, profile)
     hosts = listeners = None
+    push_states = push_cpu = None
     try:
-        hosts = Hosts(server.address, server.public_key, channel, n_hosts, frames)
+        extra = PUSH_HOSTS if push else 0
+        hosts = Hosts(server.address, server.public_key, channel, n_hosts + extra, frames,
+                      [channel] * n_hosts + [PUSH_CHANNEL] * extra)
+        if push:
+            push_states = server.publish(PUSH_CHANNEL, push, PUSH_TRANSCODING)
         listeners = Listeners(ctx, server.address, server.public_key, channel, n_listeners)
         listeners.wait_joined(hosts)
         rcvbuf = listeners.rcvbuf
@@ -922,9 +978,13 @@ def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False
         drops0 = udp_socket_drops({server.address[1]})
         if profile:
             server.profile(True)
+        push_cpu0 = server.push_states()[1] if push else 0.0
         send_wall = hosts.send(seconds)
         sent_end = server.snapshot()
-        expected = sum(hosts.sent) * n_listeners
+        if push:
+            push_states, push_cpu = server.push_states()
+            push_cpu -= push_cpu0
+        expected = sum(hosts.sent[:n_hosts]) * n_listeners
         wait_for_stragglers(server, listeners, hosts, sum(counts0) + expected)
         if profile:
             server.profile(False)
@@ -957,7 +1017,9 @@ def run_point(ctx, frames, n_hosts, n_listeners, seconds, channel, profile=False
     waited = None if start.waited is None or sent_end.waited is None \
         else (sent_end.waited - start.waited) / send
     return dict(
-        listeners=n_listeners, hosts=n_hosts, sent=sum(hosts.sent), host_sent=list(hosts.sent),
+        push_states=push_states, push_worker_load=None if push_cpu is None else push_cpu / send,
+        listeners=n_listeners, hosts=n_hosts, sent=sum(hosts.sent[:n_hosts]),
+        host_sent=list(hosts.sent),
         host_received=list(hosts.received), expected=expected,
         received=[c - c0 for c, c0 in zip(counts, counts0)], forwarded=forwarded,
         load=(sent_end.cpu - start.cpu) / send, waited=waited, cpu=cpu,
@@ -1131,6 +1193,50 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def fan_out_while_pushing(ctx, frames, args):
+    """``--publish``: each fan-out point while the server also pushes a
+    second channel of PUSH_HOSTS talking hosts to two URLs of a local
+    nginx-rtmp (as ``bench_publish``, but through the server's network
+    path: the hosts join and send sealed packets, and hear each other)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import tempfile
+
+    from rtmp_server import RtmpServer, find_nginx
+    if find_nginx() is None:
+        sys.exit("nginx with the RTMP module is needed: apt-get install nginx libnginx-mod-rtmp")
+    points = args.points if args.listeners else (TARGET_N,)
+    nginx = RtmpServer(tempfile.mkdtemp(prefix="bench-engine-push-")).start()
+    rows = []
+    try:
+        for i, n in enumerate(points):
+            urls = [nginx.url(f"p{i}a"), nginx.url(f"p{i}b")]
+            rows.append(run_point(ctx, frames, 1, n, args.seconds, f"fan-out-{n}", push=urls))
+            print(f"   ... {n} listeners done", file=sys.stderr)
+    finally:
+        nginx.stop()
+    print(f"Fan-out while pushing: one host to N listeners, and meanwhile a second channel of "
+          f"{PUSH_HOSTS} talking hosts (hearing each other) mixed and pushed as AAC 128 kb/s "
+          f"stereo to two RTMP URLs of a local nginx ({args.seconds:g} s of packets)")
+    print_fan_out(rows)
+    print_counters(rows)
+    print_contention(rows, args.nice)
+    results = []
+    for r in rows:
+        pct = 100 * (r["expected"] - sum(r["received"])) / r["expected"]
+        states = ", ".join(sorted(set(r["push_states"].values()))) or "none"
+        ok = pct < TARGET_DROP_PCT and states == "running"
+        if r["listeners"] == TARGET_N:
+            results.append(ok)
+        print(f"   {r['listeners']} listeners: dropped {pct:.3f} % (target under "
+              f"{TARGET_DROP_PCT} % at {TARGET_N}), server load {r['load']:.2f} (its process: "
+              f"forwarding, the mix worker, hand-over), RTMP worker processes "
+              f"{100 * r['push_worker_load']:.1f} % of a core, pushes {states}, "
+              f"mix/publish drops {r['counters'].get('mix_dropped', 0)}/"
+              f"{r['counters'].get('publish_dropped', 0)}   {verdict(ok)}")
+    print(f"{results.count(True)} of {len(results)} targets met")
+    return 0
+
+
 def arguments(argv):
     """The command line: bench_core's common options (``--repeats``,
     ``--seconds``, ``--quick``) and this benchmark's own."""
@@ -1143,6 +1249,9 @@ def arguments(argv):
     p.add_argument("--profile", action="store_true",
                    help="cProfile the server at 1000 listeners")
     p.add_argument("--nice", type=int, default=0, help="niceness of the benchmark's processes")
+    p.add_argument("--publish", action="store_true",
+                   help=f"fan-out to --listeners (default {TARGET_N}) while the server pushes a "
+                        f"{PUSH_HOSTS}-host channel to two RTMP URLs of a local nginx")
     args = p.parse_args(argv)
     if args.quick:
         args.seconds = min(args.seconds, 4.0)
@@ -1176,6 +1285,8 @@ def main(argv=None):
           f"loopback 127.0.0.1 only")
     print()
 
+    if args.publish:
+        return fan_out_while_pushing(ctx, frames, args)
     rows = []
     for n in args.points:
         rows.append(run_point(ctx, frames, 1, n, args.seconds, f"fan-out-{n}"))

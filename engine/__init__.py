@@ -39,6 +39,7 @@ PK), ``inject`` (an online stream published as a host), ``pacing``
 (real-time deadlines), ``server`` and ``client`` (thin front ends), the
 server's media bridges (``media_bridges``: which channels are mixed and for
 what; ``channel_mix``: a channel's hosts decoded and mixed on a worker;
+``mix_stream``: one host's fixed-delay reorder buffer for that mix;
 ``publish`` and ``publish_worker``: CDN push, AAC in FLV over RTMP;
 ``rtp_forward``: plain RTP/Opus and its SDP file), ``devices`` (sound cards
 through PortAudio, driving a client from the card's callback), ``cli``,

@@ -2,6 +2,13 @@
 buffers and handed, 20 ms at a time, to the channel's outputs (CDN push,
 RTP forward), on a worker thread of its own.
 
+Each host goes through a ``mix_stream.MixStream`` (a reorder buffer of
+fixed delay, ``DELAY_S``, with Opus FEC and concealment), not a listener's
+adaptive jitter buffer: nobody on the mix's side talks back, so a fixed
+delay costs nothing and its per-packet work is a dictionary insert.  The
+worker wakes once per batch of frames (``batch_s`` of its outputs, the
+longest all of them allow) rather than every 20 ms.
+
 The server's event loop only offers packets (``ChannelMix.offer``): a
 ``put_nowait`` into a bounded queue, so a slow mix never delays forwarding;
 a full queue drops the packet and counts it (``mix_dropped``).
@@ -10,18 +17,19 @@ Frames sealed end to end (``e2ee``) cannot be opened here: the mix notes it
 (``ChannelMix.sealed``) and its outputs stop with that reason.
 
 ``Transcoding`` is the mix's settings for one output: sample rate, channels,
-bitrate and each user's volume and pan; ``mix_down`` applies them.
+bitrate and each user's volume and pan; ``mix_down`` applies them, all hosts
+in one matrix product.
 """
 
+import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
 
 import numpy as np
 
-from .receiver import Receiver
+from .mix_stream import MixStream
 from .rtp import CLOCK_RATE, PT_RED, PT_SEALED_OPUS
 
 log = logging.getLogger(__name__)
@@ -32,12 +40,13 @@ FRAME_SAMPLES = CLOCK_RATE // 50
 FRAME_S = FRAME_SAMPLES / CLOCK_RATE
 #: Packets waiting for the worker, at most (about 1 s of a full stage).
 QUEUE_PACKETS = 2048
-#: The jitter buffers' delay bounds, ms (the mix may lag a little more than
-#: a listener does: nobody talks back to a CDN).
-MIN_DELAY_MS = 10.0
-MAX_DELAY_MS = 140.0
+#: Each host's fixed delay from arrival to playout, s (the mix may lag more
+#: than a listener does: nobody talks back to a CDN).
+DELAY_S = 0.15
 #: A host heard from no more for this long is dropped from the mix.
 HOST_SILENT_S = 5.0
+#: The longest batch of frames the worker makes per wake-up, s.
+MAX_BATCH_S = 0.1
 #: The worker catches up at most this many late frames (1 s) at once; later than
 #: that it skips ahead (a stalled machine does not make a burst of frames).
 MAX_CATCH_UP = 50
@@ -124,16 +133,17 @@ def mix_down(frames, transcoding, only_uid=None):
     """Mix ``frames`` (``{uid: 1-D float32 frame}``) as ``transcoding`` says,
     into ``(channels, n)`` float32 clipped to [-1, 1].  ``only_uid``: that
     user alone, at full volume, centred."""
-    out = np.zeros((transcoding.channels, FRAME_SAMPLES), np.float32)
-    for uid, frame in frames.items():
-        if only_uid is not None:
-            if uid == only_uid:
-                out += frame
-            continue
-        left, right = transcoding.gains(uid)
-        out[0] += left * frame
-        if transcoding.channels == 2:
-            out[1] += right * frame
+    channels = transcoding.channels
+    if only_uid is not None:
+        out = np.zeros((channels, FRAME_SAMPLES), np.float32)
+        if only_uid in frames:
+            out += frames[only_uid]
+    elif not frames:
+        return np.zeros((channels, FRAME_SAMPLES), np.float32)
+    else:
+        gains = np.array([transcoding.gains(uid)[:channels] for uid in frames],
+                         np.float32).T
+        out = gains @ np.stack(list(frames.values()))
     np.clip(out, -1.0, 1.0, out=out)
     return out
 
@@ -142,20 +152,25 @@ class ChannelMix:
     """The decoded hosts of channel ``name``, frame by frame, for its outputs.
 
     ``counters``: a ``collections.Counter`` for what is dropped.
-    ``add_output(key, output)``: ``output.feed(frames)`` is called every
-    20 ms on the worker with ``{uid: float32 (FRAME_SAMPLES,)}``; it must not block
-    (outputs hand frames to threads of their own).  ``close()`` stops the
-    worker.
+    ``add_output(key, output)``: ``output.feed(frames)`` is called once per
+    20 ms frame on the worker with ``{uid: float32 (FRAME_SAMPLES,)}`` (read
+    only); it must not block (outputs hand frames to threads of their own).
+    An output with a ``batch_s`` attribute lets the worker hand it frames
+    that many seconds at a time (at most ``MAX_BATCH_S``); without one it
+    gets each frame when it is due.  ``close()`` stops the worker.
     """
 
     def __init__(self, name, counters, clock=time.monotonic):
         self.name = name
         self.counters = counters
         self.sealed = False
+        #: What the hosts' streams met, summed (``mix_stream.MixStream.stats``).
+        self.stats = collections.Counter()
         self.outputs = {}
         self._clock = clock
-        self._queue = queue.Queue(QUEUE_PACKETS)
-        self._receivers = {}             # uid -> [Receiver, last packet time]
+        self._queue = collections.deque()    # appends and pops are atomic: no lock
+        self._streams = {}               # uid -> [MixStream, ssrc, last packet time]
+        self._start = None               # the clock's time of frame 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"stagevox-mix-{name}",
                                         daemon=True)
@@ -164,9 +179,9 @@ class ChannelMix:
     # Called on the server's loop.
     def offer(self, uid, ssrc, packet, now):
         """Hand one host's RTP packet to the worker; never blocks."""
-        try:
-            self._queue.put_nowait((uid, ssrc, packet, now))
-        except queue.Full:
+        if len(self._queue) < QUEUE_PACKETS:
+            self._queue.append((uid, ssrc, packet, now))
+        else:
             self.counters["mix_dropped"] += 1
 
     def add_output(self, key, output):
@@ -184,53 +199,58 @@ class ChannelMix:
         self._thread.join(timeout)
 
     # The worker.
-    def _run(self):
-        start = self._clock()
-        frame = 0
-        while not self._stop.is_set():
-            due = start + frame * FRAME_S
-            wait = due - self._clock()
-            if wait > 0:
-                self._stop.wait(wait)
-                continue
-            if -wait > MAX_CATCH_UP * FRAME_S:
-                self.counters["mix_skipped"] += int(-wait / FRAME_S)
-                start = self._clock()
-                frame = 0
-            try:
-                self._step()
-            except Exception as exc:     # one bad frame must not end the mix
-                self.counters["mix_errors"] += 1
-                log.warning("channel %r: a mix step failed: %r", self.name, exc)
-            frame += 1
+    def _batch_frames(self):
+        """Frames per wake-up: the longest batch every output allows."""
+        batch = min((getattr(o, "batch_s", FRAME_S) for o in self.outputs.values()),
+                    default=MAX_BATCH_S)
+        return max(1, round(min(batch, MAX_BATCH_S) / FRAME_S))
 
-    def _step(self):
-        now = self._clock()
+    def _run(self):
+        self._start = self._clock()
+        frame = 0                        # the next frame to make
+        while not self._stop.is_set():
+            due = int((self._clock() - self._start) / FRAME_S) + 1 - frame
+            if due > MAX_CATCH_UP:
+                self.counters["mix_skipped"] += due - 1
+                frame += due - 1
+                due = 1
+            for _ in range(due):
+                try:
+                    self._step(frame)
+                except Exception as exc:     # one bad frame must not end the mix
+                    self.counters["mix_errors"] += 1
+                    log.warning("channel %r: a mix step failed: %r", self.name, exc)
+                frame += 1
+            # Wake when the last frame of the next batch is due.
+            wake = self._start + (frame + self._batch_frames() - 1) * FRAME_S
+            self._stop.wait(max(0.0, wake - self._clock()))
+
+    def _step(self, frame):
         self._take_packets()
+        now = self._clock()
+        late = max(0.0, now - (self._start + frame * FRAME_S))
         frames = {}
-        for uid, entry in list(self._receivers.items()):
-            if now - entry[1] > HOST_SILENT_S:
-                del self._receivers[uid]
+        for uid, entry in list(self._streams.items()):
+            if now - entry[2] > HOST_SILENT_S:
+                del self._streams[uid]
                 continue
-            frames[uid] = entry[0].pull(FRAME_SAMPLES, now)[0]
+            frames[uid] = entry[0].pull(frame, late)
         for output in self.outputs.values():
             output.feed(frames)
 
     def _take_packets(self):
-        while True:
-            try:
-                uid, ssrc, packet, now = self._queue.get_nowait()
-            except queue.Empty:
-                return
+        while self._queue:
+            uid, ssrc, packet, now = self._queue.popleft()
             pt = packet.payload_type
             if pt == PT_RED and packet.payload:
                 pt = packet.payload[0] & 0x7F
             if pt == PT_SEALED_OPUS:
                 self.sealed = True
                 continue
-            entry = self._receivers.get(uid)
-            if entry is None or entry[0].ssrc != ssrc:
-                entry = self._receivers[uid] = [
-                    Receiver(uid, ssrc, 1, CLOCK_RATE, MIN_DELAY_MS, MAX_DELAY_MS, "opus"), now]
-            entry[1] = now
-            entry[0].put(packet, now)
+            entry = self._streams.get(uid)
+            if entry is None or entry[1] != ssrc:
+                entry = self._streams[uid] = [MixStream(DELAY_S, FRAME_SAMPLES, FRAME_S,
+                                                        self.stats),
+                                              ssrc, now]
+            entry[2] = now
+            entry[0].put(packet, now, self._start)

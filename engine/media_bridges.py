@@ -14,7 +14,7 @@ import threading
 from stagevox.dsp.errors import ParameterError
 
 from .channel_mix import ChannelMix, Transcoding
-from .publish import RtmpPublisher, check_url
+from .publish import ChannelEncoder, RtmpPublisher, check_url
 from .rtp_forward import RtpForward
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class MediaBridges:
         self._channel_info = channel_info
         self._mixes = {}                 # channel -> ChannelMix (read on the server's loop)
         self._publishers = {}            # channel -> {url: RtmpPublisher}
+        self._encoders = {}              # channel -> ChannelEncoder (all its URLs)
         self._transcoding = {}           # channel -> Transcoding
         self._forwards = {}              # channel -> {(host, port): RtpForward}
         self._asked_by_hosts = {}        # channel -> {url}: the pushes hosts asked for
@@ -85,7 +86,11 @@ class MediaBridges:
             publisher = RtmpPublisher(url, config, self._report, self._counters,
                                       sealed=lambda: mix.sealed)
             urls[url] = publisher
-            mix.add_output(("rtmp", url), publisher)
+            encoder = self._encoders.get(channel)
+            if encoder is None:
+                encoder = self._encoders[channel] = ChannelEncoder(config)
+                mix.add_output("aac", encoder)
+            encoder.add(url, publisher)
             if by_host:
                 self._asked_by_hosts.setdefault(channel, set()).add(url)
 
@@ -102,7 +107,11 @@ class MediaBridges:
             publisher = self._publishers.get(channel, {}).pop(url, None)
             if publisher is None:
                 raise BridgeError("bad_request", f"channel {channel!r} is not pushed to {url!r}")
-            self._mixes[channel].remove_output(("rtmp", url))
+            encoder = self._encoders[channel]
+            encoder.remove(url)
+            if not encoder.publishers:
+                self._mixes[channel].remove_output("aac")
+                del self._encoders[channel]
             self._release(channel)
         publisher.close(None if wait else 0.0)
 
@@ -157,6 +166,7 @@ class MediaBridges:
             forwards = [f for fs in self._forwards.values() for f in fs.values()]
             mixes = list(self._mixes.values())
             self._publishers.clear()
+            self._encoders.clear()
             self._forwards.clear()
             self._mixes.clear()
         for mix in mixes:
@@ -194,8 +204,9 @@ class MediaBridges:
 
     def _set_transcoding(self, channel, config):
         self._transcoding[channel] = config
-        for publisher in self._publishers.get(channel, {}).values():
-            publisher.update(config)
+        encoder = self._encoders.get(channel)
+        if encoder is not None:
+            encoder.update(config)           # and its publishers
 
     @staticmethod
     def _unknown(channel):

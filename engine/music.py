@@ -42,6 +42,10 @@ DUCK_ATTACK_S = 0.01
 DUCK_RELEASE_S = 0.3
 #: Local playout kept when nobody pulls it, s.
 PLAYOUT_KEPT_S = 0.2
+#: Music rendered ahead at once, samples: one source read (and one pass of
+#: the speed and pitch stages) per 100 ms instead of per 10 ms frame, since
+#: on a busy machine every call after a wake-up pays for cold caches.
+RENDER_AHEAD = RATE // 10
 #: Largest pitch step of one PitchShift stage, semitones.
 STAGE_SEMITONES = 12.0
 
@@ -60,6 +64,50 @@ def _to_channels(x, channels):
     return np.repeat(x, channels, axis=0)
 
 
+class _Playout:
+    """The last ``size`` samples of what was published, kept for the local
+    playout in a ring (no copy of the whole kept audio per block); reads
+    take the oldest first.  Thread-safe."""
+
+    def __init__(self, size):
+        self._ring = np.zeros((CHANNELS, size), np.float32)
+        self._start = 0                   # index of the oldest sample kept
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def clear(self):
+        with self._lock:
+            self._count = 0
+
+    def write(self, x):
+        """Keep ``x`` ((2, n) float32); the oldest samples go past ``size``."""
+        size = self._ring.shape[1]
+        n = x.shape[1]
+        if n >= size:
+            x, n = x[:, n - size:], size
+        with self._lock:
+            end = (self._start + self._count) % size
+            first = min(n, size - end)
+            self._ring[:, end:end + first] = x[:, :first]
+            self._ring[:, :n - first] = x[:, first:]
+            over = max(0, self._count + n - size)
+            self._start = (self._start + over) % size
+            self._count += n - over
+
+    def read(self, n):
+        """The oldest ``n`` samples kept, (2, n), zeros beyond what is kept."""
+        size = self._ring.shape[1]
+        out = np.zeros((CHANNELS, n), np.float32)
+        with self._lock:
+            k = min(n, self._count)
+            first = min(k, size - self._start)
+            out[:, :first] = self._ring[:, self._start:self._start + first]
+            out[:, first:k] = self._ring[:, :k - first]
+            self._start = (self._start + k) % size
+            self._count -= k
+        return out
+
+
 class MusicMixer:
     """One music track mixed into the published voice and the local playout.
 
@@ -71,7 +119,6 @@ class MusicMixer:
     def __init__(self, on_state=None):
         self.on_state = on_state or (lambda state, reason: None)
         self._lock = threading.RLock()
-        self._fifo_lock = threading.Lock()
         self.source = None
         self.loopback = False
         self.paused = False
@@ -86,8 +133,9 @@ class MusicMixer:
         self._limiter = dsp.Limiter(ceiling_db=CEILING_DB)
         self._stretch = None              # soxr stream of the speed, and its output
         self._sped = np.zeros((CHANNELS, 0), np.float32)
+        self._ahead = np.zeros((CHANNELS, 0), np.float32)   # rendered, not played yet
         self._shifters = []
-        self._playout = np.zeros((CHANNELS, 0), np.float32)
+        self._playout = _Playout(int(PLAYOUT_KEPT_S * RATE))
         self._playout_reader = None       # resampler to the client's rate
         self.render_samples = 0
         self.effects = SoundEffects(lambda sound_id: self.on_effect_finished(sound_id))
@@ -109,8 +157,7 @@ class MusicMixer:
             self.loopback = bool(loopback)
             self.paused = False
             self._reset_chain()
-        with self._fifo_lock:
-            self._playout = self._playout[:, :0]
+        self._playout.clear()
         if old is not None:
             old.on_state = lambda state, reason: None
             old.close()
@@ -195,13 +242,17 @@ class MusicMixer:
     def position_ms(self):
         """Where the music is, ms in the file (None without music)."""
         source = self.source
-        return None if source is None else source.position_ms
+        if source is None:
+            return None
+        held = self._ahead.shape[1] * self.speed / 100.0      # read, not played yet
+        return source.position_ms - held * 1000.0 / RATE
 
     # ------------------------------------------------------------ processing
 
     def _reset_chain(self):
         self._stretch = None
         self._sped = self._sped[:, :0]
+        self._ahead = self._ahead[:, :0]
         self._shifters = []
         self._set_shifters()
 
@@ -217,8 +268,9 @@ class MusicMixer:
         for fx in self._shifters:
             fx.semitones = total / stages
 
-    def _read_sped(self, n):
-        """``n`` samples of the music at the playback speed (zeros where it ends)."""
+    def _read_sped(self, n, pad):
+        """Up to ``n`` samples of the music at the playback speed, at least
+        ``pad`` (zeros where it ends or the worker is behind)."""
         source = self.source
         if self.speed == 100:
             x = source.read(n)
@@ -239,8 +291,8 @@ class MusicMixer:
                 y = self._stretch.resample_chunk(np.ascontiguousarray(block.T), last=last).T
                 self._sped = np.concatenate([self._sped, y.astype(np.float32)], axis=1)
             x, self._sped = self._sped[:, :n], self._sped[:, n:]
-        if x.shape[1] < n:
-            x = np.concatenate([x, np.zeros((CHANNELS, n - x.shape[1]), np.float32)], axis=1)
+        if x.shape[1] < pad:
+            x = np.concatenate([x, np.zeros((CHANNELS, pad - x.shape[1]), np.float32)], axis=1)
         return x
 
     def render(self, n):
@@ -249,9 +301,13 @@ class MusicMixer:
         with self._lock:
             if self.source is None or self.paused:
                 return np.zeros((CHANNELS, n), np.float32)
-            x = self._read_sped(n)
-            for fx in self._shifters:
-                x = fx.process(x, RATE)
+            have = self._ahead.shape[1]
+            if have < n:
+                x = self._read_sped(max(RENDER_AHEAD, n) - have, pad=n - have)
+                for fx in self._shifters:
+                    x = fx.process(x, RATE)
+                self._ahead = np.concatenate([self._ahead, x], axis=1) if have else x
+            x, self._ahead = self._ahead[:, :n], self._ahead[:, n:]
             self.render_samples += n
             return x
 
@@ -271,9 +327,7 @@ class MusicMixer:
             local = fx_local if local is None else local + fx_local
             added = fx_published if added is None else added + fx_published
         if local is not None:
-            with self._fifo_lock:
-                kept = int(PLAYOUT_KEPT_S * RATE)
-                self._playout = np.concatenate([self._playout, local], axis=1)[:, -kept:]
+            self._playout.write(local)
         out = voice if added is None else voice + _to_channels(added, voice.shape[0])
         y, _ = dsp.as_block(self._limiter.process(np.ascontiguousarray(out, np.float32), RATE))
         return y
@@ -311,16 +365,9 @@ class MusicMixer:
         return _to_channels(x, channels)
 
     def _local(self, n):
-        x = self._take_playout(n)
+        x = self._playout.read(n)
         if self.loopback and self.source is not None:
             x = x + self.render(n) * np.float32(self.playout_gain)
-        return x
-
-    def _take_playout(self, n):
-        with self._fifo_lock:
-            x, self._playout = self._playout[:, :n], self._playout[:, n:]
-        if x.shape[1] < n:
-            x = np.concatenate([x, np.zeros((CHANNELS, n - x.shape[1]), np.float32)], axis=1)
         return x
 
 

@@ -1,10 +1,15 @@
 """CDN push: a channel's mix encoded as AAC-LC with PyAV and pushed as FLV
-over RTMP, one connection (a thread, and a worker process that encodes and
-sends: ``publish_worker``) per URL.
+over RTMP.
 
-Each ``RtmpPublisher`` takes 20 ms mixes from the channel mix through a
-bounded queue (a full queue drops and counts, ``publish_dropped``), so
-adding, removing or losing one URL never makes a gap in another.  A
+Every URL of a channel has the same settings (the channel's
+``Transcoding``), so the channel's mix is encoded once
+(``ChannelEncoder``, an output of the channel mix, on its worker) and the
+AAC packets go to one connection per URL (``RtmpPublisher``: a thread, and
+a worker process that muxes FLV and sends: ``publish_worker``).
+
+Each ``RtmpPublisher`` takes the packets through a bounded queue (a full
+queue drops and counts, ``publish_dropped``), so adding, removing, losing
+or stalling one URL never makes a gap in another.  A
 connection that cannot be opened or that drops is tried again with
 back-off (0.5 s doubling up to ``MAX_BACKOFF_S``), and every change is
 reported as ``(url, state, reason)``:
@@ -15,22 +20,25 @@ reported as ``(url, state, reason)``:
   ``"end_to_end_encrypted"``, ``"removed"``.
 """
 
+import fractions
 import logging
 import os
 import queue
 import select
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 
-from .channel_mix import FRAME_SAMPLES, Transcoding, mix_down
+from .channel_mix import CLOCK_RATE, MAX_BATCH_S, Transcoding, mix_down
+from .publish_worker import AAC_OPTIONS, RECORD
 
 log = logging.getLogger(__name__)
 
-#: Mixes waiting for the encoder, at most (1 s of 20 ms frames).
-QUEUE_FRAMES = 50
+#: AAC packets waiting for a connection, at most (about 1 s at 48 kHz).
+QUEUE_PACKETS = 50
 #: Retry back-off bounds, seconds.
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
@@ -39,8 +47,8 @@ IO_TIMEOUT_S = 5.0
 MAX_URL_BYTES = 1024
 SCHEMES = ("rtmp", "rtmps")
 
-#: The worker process's script, run by path (it needs no more than PyAV and
-#: NumPy) with ``-P``: its folder, which holds ``token.py``, must not shadow
+#: The worker process's script, run by path (it needs no more than PyAV)
+#: with ``-P``: its folder, which holds ``token.py``, must not shadow
 #: the standard library.
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "publish_worker.py")
 #: Bytes of a failed worker's message logged at most.
@@ -65,11 +73,89 @@ def check_url(url):
     return url
 
 
+def _settings(transcoding):
+    """What makes a new AAC stream: ``(sample_rate, channels, bitrate)``."""
+    return transcoding.sample_rate, transcoding.channels, transcoding.bitrate
+
+
+class ChannelEncoder:
+    """The channel mix encoded once as AAC-LC for all its RTMP connections.
+
+    An output of ``channel_mix.ChannelMix``: ``feed(frames)`` mixes one
+    frame as the transcoding says and encodes it (PyAV; FFmpeg's encoder
+    does no I/O), and hands each packet to every publisher added with
+    ``add``, tagged with the settings it was made with.  It encodes only
+    while a publisher runs.  ``update(transcoding)``: new volumes and pans
+    from the next frame; a new sample rate, channel count or bitrate
+    starts a new encoder.
+    """
+
+    #: The CDN lags anyway: the mix may hand frames over in batches this long.
+    batch_s = MAX_BATCH_S
+
+    def __init__(self, transcoding):
+        self.transcoding = Transcoding.of(transcoding)
+        self.publishers = {}
+        self._context = None
+        self._pts = 0
+
+    def add(self, url, publisher):
+        self.publishers = {**self.publishers, url: publisher}
+
+    def remove(self, url):
+        publishers = dict(self.publishers)
+        publishers.pop(url, None)
+        self.publishers = publishers
+
+    def update(self, transcoding):
+        self.transcoding = Transcoding.of(transcoding)
+        for publisher in self.publishers.values():
+            publisher.update(self.transcoding)
+
+    def feed(self, frames):
+        import av
+        running = [p for p in self.publishers.values() if p.state == "running"]
+        if not running:
+            self._context = None         # a new stream when one runs again
+            return
+        t = self.transcoding
+        settings = _settings(t)
+        if self._context is None or self._context_settings != settings:
+            self._open(settings)
+        layout = "mono" if t.channels == 1 else "stereo"
+        mix = mix_down(frames, t)
+        frame = av.AudioFrame.from_ndarray(mix, format="fltp", layout=layout)
+        frame.sample_rate = CLOCK_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, CLOCK_RATE)
+        self._pts += mix.shape[1]
+        for packet in self._context.encode(frame):
+            data = bytes(packet)
+            for publisher in running:
+                publisher.send(settings, packet.pts, data)
+
+    def _open(self, settings):
+        import av
+        rate, channels, bitrate = settings
+        ctx = av.CodecContext.create("aac", "w")
+        ctx.sample_rate = rate
+        ctx.layout = "mono" if channels == 1 else "stereo"
+        ctx.format = "fltp"
+        ctx.bit_rate = bitrate
+        ctx.time_base = fractions.Fraction(1, rate)
+        ctx.options = AAC_OPTIONS
+        ctx.open()
+        self._context, self._context_settings, self._pts = ctx, settings, 0
+
+
 class RtmpPublisher:
-    """Push ``transcoding`` mixes of a channel to ``url`` until ``close()``.
+    """Push a channel's AAC packets to ``url`` until ``close()``.
 
     ``on_state(url, state, reason)`` hears every state change (on this
-    publisher's thread).  ``feed(frames)`` is the channel mix's output call.
+    publisher's thread).  ``send(settings, pts, data)`` is the channel
+    encoder's call; packets made with other settings than this
+    connection's (``(sample_rate, channels, bitrate)`` of ``transcoding``)
+    are dropped while it restarts.
     """
 
     def __init__(self, url, transcoding, on_state, counters, sealed=lambda: False):
@@ -80,19 +166,20 @@ class RtmpPublisher:
         self._on_state = on_state
         self._counters = counters
         self._sealed = sealed
-        self._queue = queue.Queue(QUEUE_FRAMES)
+        self._settings = None                # of the worker that runs
+        self._queue = queue.Queue(QUEUE_PACKETS)
         self._stop = threading.Event()
         self._restart = threading.Event()     # sample rate, channels or bitrate changed
         self._thread = threading.Thread(target=self._run, name="stagevox-rtmp", daemon=True)
         self._thread.start()
 
-    def feed(self, frames):
-        """Mix ``frames`` (one mix frame, ``{uid: samples}``) and queue the
-        mix for the encoder; never blocks."""
-        if self.state != "running":
+    def send(self, settings, pts, data):
+        """Queue one AAC packet (``pts`` in samples at the output rate) made
+        with ``settings`` for the worker; never blocks."""
+        if self.state != "running" or settings != self._settings:
             return
         try:
-            self._queue.put_nowait(mix_down(frames, self.transcoding))
+            self._queue.put_nowait((pts, data))
         except queue.Full:
             self._counters["publish_dropped"] += 1
 
@@ -101,8 +188,7 @@ class RtmpPublisher:
         rate, channel count or bitrate restarts the encoder (a new stream on
         the same URL)."""
         old, self.transcoding = self.transcoding, Transcoding.of(transcoding)
-        if (old.sample_rate, old.channels, old.bitrate) != (
-                self.transcoding.sample_rate, self.transcoding.channels, self.transcoding.bitrate):
+        if _settings(old) != _settings(self.transcoding):
             self._restart.set()
 
     def close(self, timeout=None):
@@ -146,17 +232,17 @@ class RtmpPublisher:
         """One connection through a worker process: start it, wait until it is
         connected, then hand it mixes until stopped or restarted (None) or
         until it fails (the reason)."""
-        t = self.transcoding
+        settings = _settings(self.transcoding)
         self._restart.clear()
         proc = subprocess.Popen(
-            [sys.executable, "-P", WORKER, self.url, str(t.sample_rate), str(t.channels),
-             str(t.bitrate), str(FRAME_SAMPLES)],
+            [sys.executable, "-P", WORKER, self.url, *map(str, settings)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.worker_pid = proc.pid
         try:
             if not self._connected(proc):
                 return "connection_failed"
             self._drain()
+            self._settings = settings
             self._set_state("running", "ok")
             fd = proc.stdin.fileno()
             os.set_blocking(fd, False)
@@ -166,12 +252,18 @@ class RtmpPublisher:
                     self._set_state("failure", "end_to_end_encrypted")
                     break
                 try:
-                    mix = self._queue.get(timeout=0.1)
+                    packets = [self._queue.get(timeout=0.1)]
                 except queue.Empty:
                     if proc.poll() is not None:
                         return "connection_lost"
                     continue
-                if not self._write(proc, fd, mix[:t.channels].tobytes()):
+                while True:              # the mix hands packets over in batches
+                    try:
+                        packets.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                data = b"".join(struct.pack(RECORD, pts, len(p)) + p for pts, p in packets)
+                if not self._write(proc, fd, data):
                     return "connection_lost"
             proc.stdin.close()               # the worker ends the stream and exits
             proc.wait(IO_TIMEOUT_S)
@@ -179,6 +271,7 @@ class RtmpPublisher:
         except (OSError, subprocess.TimeoutExpired):
             return "connection_lost"
         finally:
+            self._settings = None
             self._end(proc)
 
     def _connected(self, proc):

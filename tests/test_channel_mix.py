@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from engine_helpers import peak_frequency, tone
 from stagevox.engine import codec
-from stagevox.engine.channel_mix import FRAME_SAMPLES, ChannelMix, Transcoding, mix_down
+from stagevox.engine.channel_mix import (FRAME_SAMPLES, QUEUE_PACKETS, ChannelMix, Transcoding,
+                                          mix_down)
 from stagevox.engine.publish import check_url
 from stagevox.engine.publish_cli import parse_publish
 from stagevox.engine.rtp import PT_OPUS, RtpPacket
@@ -133,6 +134,55 @@ def test_channel_mix_decodes_each_host(speech):
     # The queue is bounded: offering faster than the worker takes drops and counts.
     full = ChannelMix("full", counters)
     full.close()
-    for k in range(full._queue.maxsize + 10):
+    for k in range(QUEUE_PACKETS + 10):
         full.offer(5, 7, packet, 0.0)
     assert counters["mix_dropped"] == 10
+
+
+class Taker:
+    """A publisher as the channel encoder sees it: a state and ``send``."""
+
+    def __init__(self, state="running"):
+        self.state = state
+        self.packets = []
+
+    def send(self, settings, pts, data):
+        self.packets.append((settings, pts, data))
+
+    def update(self, transcoding):
+        pass
+
+
+def test_channel_encoder_encodes_once_for_every_running_publisher(rng):
+    """One AAC encoding, the same packets to each running publisher (none to
+    one that is not running), which PyAV decodes back to the mix."""
+    import av
+    from stagevox.engine.publish import ChannelEncoder
+    t = Transcoding(sample_rate=48000, channels=2, bitrate=128000, pans={1: -1.0, 2: 1.0})
+    encoder = ChannelEncoder(t)
+    a, b, idle = Taker(), Taker(), Taker(state="connecting")
+    for url, taker in (("a", a), ("b", b), ("idle", idle)):
+        encoder.add(url, taker)
+    n = np.arange(50 * FRAME_SAMPLES)
+    left = (0.3 * np.sin(2 * np.pi * 440 * n / 48000)).astype(np.float32)
+    right = (0.2 * np.sin(2 * np.pi * 1000 * n / 48000)).astype(np.float32)
+    for k in range(50):
+        piece = slice(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES)
+        encoder.feed({1: left[piece], 2: right[piece]})
+    assert a.packets and a.packets == b.packets and not idle.packets
+    assert {p[0] for p in a.packets} == {(48000, 2, 128000)}
+    ctx = av.CodecContext.create("aac", "r")
+    ctx.sample_rate, ctx.layout = 48000, "stereo"
+    ctx.extradata = encoder._context.extradata
+    out = []
+    for _, pts, data in a.packets:
+        packet = av.Packet(data)
+        packet.pts = pts
+        out += [f.to_ndarray() for f in ctx.decode(packet)]
+    y = np.concatenate(out, axis=1)[:, 1024:]          # the encoder's priming
+    middle = slice(4800, 4800 + 24000)
+    for channel, x, f in ((0, left, 440), (1, right, 1000)):
+        assert abs(peak_frequency(y[channel, middle]) - f) <= 2.0
+        assert np.std(y[channel, middle]) == pytest.approx(np.std(x), rel=0.05)
+    encoder.remove("a")
+    assert set(encoder.publishers) == {"b", "idle"}
