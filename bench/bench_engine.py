@@ -146,17 +146,22 @@ def cpu_seconds():
     return t.user, t.system
 
 
-def run_queue_wait():
-    """Seconds this process's threads have waited, runnable, for a CPU that ran
-    something else (/proc/self/task/*/schedstat), or None where unknown."""
+def run_queue_wait(pid="self"):
+    """Seconds the threads of process ``pid`` (default this one) have waited,
+    runnable, for a CPU that ran something else (/proc/PID/task/*/schedstat),
+    or None where unknown.  A thread that ends meanwhile is left out."""
     try:
-        total = 0
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[1])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):      # a thread that just ended
+            pass
+    return total / 1e9
 
 
 def udp_snmp():

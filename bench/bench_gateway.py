@@ -71,6 +71,7 @@ import time
 import numpy as np
 import scipy.signal as ss
 
+from bench_engine import run_queue_wait, wait_reply
 from stagevox import dsp, engine
 
 RATE = 48000
@@ -99,29 +100,6 @@ def cpu_of(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def waited_of(pid):
-    """Seconds the threads of process ``pid`` have waited, runnable, for a CPU
-    that ran something else (/proc/PID/task/*/schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except (OSError, IndexError, ValueError):      # a thread that just ended
-            pass
-    return total / 1e9
-
-
-def wait_reply(conn, timeout, what):
-    """The next message on ``conn``; RuntimeError after ``timeout`` s or for an error."""
-    if not conn.poll(timeout):
-        raise RuntimeError(f"no answer from the {what} within {timeout:g} s")
-    reply = conn.recv()
-    if isinstance(reply, tuple) and reply and reply[0] == "error":
-        raise RuntimeError(f"the {what} failed: {reply[1]}")
-    return reply
 
 
 # ------------------------------------------------------------------ gateway process
@@ -430,10 +408,10 @@ def main():
                 gw_conn.send("stats")
                 g0 = wait_reply(gw_conn, 10, "gateway")
                 reference.take()
-                c0, w0, p0, t0 = (cpu_of(gw_pid), waited_of(gw_pid), cpu_of(ls_proc.pid),
+                c0, w0, p0, t0 = (cpu_of(gw_pid), run_queue_wait(gw_pid), cpu_of(ls_proc.pid),
                                   time.monotonic())
                 time.sleep(args.window)
-                c1, w1, p1, t1 = (cpu_of(gw_pid), waited_of(gw_pid), cpu_of(ls_proc.pid),
+                c1, w1, p1, t1 = (cpu_of(gw_pid), run_queue_wait(gw_pid), cpu_of(ls_proc.pid),
                                   time.monotonic())
                 gw_conn.send("stats")
                 g1 = wait_reply(gw_conn, 10, "gateway")

@@ -970,14 +970,15 @@ class Client(MusicMixing):
         now = time.monotonic()
         mix = np.zeros((self.channels, num_samples), np.float32)
         spatial = {}
+        placed = (set(self._spatial.speakers) if self._spatial is not None and self.channels == 2
+                  else ())
         for remote in list(self._remotes.values()):
             frame = self._pull_remote(remote, num_samples, now)
             if remote.uid is not None:
                 frame = self._observe("on_playback_audio_frame_before_mixing", frame, remote.uid)
             if remote.muted:
                 continue
-            if (self._spatial is not None and self.channels == 2
-                    and remote.uid in self._spatial.speakers):
+            if remote.uid in placed:
                 spatial[remote.uid] = frame.mean(axis=0).astype(np.float32) * np.float32(
                     remote.volume)
                 continue
