@@ -333,9 +333,11 @@ class Reference(PacedMember):
         return kept
 
 
-def delays_ms(frames, marker, pushed):
-    """Mouth-to-ear delay of each marker found in ``frames`` (arrival, samples),
-    in ms, given the push times ``pushed`` of all markers."""
+def marker_times(frames, marker, threshold=0.7):
+    """The time of each marker's first sample found in ``frames`` (a list of
+    ``(time of its first sample, samples)``), at most one a marker period:
+    where the normalised cross-correlation with ``marker`` peaks above
+    ``threshold``."""
     if not frames:
         return []
     audio = np.concatenate([f for _, f in frames])
@@ -348,18 +350,23 @@ def delays_ms(frames, marker, pushed):
     score = corr / np.sqrt(np.maximum(local, 1e-4 * marker.size) * np.sum(marker ** 2))
     out = []
     spacing = int(MARKER_EVERY_S * RATE)
-    pos = 0
-    while pos < score.size:
-        window = score[pos:pos + spacing]
-        k = pos + int(np.argmax(window))
-        if score[k] > 0.7:
+    for pos in range(0, score.size, spacing):
+        k = pos + int(np.argmax(score[pos:pos + spacing]))
+        if score[k] > threshold:
             j = int(np.searchsorted(starts, k, side="right") - 1)
-            ear = arrivals[j] + (k - starts[j]) / RATE
-            # The marker pushed last before the ear time (markers are 1 s apart).
-            before = [p for p in pushed if p < ear]
-            if before:
-                out.append(1e3 * (ear - before[-1]))
-        pos += spacing
+            out.append(arrivals[j] + (k - starts[j]) / RATE)
+    return out
+
+
+def delays_ms(frames, marker, pushed, threshold=0.7):
+    """Mouth-to-ear delay of each marker found in ``frames`` (arrival, samples),
+    in ms, given the push times ``pushed`` of all markers."""
+    out = []
+    for ear in marker_times(frames, marker, threshold):
+        # The marker pushed last before the ear time (markers are 1 s apart).
+        before = [p for p in pushed if p < ear]
+        if before:
+            out.append(1e3 * (ear - before[-1]))
     return out
 
 

@@ -16,7 +16,6 @@ Printed for the record (``pytest -s``): STOI and PESQ-WB both ways.
 import base64
 import io
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pytest
 import scipy.signal as ss
 import soundfile as sf
 
+import chromium_driver
 from conftest import require
 from engine_helpers import wait_until
 from live_session import FRAME, RATE, _pace, align, score
@@ -41,8 +41,6 @@ from test_engine_cli import START_S, Proc, cli_env
 
 SECRET = "gateway-test-secret"
 CHANNEL = "lobby"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 #: The judged speech: 8 s of the bundled sample.
 JUDGED = slice(2 * RATE, 10 * RATE)
 #: Other speech before it, so connection set-up and the adaptive parts
@@ -130,19 +128,9 @@ def capture_wav(tmp_path_factory, speech):
 
 def chromium(*args):
     """A headless Chromium (Selenium) with a fake microphone and ``args`` besides."""
-    require(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None,
+    require(chromium_driver.available(),
             "chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--use-fake-device-for-media-stream", "--window-size=800,700", *args):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_script_timeout(30)
-    return driver
+    return chromium_driver.launch(*args)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ does not make a person of a listener: see ``shared``.)
 import asyncio
 import math
 import secrets
+import logging
 import threading
 import time
 
@@ -18,8 +19,10 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ..client import AudioFrameObserver, Client
 from ..rtp import CLOCK_RATE
-from .media import ChannelTrack, pump_to_channel
+from .media import ChannelTrack, hold_one_packet, pump_to_channel
 from .sdp import drop_unresolvable_candidates
+
+log = logging.getLogger("stagevox.engine.gateway")
 
 MODES = ("listen", "talk")
 #: Level meters fall by this much per second after a peak (a VU-like decay).
@@ -157,6 +160,11 @@ class Person:
         @self.pc.on("track")
         def on_track(track):
             if track.kind == "audio":
+                for transceiver in self.pc.getTransceivers():
+                    if transceiver.receiver.track is track \
+                            and not hold_one_packet(transceiver.receiver):
+                        log.warning("aiortc's receiver has no jitter buffer where expected: "
+                                    "the browser's voice keeps aiortc's 80 ms hold")
                 self._spawn(pump_to_channel(track, self.client.push_audio))
 
         await take_offer(self.pc, offer_sdp)
