@@ -367,21 +367,13 @@ def _wire_frames(reader, channels, loop, path):
 
 def cmd_host(args):
     """Join as host and stream ``--input`` in real time."""
-    if not 0 <= args.volume <= 400:
-        raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
-    if not 0 <= args.music_volume <= 100:
-        raise CommandError(f"--music-volume must be in 0..100 (100 = as the file), got "
-                           f"{args.music_volume:g}")
+    _check_host_options(args)
     from . import device_cli
     if args.input == device_cli.MIC:
         return device_cli.host_mic(args)
     if args.duration is not None or args.device is not None:
         raise CommandError("--duration and --device go with --input mic (a file is sent "
                            "whole; --loop repeats it)")
-    try:
-        publish_cli.check_urls(args.publish_url)
-    except ValueError as exc:
-        raise CommandError(str(exc), status=2) from None
     try:
         reader = fileio.open_input(args.input)
     except fileio.AudioFileError as exc:
@@ -392,39 +384,68 @@ def cmd_host(args):
             _note(f"host: {args.input} has {reader.channels} channels; sending their mono mix")
         file_s = reader.frames / reader.samplerate
         client = Client(sample_rate=CLOCK_RATE, channels=channels)
-        try:
-            client.adjust_recording_signal_volume(args.volume)
-            if args.preset:
-                client.set_audio_effect_preset(args.preset)
-            if args.audio_profile or args.music:
-                client.set_audio_profile(args.audio_profile or "music_standard_stereo")
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        _apply_host_options(client, args)
         destinations = _relay_destinations(args)
-        events = _join(client, args, "host", "host")
-        if args.music:
-            _start_music(client, args)
-        try:
+        with _hosting(client, args, destinations) as events:
             try:
-                publish_cli.host_publish(client, args.publish_url)
-            except (RefusedError, TimeoutError) as exc:
-                raise CommandError(f"--publish-url: {exc}") from None
-            if destinations:
-                client.start_channel_media_relay(destinations)
-            sent = _stream(client, events, reader, channels, args, file_s)
-            stats = client.stats()
-        except KeyboardInterrupt:
-            _note("host: interrupted; left the channel")
-            return 130
-        finally:
-            publish_cli.host_unpublish(client, args.publish_url)
-            client.leave_channel()
+                sent = _stream(client, events, reader, channels, args, file_s)
+                stats = client.stats()
+            except KeyboardInterrupt:
+                _note("host: interrupted; left the channel")
+                return 130
     rtt = "n/a" if stats["rtt_ms"] is None else f"{stats['rtt_ms']:.1f} ms"
     print(f"host: sent {sent:.2f} s of {args.input} in {stats['packets_sent']} packets "
           f"({stats['send_bitrate'] / 1000:.1f} kb/s on the wire), uplink loss "
           f"{100 * stats['uplink_loss']:.1f} %, RED depth {stats['red_depth']}, "
           f"round trip {rtt}", flush=True)
     return 0
+
+
+def _check_host_options(args):
+    """The ``host`` options' ranges and URLs, before anything starts."""
+    if not 0 <= args.volume <= 400:
+        raise CommandError(f"--volume must be in 0..400 (100 = unchanged), got {args.volume:g}")
+    if not 0 <= args.music_volume <= 100:
+        raise CommandError(f"--music-volume must be in 0..100 (100 = as the file), got "
+                           f"{args.music_volume:g}")
+    try:
+        publish_cli.check_urls(args.publish_url)
+    except ValueError as exc:
+        raise CommandError(str(exc), status=2) from None
+
+
+def _apply_host_options(client, args):
+    """Apply ``--volume``, ``--preset`` and ``--audio-profile`` (with ``--music``
+    and no profile given: music_standard_stereo) to ``client``."""
+    try:
+        client.adjust_recording_signal_volume(args.volume)
+        if args.preset:
+            client.set_audio_effect_preset(args.preset)
+        if args.audio_profile or args.music:
+            client.set_audio_profile(args.audio_profile or "music_standard_stereo")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _hosting(client, args, destinations):
+    """Join as host and start what the ``host`` options ask for besides the
+    voice (``--music``, ``--publish-url``, ``--relay`` to ``destinations``);
+    yields the event handler; stops them and leaves the channel at the end."""
+    events = _join(client, args, "host", "host")
+    if args.music:
+        _start_music(client, args)
+    try:
+        try:
+            publish_cli.host_publish(client, args.publish_url)
+        except (RefusedError, TimeoutError) as exc:
+            raise CommandError(f"--publish-url: {exc}") from None
+        if destinations:
+            client.start_channel_media_relay(destinations)
+        yield events
+    finally:
+        publish_cli.host_unpublish(client, args.publish_url)
+        client.leave_channel()
 
 
 def _start_music(client, args):

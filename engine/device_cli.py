@@ -2,7 +2,7 @@
 instead of files.
 
     stagevox devices
-    stagevox host ... --input mic [--device NAME] [--duration S]
+    stagevox host ... --input mic [--device NAME] [--duration S] [--music FILE] ...
     stagevox listen ... --output speaker [--device NAME] [--duration S]
     stagevox talk --server H:P --channel C --uid N [--token T] [--device NAME]
                   [--input-device NAME] [--output-device NAME] [--preset NAME]
@@ -142,19 +142,18 @@ def _member(client, args, role, label, **link_options):
 
 
 def host_mic(args):
-    """``stagevox host --input mic``: join as host and speak from the microphone."""
+    """``stagevox host --input mic``: join as host and speak from the microphone,
+    with the other ``host`` options (``--music``, ``--relay``, ``--publish-url``,
+    ``--audio-profile``) as with a file."""
     _check_duration(args.duration)
-    given = [opt for opt, attr in (("--music", "music"), ("--relay", "relay"),
-                                   ("--audio-profile", "audio_profile"))
-             if getattr(args, attr, None)]
-    if given:
-        raise cli.CommandError(f"{', '.join(given)} go with a file --input; with --input mic "
-                               "they are not built yet")
     device = _find(args.device, "input", "--device")
     client = Client(sample_rate=CLOCK_RATE, channels=1)
-    _voice(client, args)
-    seconds, s, stats = _member(client, args, "host", "host", input=device.index,
-                                latency=args.device_latency)
+    cli._apply_host_options(client, args)
+    destinations = cli._relay_destinations(args)
+    with cli._hosting(client, args, destinations) as events:
+        seconds, s = _run(client, events, "host", args.duration, input=device.index,
+                          latency=args.device_latency)
+        stats = client.stats()
     print(f"host: sent {seconds:.1f} s from {device.name!r} in {stats['packets_sent']} "
           f"packets; {_describe(s)}", flush=True)
     return 0
