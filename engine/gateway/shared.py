@@ -5,7 +5,10 @@ joined as audience under a uid the gateway picks, with a token the gateway
 makes with the server's secret.  Every 20 ms it pulls the channel's mix,
 encodes it to Opus once, and hands the same packet to the ``FeedTrack`` of
 every browser listening to that channel (aiortc sends it as it is where the
-connection negotiated Opus).  A ``Listener`` is one such browser: its own
+connection negotiated Opus).  The pulling and encoding keep time in a
+thread of the feed's own, not on the gateway's event loop: a loop busy with
+many connections delays the hand-over (the tracks queue what waits) but
+makes no frame late or lost at the source.  A ``Listener`` is one such browser: its own
 WebRTC connection, no channel member of its own.
 
 Authorisation: the gateway verifies each listener's token with the secret
@@ -24,9 +27,10 @@ from aiortc.sdp import SessionDescription
 
 from ..client import Client
 from ..codec import OpusEncoder
+from ..pacing import Pacer
 from ..rtp import CLOCK_RATE
 from ..token import make_token
-from .media import FRAME_SAMPLES, TIME_BASE, FeedTrack, Pacer, to_int16
+from .media import FRAME_SAMPLES, TIME_BASE, FeedTrack, to_int16
 from .person import (METER_FLOOR_DB, Meters, close_unless_connected, peer_connection, speakers,
                      take_offer)
 
@@ -40,6 +44,11 @@ FEED_BITRATE = 64000
 FEED_APPLICATION = "audio"
 #: The feed's uids are drawn from here (people's uids are usually small).
 FEED_UIDS = (2**31, 2**32 - 1)
+#: The feed's frame, s.
+FEED_FRAME_S = FRAME_SAMPLES / CLOCK_RATE
+#: The feed's thread behind its schedule by more than this (the process went
+#: without a CPU that long): it skips to now; less, it catches up.
+FEED_MAX_LAG_S = 0.5
 
 
 class ChannelFeed:
@@ -65,7 +74,9 @@ class ChannelFeed:
         self.frames = 0
         self.renewals = 0
         self._encoder = OpusEncoder(1, FEED_BITRATE, 20, FEED_APPLICATION)
-        self._task = None
+        self._loop = None
+        self._thread = None
+        self._stopping = threading.Event()
 
     def token(self):
         """A fresh audience token for the feed's uid in its channel."""
@@ -77,7 +88,9 @@ class ChannelFeed:
         await asyncio.to_thread(self.client.join_channel, server_address, self.channel,
                                 self.uid, self.token(), "audience", server_key=server_key,
                                 timeout=join_timeout)
-        self._task = asyncio.ensure_future(self._run())
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="stagevox-feed", daemon=True)
+        self._thread.start()
 
     def subscribe(self):
         """A new ``FeedTrack`` that gets this feed's frames."""
@@ -90,20 +103,32 @@ class ChannelFeed:
         self.tracks.discard(track)
         track.stop()
 
-    async def _run(self):
-        pacer = Pacer()
-        while True:
-            pts = await pacer.next()
+    def _run(self):
+        """The feed's thread: a frame every 20 ms, handed to the event loop."""
+        pacer = Pacer(FEED_FRAME_S, max_lag_s=FEED_MAX_LAG_S)
+        origin = pacer.start()
+        while not self._stopping.is_set():
+            pacer.wait()
+            # The frame's time: a skip ahead (pacer.t0 moved) shows as a jump.
+            due = pacer.t0 + pacer.ticks * FEED_FRAME_S
+            pts = round((due - origin) / FEED_FRAME_S) * FRAME_SAMPLES
             try:
-                payload, pcm = await asyncio.to_thread(self._next_frame)
+                payload, pcm = self._next_frame()
             except Exception:      # one bad frame must not silence the channel for good
                 log.exception("gateway: the feed of %r could not make a frame", self.channel)
                 continue
-            packet = av.Packet(payload)
-            packet.pts = pts
-            packet.time_base = TIME_BASE
-            for track in list(self.tracks):
-                track.put(pts, packet, pcm)
+            try:
+                self._loop.call_soon_threadsafe(self._hand_over, pts, payload, pcm)
+            except RuntimeError:   # the loop has closed: the gateway is stopping
+                return
+
+    def _hand_over(self, pts, payload, pcm):
+        """On the event loop: give one frame to every track."""
+        packet = av.Packet(payload)
+        packet.pts = pts
+        packet.time_base = TIME_BASE
+        for track in list(self.tracks):
+            track.put(pts, packet, pcm)
 
     def _next_frame(self):
         """Pull 20 ms of the channel and encode it: ``(opus_payload, int16 pcm)``."""
@@ -118,9 +143,10 @@ class ChannelFeed:
 
     async def close(self):
         """Stop encoding, end the tracks and leave the channel (idempotent)."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 2.0)
+            self._thread = None
         for track in list(self.tracks):
             self.unsubscribe(track)
         await asyncio.to_thread(self.client.leave_channel)
