@@ -159,6 +159,7 @@ class Client(MusicMixing):
         self._request_ids = itertools.count(1)
         self._stats = collections.Counter()
         self._rtt = None
+        self._channel_members = None
         self._last_heard = None
         self._token = None
         self._token_expires_at = None
@@ -674,6 +675,7 @@ class Client(MusicMixing):
                 fut.set_result(msg)
         elif isinstance(msg, Pong):
             self._rtt = max(0.0, now - msg.echo_time)
+            self._channel_members = msg.members
         elif isinstance(msg, ReceiverReport):
             for block in msg.reports:
                 if block.ssrc == self.ssrc:
@@ -1106,6 +1108,7 @@ class Client(MusicMixing):
         s["red_depth"] = self._sender.uplink.depth
         s["uplink_loss"] = self._sender.uplink.fraction_lost
         s["rtt_ms"] = None if self._rtt is None else 1e3 * self._rtt
+        s["channel_members"] = self._channel_members
         users = {}
         for remote in list(self._remotes.values()):
             u = remote.summary(now)

@@ -682,10 +682,13 @@ class Ping(_Message, type_code=9):
 
 @dataclass(frozen=True)
 class Pong(_Message, type_code=10):
-    """Server to client: echoes ``Ping.send_time`` so the client can measure the round trip."""
+    """Server to client: echoes ``Ping.send_time`` so the client can measure the
+    round trip; ``members`` is how many members the channel has now (hosts and
+    audience)."""
 
     echo_time: float
-    _CODECS: ClassVar[dict] = {"echo_time": _F64}
+    members: int
+    _CODECS: ClassVar[dict] = {"echo_time": _F64, "members": _U32}
 
 
 @dataclass(frozen=True)

@@ -867,7 +867,7 @@ class Server:
         self._send_msg(member, TokenRenewed(msg.request_id, int(claims.expires_at)))
 
     def _on_ping(self, member, msg, now):
-        self._send_msg(member, Pong(msg.send_time))
+        self._send_msg(member, Pong(msg.send_time, len(member.channel.members)))
 
     def _on_report(self, member, msg, now):
         before = member.redundancy.depth

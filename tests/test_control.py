@@ -79,7 +79,7 @@ def test_joined_and_refused_bytes():
 def test_small_messages_bytes():
     assert Leave().encode() == b"SV\x03\x04\x00\x00"
     assert Ping(1.5).encode() == frame(9, struct.pack("!d", 1.5))
-    assert Pong(-2.25).encode() == frame(10, struct.pack("!d", -2.25))
+    assert Pong(-2.25, 7).encode() == frame(10, struct.pack("!dI", -2.25, 7))
     assert Nack(ssrc=3, sequence_numbers=(65535, 0, 1)).encode() == frame(
         12, struct.pack("!IHHHH", 3, 3, 65535, 0, 1))
     assert Event(9, "removed", 5, "audience", 6, "kicked").encode() == frame(
@@ -157,7 +157,7 @@ messages = st.one_of(
     st.builds(RenewToken, request_id=u32, token=utf8_text(512)),
     st.builds(TokenRenewed, request_id=u32, expires_at=st.integers(0, 2**64 - 1)),
     st.builds(Ping, send_time=finite),
-    st.builds(Pong, echo_time=finite),
+    st.builds(Pong, echo_time=finite, members=u32),
     st.builds(ReceiverReport, reports=st.lists(report_blocks, max_size=62).map(tuple)),
     st.builds(Nack, ssrc=u32,
               sequence_numbers=st.lists(st.integers(0, 65535), max_size=128).map(tuple)),
@@ -220,7 +220,7 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (frame(2, bytes(18)), "Joined body is 18 bytes, need at least 19"),
     (frame(9, bytes(7)), "Ping body is 7 bytes, need at least 8"),
     (frame(4, b"\x00"), "Leave body has 1 unexpected bytes after its last field"),
-    (frame(10, bytes(9)), "Pong body has 1 unexpected bytes after its last field"),
+    (frame(10, bytes(13)), "Pong body has 1 unexpected bytes after its last field"),
     # A string longer than what is left of the body.
     (frame(1, struct.pack("!IH", 7, 20) + b"abcde" + bytes(6)),
      "Join channel truncated: the string declares 20 bytes, the Join body has 11 left"),
@@ -262,7 +262,7 @@ GOOD_JOIN = Join(7, "room", 42, "host", "tk", 99).encode()
     (frame(2, struct.pack("!IIBQH", 1, 2, 0, 3, 129) + bytes(8 * 129)),
      "Joined hosts has 129 hosts, at most 128"),
     (frame(9, struct.pack("!d", math.nan)), "Ping send_time must be a finite number, got nan"),
-    (frame(10, struct.pack("!d", -math.inf)), "Pong echo_time must be a finite number, got -inf"),
+    (frame(10, struct.pack("!dI", -math.inf, 0)), "Pong echo_time must be a finite number, got -inf"),
 ])
 def test_malformed_datagrams(data, message):
     with pytest.raises(ControlError) as e:
@@ -400,7 +400,7 @@ def test_quick_codec_covers_the_join_path():
       "'user_offline', 'role_changed', 'token_will_expire', 'removed', got 'joined'")),
     (SetRole(0, "Host"), "SetRole role must be 'host' or 'audience', got 'Host'"),
     (Ping(math.nan), "Ping send_time must be a finite number, got nan"),
-    (Pong(math.inf), "Pong echo_time must be a finite number, got inf"),
+    (Pong(math.inf, 0), "Pong echo_time must be a finite number, got inf"),
     (Ping("1.0"), "Ping send_time must be a finite number, got '1.0'"),
     (ReceiverReport((ReportBlock(0, 0.0, 0, 0.0),) * 63),
      "ReceiverReport reports has 63 report blocks, at most 62"),

@@ -54,6 +54,20 @@ def test_user_joined_for_new_and_present_hosts():
         assert rec.of("on_user_joined") == [(1,), (3,)]
 
 
+def test_every_member_learns_how_many_are_in_the_channel():
+    """Audience joins are not announced, but each member's keep-alive answer
+    carries the channel's member count: ``stats()["channel_members"]``."""
+    with Session() as s:
+        host = s.join(1, "host")
+        listener = s.join(2, "audience")
+        s.join(3, "audience")
+        assert wait_until(lambda: host.stats()["channel_members"] == 3, 3.0), host.stats()
+        assert wait_until(lambda: listener.stats()["channel_members"] == 3, 3.0)
+        s.join(4, "audience").leave_channel()
+        listener.leave_channel()
+        assert wait_until(lambda: host.stats()["channel_members"] == 2, 3.0), host.stats()
+
+
 def test_user_offline_quit_on_leave():
     with Session() as s:
         host = s.join(1, "host")

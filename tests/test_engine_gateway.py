@@ -404,6 +404,8 @@ def test_page_listens_to_a_python_host(room, browser, speech, tmp_path):
         browser.find_element("id", "listen").click()
         wait_for_text(browser, "state", "audio connected")
         wait_for_text(browser, "speakers", "speaker 31")
+        # The host and this browser, which the gateway's shared member stands for.
+        wait_for_text(browser, "people", "2 in the room, 1 on stage")
         browser.execute_script(START_RECORDING_JS)
         stream_speech(host, speech, lambda: browser.save_screenshot(str(tmp_path /
                                                                         "listening.png")))

@@ -214,6 +214,7 @@ class Person:
             "level_db": self.meters.level("me"),
             "uplink_loss": round(stats["uplink_loss"], 4),
             "speakers": speakers(stats, self.meters),
+            "people": stats["channel_members"],
         }
 
     async def close(self):

@@ -137,9 +137,14 @@ class ChannelFeed:
         return self._encoder.encode(x), to_int16(x)
 
     def status(self):
-        """The feed's part of a listener's status: channel state and speakers."""
+        """The feed's part of a listener's status: channel state, speakers and
+        people in the room (the channel's members, the feed counted as the
+        browsers it feeds here)."""
+        stats = self.client.stats()
+        members = stats["channel_members"]
         return {"channel_state": self.client.state,
-                "speakers": speakers(self.client.stats(), self.meters)}
+                "speakers": speakers(stats, self.meters),
+                "people": None if members is None else members - 1 + len(self.tracks)}
 
     async def close(self):
         """Stop encoding, end the tracks and leave the channel (idempotent)."""

@@ -173,6 +173,7 @@ async function disconnect() {
   $("state").textContent = "not connected";
   $("role").textContent = "–";
   $("loss").textContent = "–";
+  $("people").textContent = "";
   $("me-row").hidden = true;
   $("mute").setAttribute("aria-pressed", "false");
   $("mute").textContent = "Mute";
@@ -229,6 +230,8 @@ function render(s) {
   $("me-row").hidden = s.mode !== "talk";
   $("me-meter").style.width = meterWidth(s.muted ? -60 : s.level_db);
   renderSpeakers(s.speakers);
+  $("people").textContent = s.people == null ? ""
+    : `${s.people} in the room, ${s.speakers.length} on stage`;
 }
 
 function meterWidth(db) { return `${Math.max(0, Math.min(100, (db + 60) / 60 * 100))}%`; }
