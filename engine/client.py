@@ -47,6 +47,7 @@ from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, Publish
                       PublishStreamDone, ReceiverReport, Refused, RenewToken, RoleChanged,
                       SetRole, TokenRenewed, clamped_report_block)
 from .music import MusicMixing, _to_channels
+from .codec import packet_samples
 from .profiles import audio_profile
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
@@ -843,6 +844,49 @@ class Client(MusicMixing):
             while self._pending.shape[1] >= step:
                 frame, self._pending = self._pending[:, :step], self._pending[:, step:]
                 self._send_frame(frame)
+
+    def can_push_encoded(self):
+        """True when ``push_encoded_audio`` would send Opus packets as they are:
+        an Opus client with no local effects or preset, the recording volume
+        at 100, and no music or channel relay (each of those needs the audio)."""
+        return (self.codec == "opus" and self._record_gain == 1.0 and self._preset is None
+                and self._effects is None and not any(self._voice.values())
+                and self._music is None and self._relay is None)
+
+    def push_encoded_audio(self, payload, after_gap=0):
+        """Publish one Opus packet encoded elsewhere, as it is (a gateway passing
+        a browser's voice on without decoding and encoding it again).
+
+        ``payload``: the Opus packet (bytes), as long as the published frames
+        (``frame_ms``).  ``after_gap``: samples at 48 kHz lost just before it
+        (the stream's clock moves on by that much first).  Sent only by a host,
+        unmuted, in a channel; otherwise the clock moves on.  The frame
+        observers do not see it, and audio pushed but not yet sent is dropped.
+        Raises ``ValueError`` when ``can_push_encoded()`` is False (push the
+        audio instead), for a packet of another length or a negative gap, and
+        ``codec.CodecError`` for one that is not Opus.
+        """
+        if not self.can_push_encoded():
+            raise ValueError("this client processes its audio (effects, volume, music or "
+                             "relay): push the audio with push_audio")
+        if not 0 <= after_gap <= 2**31:
+            raise ValueError(f"after_gap must be 0..2^31 samples, got {after_gap!r}")
+        samples = packet_samples(payload)
+        step = self._sender.frame_samples
+        if samples != step:
+            raise ValueError(f"the packet holds {samples} samples; this client sends "
+                             f"{step}-sample frames ({self._sender.frame_ms} ms)")
+        with self._push_lock:
+            if self._first_push is None:
+                self._first_push = time.monotonic()
+            self._pushed_samples += (after_gap + samples) * self.sample_rate // CLOCK_RATE
+            self._pending = self._pending[:, :0]
+            if after_gap:
+                self._sender.skip(after_gap)
+            if self.channel is None or self.role != "host" or self._muted:
+                self._sender.skip(samples)
+                return
+            self._send(self._sender.encoded_packet(payload, samples))
 
     def set_audio_profile(self, profile, scenario="default"):
         """Encode the published stream with ``profile`` (``profiles.PROFILES``:

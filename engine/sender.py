@@ -10,7 +10,7 @@ import random
 from .codec import make_encoder
 from .feedback import MAX_DEPTH, MAX_RED_PAYLOAD, RedundancyControl
 from .red import MAX_TS_OFFSET, RedBlock, encode_red_within
-from .rtp import PT_RED, PT_SEALED_OPUS, RtpPacket, seq_add, ts_add, ts_diff
+from .rtp import PT_OPUS, PT_RED, PT_SEALED_OPUS, RtpPacket, seq_add, ts_add, ts_diff
 
 #: Loss percentage the Opus encoder is told when the uplink is lossy (see set_fec).
 FEC_LOSS_PCT = 5
@@ -79,12 +79,22 @@ class Sender:
     def packet(self, frame):
         """Encode one frame (float32 ``(channels, frame_samples)`` at 48 kHz) into
         the RTP packet to send (bytes), with the RED depth the uplink calls for."""
-        ts = self._ts
-        self._ts = ts_add(ts, frame.shape[1])
         if self.codec == "opus":
             self.set_fec(self.uplink.fraction_lost)
-        payload = self.encoder.encode(frame)
-        pt = self.encoder.payload_type
+        return self._packetize(self.encoder.encode(frame), self.encoder.payload_type,
+                               frame.shape[1])
+
+    def encoded_packet(self, payload, samples):
+        """The RTP packet (bytes) for an Opus ``payload`` encoded elsewhere,
+        ``samples`` long at 48 kHz, as ``packet`` makes it for its own.
+        Raises ``ValueError`` on a sender of another codec."""
+        if self.codec != "opus":
+            raise ValueError(f"encoded packets are Opus; this sender sends {self.codec!r}")
+        return self._packetize(bytes(payload), PT_OPUS, samples)
+
+    def _packetize(self, payload, pt, samples):
+        ts = self._ts
+        self._ts = ts_add(ts, samples)
         codec_bytes = len(payload)
         if self.encryptor is not None:
             payload = self.encryptor.encrypt(payload, metadata=self._ssrc_bytes)

@@ -11,6 +11,7 @@ offline by running the same ``stagevox.dsp`` processor on the same tone.
 """
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +58,52 @@ def test_mute_local_audio_stream_stops_and_resumes():
     assert abs(db(amplitude(window(got, 1.4, 1.8), 440) / 0.2)) < 1.0
     # Nothing was sent while muted: about 1.3 of the 1.8 s at 50 packets a second.
     assert 60 <= sent <= 70
+
+
+def test_encoded_opus_packets_are_sent_as_they_are():
+    """``push_encoded_audio``: Opus encoded elsewhere is sent as it is (the
+    codec bytes sent are the packets' own), a listener hears the tone at its
+    level, and a gap (a packet lost before the client) moves the clock on."""
+    encoder = engine.make_encoder("opus", channels=1, bitrate=32000, frame_ms=20)
+    signal = tone(440, 1.6, amplitude=0.2)
+    packets = [encoder.encode(signal[None, i:i + 960]) for i in range(0, signal.size, 960)]
+    with Session() as s:
+        host = s.join(1, "host")
+        listener = s.join(2, "audience")
+        assert host.can_push_encoded()
+        heard = []
+        t0 = time.monotonic()
+        for i, packet in enumerate(packets):
+            time.sleep(max(0.0, t0 + 0.02 * i - time.monotonic()))
+            # The 30th packet is "lost on the way in": the next comes after a gap.
+            if i != 30:
+                host.push_encoded_audio(packet, after_gap=960 if i == 31 else 0)
+            heard.append(listener.pull_audio(960)[0])
+        sent = host.stats()["codec_bytes_sent"]
+    assert sent == sum(len(p) for p in packets) - len(packets[30])
+    y = np.concatenate(heard)
+    assert abs(db(amplitude(window(y, 1.0, 1.4), 440) / 0.2)) < 1.0
+    assert purity(window(y, 1.0, 1.4), 440) > CLEAN_TONE
+
+
+def test_encoded_audio_is_refused_where_the_audio_is_needed():
+    packet = engine.make_encoder("opus", channels=1, frame_ms=20).encode(tone(440, 0.02)[None])
+    short = engine.make_encoder("opus", channels=1, frame_ms=10).encode(tone(440, 0.01)[None])
+    client = engine.Client()
+    with pytest.raises(ValueError, match="480 samples; this client sends 960-sample"):
+        client.push_encoded_audio(short)
+    with pytest.raises(engine.codec.CodecError, match="not a valid Opus packet"):
+        client.push_encoded_audio(b"\xff\xff\xff")
+    client.push_encoded_audio(packet)                  # not in a channel: the clock moves on
+    client.set_audio_effect_preset("ktv")
+    assert not client.can_push_encoded()
+    with pytest.raises(ValueError, match="push the audio with push_audio"):
+        client.push_encoded_audio(packet)
+    client.set_audio_effect_preset("off")
+    client.adjust_recording_signal_volume(50)
+    assert not client.can_push_encoded()
+    client.adjust_recording_signal_volume(100)
+    assert client.can_push_encoded()
 
 
 def test_recording_volume_200_doubles_the_level():

@@ -381,6 +381,18 @@ def test_page_talks_and_a_python_listener_hears_it(room, browser, speech, tmp_pa
         assert rec.client.stats()["received"] == muted_at
         browser.find_element("id", "mute").click()
         assert wait_until(lambda: rec.client.stats()["received"] > muted_at + 10, 5.0)
+        # With no preset the browser's Opus frames went on as they were
+        # (20 ms each); with one, the gateway decodes, applies it and encodes.
+        talked_s = LEAD_S + len(speech[JUDGED]) / RATE + 1.0
+        passed = person_status(browser)["voice_frames_passed"]
+        assert passed >= 0.9 * talked_s / 0.02, passed
+        from selenium.webdriver.support.select import Select
+        Select(browser.find_element("id", "preset")).select_by_value("ktv")
+        time.sleep(0.3)
+        before = (person_status(browser)["voice_frames_passed"], rec.client.stats()["received"])
+        time.sleep(1.0)
+        after = (person_status(browser)["voice_frames_passed"], rec.client.stats()["received"])
+        assert after[0] == before[0] and after[1] >= before[1] + 40, (before, after)
     leave(browser)
     received = rec.audio()
     sf.write(tmp_path / "heard.wav", received, RATE)
@@ -390,6 +402,14 @@ def test_page_talks_and_a_python_listener_hears_it(room, browser, speech, tmp_pa
           f"received {heard['received']}  lost {heard['lost']}  concealed {heard['concealed']}  "
           f"lag {np.min(lags) * 1e3 / RATE:.0f}-{np.max(lags) * 1e3 / RATE:.0f} ms after the click")
     assert stoi >= 0.95, f"STOI {stoi:.3f} < 0.95"
+
+
+def person_status(driver):
+    """The gateway's status of the page's person, read from a status socket of one's own."""
+    return driver.execute_async_script("""
+        const done = arguments[0];
+        const ws = new WebSocket(`ws://${location.host}/api/session/${page.session}/ws`);
+        ws.onmessage = (ev) => { ws.close(); done(JSON.parse(ev.data)); };""")
 
 
 def test_page_listens_to_a_python_host(room, browser, speech, tmp_path):

@@ -4,9 +4,11 @@
 pulls that much of the channel from the person's ``Client`` and hands it to
 aiortc's Opus encoder.  ``FeedTrack`` is a shared listener's track: it hands
 aiortc the Opus packets a ``ChannelFeed`` encoded once for all its
-listeners.  ``pump_to_channel`` reads the track the browser sends (aiortc
-decodes its Opus), resamples it to 48 kHz mono and pushes it to the
-``Client``.  Pulling and pushing run in worker threads (decoding,
+listeners.  ``EncodedVoice`` passes the browser's Opus frames on to the
+person's ``Client`` as they are, where nothing needs the audio (no preset
+or volume on the voice); ``pump_to_channel`` reads the track the browser
+sends (aiortc decodes the frames not passed on), resamples it to 48 kHz
+mono and pushes it to the ``Client``.  Pulling and pushing run in worker threads (decoding,
 effects and encoding stay off the gateway's event loop).
 """
 
@@ -20,7 +22,8 @@ from aiortc import MediaStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
-from ..rtp import CLOCK_RATE
+from ..codec import CodecError, OpusDecoder, packet_samples
+from ..rtp import CLOCK_RATE, ts_add, ts_diff
 
 #: One frame to the browser, samples at 48 kHz (20 ms, Opus' usual packet).
 FRAME_SAMPLES = 960
@@ -42,10 +45,11 @@ RECEIVE_PREFETCH = 1
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
 
-def hold_one_packet(receiver):
+def hold_one_packet(receiver, take=None):
     """Make an aiortc audio ``receiver`` decode each packet as soon as the next
     one arrives (a 20 ms hold) instead of when the fourth after it arrives
-    (80 ms).
+    (80 ms); with ``take``, offer each frame to ``take(payload, timestamp)``
+    first, and decode only those it does not take (returns False).
 
     The browser's voice goes on to the channel, whose listeners each have an
     adaptive jitter buffer, so a second deep buffer on the gateway only adds
@@ -57,9 +61,71 @@ def hold_one_packet(receiver):
     old = getattr(receiver, _JITTER_ATTR, None)
     if not isinstance(old, JitterBuffer):
         return False
-    setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=old.capacity,
-                                                 prefetch=RECEIVE_PREFETCH))
+    setattr(receiver, _JITTER_ATTR, TappedJitterBuffer(old.capacity, RECEIVE_PREFETCH, take))
     return True
+
+
+class TappedJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer whose complete frames go first to ``take(payload,
+    timestamp)`` (None: to nobody); a frame taken (True) is not decoded."""
+
+    def __init__(self, capacity, prefetch, take=None):
+        super().__init__(capacity=capacity, prefetch=prefetch)
+        self._take = take
+
+    def add(self, packet):
+        pli, frame = super().add(packet)
+        if frame is not None and self._take is not None and self._take(frame.data,
+                                                                       frame.timestamp):
+            frame = None
+        return pli, frame
+
+
+class EncodedVoice:
+    """Passes a browser's Opus frames to a channel ``client`` as they are
+    (``Client.push_encoded_audio``), without decoding and encoding them again,
+    while the client allows it (``can_push_encoded``: no preset, volume or
+    music on the person's voice) and the frames are as long as the client's.
+    Frames it does not take are decoded by aiortc and pushed as audio.
+
+    ``meter(x)``: fed the decoded voice, float32 ``(1, n)`` (the person's own
+    level meter; the decoding costs a fraction of an encoding).  ``passed``
+    counts the frames passed on.
+    """
+
+    def __init__(self, client, meter=None):
+        self.client = client
+        self.meter = meter
+        self.passed = 0
+        self._next_ts = None
+        self._decoder = OpusDecoder(1) if meter is not None else None
+
+    def take(self, payload, timestamp):
+        """Offer one frame (its Opus ``payload`` and RTP ``timestamp``); True if passed on."""
+        if not self.client.can_push_encoded():
+            self._next_ts = None
+            return False
+        try:
+            samples = packet_samples(payload)
+        except CodecError:
+            return False                 # aiortc's decoder says what is wrong
+        gap = 0
+        if self._next_ts is not None:
+            ahead = ts_diff(timestamp, self._next_ts)
+            if ahead < 0:
+                return True              # older than one passed on: dropped
+            if ahead <= MAX_GAP_S * CLOCK_RATE:
+                gap = ahead
+        try:
+            self.client.push_encoded_audio(payload, after_gap=gap)
+        except ValueError:               # another length, or a preset set just now
+            self._next_ts = None
+            return False
+        self._next_ts = ts_add(timestamp, samples)
+        self.passed += 1
+        if self._decoder is not None:
+            self.meter(self._decoder.decode(payload))
+        return True
 
 
 class Pacer:

@@ -19,7 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ..client import AudioFrameObserver, Client
 from ..rtp import CLOCK_RATE
-from .media import ChannelTrack, hold_one_packet, pump_to_channel
+from .media import ChannelTrack, EncodedVoice, hold_one_packet, pump_to_channel
 from .sdp import drop_unresolvable_candidates
 
 log = logging.getLogger("stagevox.engine.gateway")
@@ -134,6 +134,7 @@ class Person:
         self.client = Client(sample_rate=CLOCK_RATE, channels=1)
         self.meters = Meters()
         self.client.register_audio_frame_observer(self.meters)
+        self.voice = EncodedVoice(self.client, self.meters.on_record_audio_frame)
         self.pc = None
         self._tasks = set()
         self.closed = False
@@ -162,7 +163,7 @@ class Person:
             if track.kind == "audio":
                 for transceiver in self.pc.getTransceivers():
                     if transceiver.receiver.track is track \
-                            and not hold_one_packet(transceiver.receiver):
+                            and not hold_one_packet(transceiver.receiver, self.voice.take):
                         log.warning("aiortc's receiver has no jitter buffer where expected: "
                                     "the browser's voice keeps aiortc's 80 ms hold")
                 self._spawn(pump_to_channel(track, self.client.push_audio))
@@ -213,6 +214,7 @@ class Person:
             "webrtc_state": self.pc.connectionState if self.pc is not None else "new",
             "level_db": self.meters.level("me"),
             "uplink_loss": round(stats["uplink_loss"], 4),
+            "voice_frames_passed": self.voice.passed,
             "speakers": speakers(stats, self.meters),
             "people": stats["channel_members"],
         }

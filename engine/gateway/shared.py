@@ -227,7 +227,7 @@ class Listener:
             "role": "audience", "can_publish": self.claims.can_publish,
             "muted": False, "preset": "off",
             "webrtc_state": self.pc.connectionState if self.pc is not None else "new",
-            "level_db": METER_FLOOR_DB, "uplink_loss": 0.0,
+            "level_db": METER_FLOOR_DB, "uplink_loss": 0.0, "voice_frames_passed": 0,
             "dropped_frames": track.dropped if track is not None else 0,
             **self.feed.status(),
         }
