@@ -74,6 +74,8 @@ class TappedJitterBuffer(JitterBuffer):
         self._take = take
 
     def add(self, packet):
+        """Add one RTP packet; returns ``(pli, frame)`` as aiortc's buffer does,
+        the frame None when ``take`` took it."""
         pli, frame = super().add(packet)
         if frame is not None and self._take is not None and self._take(frame.data,
                                                                        frame.timestamp):
