@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from stagevox.engine import make_token, session
-from stagevox.engine.control import Join, Leave, Ping, Pong
+from stagevox.engine.control import Join, Leave, Ping
 from stagevox.engine.hmac_sha256 import KeyedHmac, hmac_sha256
 from stagevox.engine.server import Server
 
@@ -98,7 +98,7 @@ class FloorCrypto:
         sender = session.Session(transport, transport, 1, 1)
         self.ping = sender.seal(Ping(1.0).encode())
         self.leave = sender.seal(Leave().encode())
-        self.pong = Pong(1.0).encode()
+        self.pong = bytes(len(outputs[2]) - session.TRANSPORT_OVERHEAD)    # the Pong's size
 
     def _message1_key(self):
         h = _sha256(_sha256(_sha256(session._INITIAL_H + self.prologue).digest()
