@@ -17,7 +17,11 @@ try:
 except ImportError:                  # no OpenSSL in this Python: the pure path of ``hmac``
     _hmac_new = None
 
-__all__ = ["hmac_sha256", "KeyedHmac"]
+__all__ = ["hmac_new", "hmac_sha256", "KeyedHmac"]
+
+#: ``hmac_new(key, data, "sha256").digest()`` is ``hmac_sha256(key, data)``
+#: without a Python frame between (for code that makes several in a row).
+hmac_new = hmac.new if _hmac_new is None else _hmac_new
 
 if _hmac_new is not None:
     def hmac_sha256(key: bytes, data: bytes) -> bytes:

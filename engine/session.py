@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from stagevox.dsp.errors import ParameterError, ProtocolError
 
-from .hmac_sha256 import KeyedHmac, hmac_sha256
+from .hmac_sha256 import KeyedHmac, hmac_new, hmac_sha256
 
 __all__ = [
     "COOKIE_REPLY_SIZE", "INIT_SIZE", "KEY_SIZE", "KIND_COOKIE", "KIND_INITIATION",
@@ -253,13 +253,15 @@ def _hkdf2(chaining_key, input_key_material):
     """The Noise spec's HKDF (section 4.3) with two outputs, as the spec writes it
     over HMAC-SHA256 (RFC 5869 HKDF with the chaining key as salt and no info);
     three one-shot HMACs cost less than building an HKDF object each time."""
-    return _hkdf2_expand(hmac_sha256(chaining_key, input_key_material))
+    temp_key = hmac_new(chaining_key, input_key_material, "sha256").digest()
+    output1 = hmac_new(temp_key, b"\x01", "sha256").digest()
+    return output1, hmac_new(temp_key, output1 + b"\x02", "sha256").digest()
 
 
 def _hkdf2_expand(temp_key):
     """The two outputs of the Noise HKDF from its ``temp_key`` (the extract step's result)."""
-    output1 = hmac_sha256(temp_key, b"\x01")
-    return output1, hmac_sha256(temp_key, output1 + b"\x02")
+    output1 = hmac_new(temp_key, b"\x01", "sha256").digest()
+    return output1, hmac_new(temp_key, output1 + b"\x02", "sha256").digest()
 
 
 _HASH_LEN = 32                     # SHA-256
