@@ -23,6 +23,11 @@ process, pinned to CPU 1, over 127.0.0.1:
    without sockets: a Server that is not started is handed the datagrams of
    STEP_JOINS joins one by one (``datagram_received``, its endpoint only
    collecting what it sends), timed per step (medians).
+   Then the floor (``handshake_floor.py``): what the same CPU spends per join
+   on the cryptography of a join alone, on its 7 system calls alone, and on
+   both in one loop with nothing else, printed beside the server's cost.
+   ``--strace`` adds a join run with ``strace -c`` on the server's process:
+   its system calls per join.
 2. Unauthenticated flood.  Datagrams no client could have made honestly,
    each kind sent from one socket as fast as this process can for
    ``--seconds`` (2 s): random bytes (random length 1..1200), initiations
@@ -74,9 +79,12 @@ import os
 import platform
 import random
 import selectors
+import signal
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 from stagevox.engine import control, make_token, session
@@ -87,6 +95,7 @@ from bench_engine import (COST_REPEATS, JOIN_STEPS, MEMBERS_CPU, SECRET, SERVER_
                           ServerProcess, bad_mac1_initiation, cpu_name, cpu_seconds, fmt,
                           join_blocking, pin, print_profile_rows, sealed_like, udp_socket_drops,
                           verdict)
+from handshake_floor import FLOOR_JOINS, FLOOR_ROUNDS, measure_floor
 
 JOINS = 10000
 JOINS_QUICK = 4000
@@ -151,10 +160,12 @@ def prepare_joins(server_key, count):
     return joinings
 
 
-def run_joins(ctx, count, in_flight, stay, profile=False):
+def run_joins(ctx, count, in_flight, stay, profile=False, trace=False):
     """One fresh server, ``count`` complete joins with ``in_flight`` at once;
-    returns a dict of what they cost."""
+    returns a dict of what they cost (with ``trace``, also ``syscalls``: the
+    server process's system calls per join, counted by ``strace -c``)."""
     server = ServerProcess(ctx, profile)
+    tracer = start_strace(server.proc.pid) if trace else None
     socks = []
     sel = selectors.EpollSelector()
     try:
@@ -235,6 +246,7 @@ def run_joins(ctx, count, in_flight, stay, profile=False):
             server.profile(False)
         time.sleep(0.2)                  # the last Leaves arrive
         after = server.snapshot()
+        syscalls = stop_strace(tracer, count) if trace else None
         rows = server.profile_rows() if profile else []
         steps = server.join_steps(STEP_JOINS)
     finally:
@@ -253,7 +265,44 @@ def run_joins(ctx, count, in_flight, stay, profile=False):
                 per_cpu_s=count / cpu if cpu > 0 else float("nan"), load=cpu / wall,
                 waited=waited, driver_per_join=driver / count, retries=retries,
                 counters=counters, sessions=after.sessions, made=made, profile=rows,
-                steps=steps)
+                steps=steps, syscalls=syscalls)
+
+
+def start_strace(pid):
+    """``strace -c`` attached to every thread of process ``pid`` (its counts go
+    to a temporary file); returns ``(process, file name)``."""
+    out = tempfile.NamedTemporaryFile(prefix="bench-strace-", suffix=".txt", delete=False)
+    out.close()
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", out.name],
+                              stderr=subprocess.DEVNULL)
+    time.sleep(1.0)                      # attached before the first join
+    return tracer, out.name
+
+
+def stop_strace(tracer, joins):
+    """Stop the tracer of ``start_strace``; ``{syscall: calls per join}`` from
+    its summary (the calls of the whole traced window, over ``joins``)."""
+    process, name = tracer
+    process.send_signal(signal.SIGINT)
+    process.wait(10.0)
+    calls = {}
+    with open(name) as f:
+        for line in f:
+            fields = line.split()
+            # "% time  seconds  usecs/call  calls  [errors]  syscall"
+            if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+                calls[fields[-1]] = int(fields[3]) / joins
+    os.unlink(name)
+    return calls
+
+
+def print_syscalls(run):
+    """The system calls per join of a traced join run."""
+    calls = sorted(run["syscalls"].items(), key=lambda kv: -kv[1])
+    print(f"   system calls of the server's process per join (strace -c on a run of "
+          f"{run['joins']} joins; tracing slows the server, so it reads more datagrams per "
+          "wake-up than untraced):")
+    print("   " + ", ".join(f"{name} {n:.2f}" for name, n in calls if n >= 0.005))
 
 
 def print_joins(runs, in_flight, stay):
@@ -303,6 +352,20 @@ def print_joins(runs, in_flight, stay):
               "joins/s of wall time are below what it could do (the driver, or waiting for "
               "CPU 0, limited them); joins per CPU-second is its capacity")
     return ok
+
+
+def print_floor(floor, runs):
+    """The floor (``handshake_floor``) beside the server's median cost per join."""
+    server = statistics.median(r["cpu_per_join"] for r in runs) * 1e6
+    both = floor["both"]
+    print(f"   the floor, measured on CPU {SERVER_CPU} by bench/handshake_floor.py (medians of "
+          f"{FLOOR_ROUNDS} rounds of {FLOOR_JOINS} joins, the process's CPU time): X25519 alone "
+          f"{floor['x25519']:.0f} us; the join's cryptography {floor['crypto']:.0f} us; its 7 "
+          f"system calls (4 recvfrom, 3 sendto) {floor['syscalls']:.0f} us; both in one loop "
+          f"{both:.0f} us = {1e6 / both:.0f} joins per CPU-second at most")
+    print(f"   the server's {server:.0f} us a join are {server - both:.0f} us "
+          f"({100 * (server - both) / server:.0f} %) above that floor: its own Python (parsing, "
+          "checks, admission, member tables, replies) and the event loop")
 
 
 # ------------------------------------------------------------------ flood
@@ -591,6 +654,8 @@ def arguments(argv):
     p.add_argument("--joins", type=int, default=None, help=f"joins a run ({JOINS})")
     p.add_argument("--in-flight", type=int, default=IN_FLIGHT, help="handshakes at once")
     p.add_argument("--stay", action="store_true", help="members stay instead of leaving")
+    p.add_argument("--strace", action="store_true",
+                   help="also count the server's system calls per join (strace -c, one more run)")
     p.add_argument("--profile", action="store_true",
                    help="also cProfile the server during a join run and the flood")
     args = p.parse_args(argv)
@@ -618,6 +683,9 @@ def main(argv=None):
         runs.append(run_joins(ctx, args.joins, args.in_flight, args.stay))
         print(f"   ... join run {i + 1} done", file=sys.stderr)
     results.append(print_joins(runs, args.in_flight, args.stay))
+    print_floor(measure_floor(ctx), runs)
+    if args.strace:
+        print_syscalls(run_joins(ctx, args.joins, args.in_flight, args.stay, trace=True))
     print()
     flood, costs, alive, _ = run_flood(ctx, args.seconds)
     counted, _, alive_after_count, rows = run_flood(ctx, FLOOD_PROFILE_S, profile=True)

@@ -32,6 +32,7 @@ import collections
 import logging
 import math
 import os
+import struct
 import threading
 import time
 
@@ -98,6 +99,10 @@ INJECT_TOKEN_S = 3600.0
 #: Publish requests (``PublishStream``) a host may make: a second, in bursts of.
 PUBLISH_REQUEST_RATE = 1.0
 PUBLISH_REQUEST_BURST = 4
+
+#: Session indexes drawn from the system's random source at a time.
+INDEX_BATCH = 256
+_INDEXES = struct.Struct(f">{INDEX_BATCH}I")
 
 #: The handler method of each control message a member may send.
 _CONTROL_HANDLERS = {Leave: "_on_leave", SetRole: "_on_set_role", RenewToken: "_on_renew",
@@ -247,6 +252,7 @@ class Server:
         self.counters = collections.Counter()
         self.address = None
         self._sessions = {}              # local index -> _Member (pending, confirmed, retired)
+        self._index_pool = []            # random session indexes not yet handed out
         self._pending = {}               # client ephemeral -> (member, initiation, response)
         self._outboxes = set()           # members with events not acknowledged yet
         self._last_scan = 0.0
@@ -610,8 +616,13 @@ class Server:
         return False
 
     def _new_index(self):
+        """A random session index not in use.  Drawn from INDEX_BATCH indexes
+        read from the system's random source at once (one system call per
+        batch, not one per handshake)."""
         while True:
-            index = int.from_bytes(os.urandom(4), "big")
+            if not self._index_pool:
+                self._index_pool = list(_INDEXES.unpack(os.urandom(4 * INDEX_BATCH)))
+            index = self._index_pool.pop()
             if index not in self._sessions:
                 return index
 

@@ -32,7 +32,6 @@ library's ``hmac``/``hashlib``/``secrets`` do cryptography here.
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import math
@@ -51,6 +50,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from stagevox.dsp.errors import ParameterError, ProtocolError
+
+from .hmac_sha256 import KeyedHmac, hmac_new, hmac_sha256
 
 __all__ = [
     "COOKIE_REPLY_SIZE", "INIT_SIZE", "KEY_SIZE", "KIND_COOKIE", "KIND_INITIATION",
@@ -248,45 +249,32 @@ def _private_key_object(private):
 
 # ---------------------------------------------------------------- Noise
 
-#: HMAC-SHA256(key, data): hmac.digest is the one-shot C path, and a partial
-#: adds no Python frame (a handshake makes about a dozen).
-_hmac = functools.partial(hmac.digest, digest="sha256")
-
-
 def _hkdf2(chaining_key, input_key_material):
     """The Noise spec's HKDF (section 4.3) with two outputs, as the spec writes it
     over HMAC-SHA256 (RFC 5869 HKDF with the chaining key as salt and no info);
     three one-shot HMACs cost less than building an HKDF object each time."""
-    return _hkdf2_expand(_hmac(chaining_key, input_key_material))
+    temp_key = hmac_new(chaining_key, input_key_material, "sha256").digest()
+    output1 = hmac_new(temp_key, b"\x01", "sha256").digest()
+    return output1, hmac_new(temp_key, output1 + b"\x02", "sha256").digest()
 
 
 def _hkdf2_expand(temp_key):
     """The two outputs of the Noise HKDF from its ``temp_key`` (the extract step's result)."""
-    output1 = _hmac(temp_key, b"\x01")
-    return output1, _hmac(temp_key, output1 + b"\x02")
-
-
-class _KeyedHmac:
-    """HMAC-SHA256 under one key that is used again and again: the key is
-    set up once (``hmac.new``) and each MAC starts from a copy of it."""
-
-    __slots__ = ("_keyed",)
-
-    def __init__(self, key):
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
-
-    def __call__(self, data):
-        mac = self._keyed.copy()
-        mac.update(data)
-        return mac.digest()
+    output1 = hmac_new(temp_key, b"\x01", "sha256").digest()
+    return output1, hmac_new(temp_key, output1 + b"\x02", "sha256").digest()
 
 
 _HASH_LEN = 32                     # SHA-256
 #: h and ck after InitializeSymmetric(NOISE_PROTOCOL_NAME): the name is 32 bytes.
 _INITIAL_H = NOISE_PROTOCOL_NAME
-_initial_ck_hmac = _KeyedHmac(_INITIAL_H)
+_initial_ck_hmac = KeyedHmac(_INITIAL_H)
 #: ChaChaPoly's 96-bit nonce: 32 zero bits, then the 64-bit counter, little-endian.
 _NONCE = struct.Struct("<4xQ")
+#: The nonce of a handshake key's one use: in NK every MixKey is followed by
+#: exactly one EncryptAndHash or DecryptAndHash.
+_FIRST_NONCE = _NONCE.pack(0)
+_NOT_AUTHENTIC = "handshake message does not authenticate (wrong key, or altered in transit)"
+_sha256 = hashlib.sha256
 
 
 def _dh(private, public):
@@ -323,6 +311,13 @@ class _SymmetricState:
         self.ck = h
         self._aead = None
         self._n = 0
+
+    @classmethod
+    def at(cls, h: bytes, ck: bytes) -> "_SymmetricState":
+        """A state with handshake hash ``h`` and chaining key ``ck`` and no cipher key."""
+        state = cls.__new__(cls)
+        state.h, state.ck, state._aead, state._n = h, ck, None, 0
+        return state
 
     def copy(self) -> "_SymmetricState":
         """An independent copy (the cipher object is immutable and can be shared)."""
@@ -363,8 +358,7 @@ class _SymmetricState:
             try:
                 plaintext = self._aead.decrypt(self._next_nonce(), ciphertext, self.h)
             except InvalidTag:
-                raise SessionError("handshake message does not authenticate "
-                                   "(wrong key, or altered in transit)") from None
+                raise SessionError(_NOT_AUTHENTIC) from None
             self._n += 1
         self.mix_hash(ciphertext)
         return plaintext
@@ -415,33 +409,44 @@ def _nk_responder_read(static_private, static_public, prologue, message):
 
 def _nk_responder_read_key(static_private, static_public, prologue, message):
     """``_nk_responder_read``, also returning the initiator's e as an
-    ``X25519PublicKey`` (message 2 needs it again): (state, e, e key, payload)."""
+    ``X25519PublicKey`` (message 2 needs it again): (state, e, e key, payload).
+
+    The server runs this for every handshake, so h and ck are kept in locals
+    rather than in a ``_SymmetricState`` (the steps are those of its methods:
+    MixHash of the prologue, of s and of e, MixKey of es, DecryptAndHash).
+    """
     if len(message) < KEY_SIZE + TAG_SIZE:
         raise SessionError(f"handshake message 1 is {len(message)} bytes, "
                            f"expected at least {KEY_SIZE + TAG_SIZE}")
-    state = _SymmetricState(NOISE_PROTOCOL_NAME)
-    state.mix_hash(prologue)
-    state.mix_hash(static_public)
     remote_e = bytes(message[:KEY_SIZE])
     remote_key = X25519PublicKey.from_public_bytes(remote_e)
-    state.mix_hash(remote_e)
-    state.mix_key(_dh(static_private, remote_key))  # es
-    payload = state.decrypt_and_hash(bytes(message[KEY_SIZE:]))
-    return state, remote_e, remote_key, payload
+    h = _sha256(_sha256(_sha256(_INITIAL_H + prologue).digest() + static_public).digest()
+                + remote_e).digest()
+    ck, key = _hkdf2_expand(_initial_ck_hmac(_dh(static_private, remote_key)))   # es
+    ciphertext = bytes(message[KEY_SIZE:])
+    try:
+        payload = ChaCha20Poly1305(key).decrypt(_FIRST_NONCE, ciphertext, h)
+    except InvalidTag:
+        raise SessionError(_NOT_AUTHENTIC) from None
+    return _SymmetricState.at(_sha256(h + ciphertext).digest(), ck), remote_e, remote_key, payload
 
 
 def _nk_responder_write(state, remote_e, payload, ephemeral_private=None):
     """NK message 2 (``<- e, ee``) on ``state`` (changed in place); ``remote_e``:
     the initiator's e, 32 bytes or an ``X25519PublicKey``.
 
-    Returns (message, (k1, k2)).
+    Returns (message, (k1, k2)).  Like ``_nk_responder_read_key``, in locals:
+    MixHash of e, MixKey of ee, EncryptAndHash, Split.
     """
     e = _ephemeral(ephemeral_private)
     e_public = e.public_key().public_bytes_raw()
-    state.mix_hash(e_public)
-    state.mix_key(_dh(e, remote_e))               # ee
-    message = e_public + state.encrypt_and_hash(payload)
-    return message, state.split()
+    h = _sha256(state.h + e_public).digest()
+    ck, key = _hkdf2(state.ck, _dh(e, remote_e))                                   # ee
+    ciphertext = ChaCha20Poly1305(key).encrypt(_FIRST_NONCE, payload, h)
+    state.h = _sha256(h + ciphertext).digest()
+    state.ck = ck
+    state._aead = None
+    return e_public + ciphertext, _hkdf2(ck, b"")
 
 
 def _nk_initiator_read(state, e, message):
@@ -501,7 +506,7 @@ def _mac2_matches(cookie, data, mac2):
     """Whether ``mac2`` is the MAC of the initiation ``data`` under ``cookie``
     (False for no cookie); constant-time."""
     return cookie is not None and hmac.compare_digest(
-        _hmac(cookie, data[:-MAC_SIZE])[:MAC_SIZE], mac2)
+        hmac_sha256(cookie, data[:-MAC_SIZE])[:MAC_SIZE], mac2)
 
 
 def _mac1_key(server_public):
@@ -580,7 +585,7 @@ class CookieJar:
         self._clock = clock
         self._current = secrets.token_bytes(32)
         self._previous = None
-        self._current_mac = _KeyedHmac(self._current)
+        self._current_mac = KeyedHmac(self._current)
         self._previous_mac = None
         self._since = clock()
 
@@ -634,7 +639,7 @@ class CookieJar:
         self._previous = self._current if periods == 1 else None
         self._previous_mac = self._current_mac if periods == 1 else None
         self._current = secrets.token_bytes(32)
-        self._current_mac = _KeyedHmac(self._current)
+        self._current_mac = KeyedHmac(self._current)
         self._since += periods * self.rotate_s
 
 
@@ -833,7 +838,7 @@ class Responder:
         self.public_key = self._private.public_key().public_bytes_raw()
         self.cookie_jar = CookieJar() if cookie_jar is None else cookie_jar
         self._mac1_key = _mac1_key(self.public_key)
-        self._mac1 = _KeyedHmac(self._mac1_key)
+        self._mac1 = KeyedHmac(self._mac1_key)
 
     def receive_initiation(self, data: bytes, addr, may_exchange=None) -> InitiationResult:
         """Check an initiation that came from ``addr`` ((host, port)) and read it.
@@ -854,7 +859,9 @@ class Responder:
         if size != INIT_SIZE:
             raise SessionError(f"initiation is {size} bytes, expected {INIT_SIZE}")
         data = bytes(data)
-        client_index = _check_header(data, KIND_INITIATION)
+        kind, version, reserved, client_index = _HEADER.unpack_from(data, 0)
+        if kind != KIND_INITIATION or version != PROTOCOL_VERSION or reserved:
+            _check_header(data, KIND_INITIATION)      # raises, naming what is wrong
         without_macs = data[:-2 * MAC_SIZE]
         if not hmac.compare_digest(self._mac1(without_macs)[:MAC_SIZE],
                                    data[-2 * MAC_SIZE:-MAC_SIZE]):
@@ -906,7 +913,7 @@ class Initiator:
         self._state, self._ephemeral, message = _nk_initiator_write(
             server_public, PROLOGUE + header, plaintext)
         body = header + message
-        self._without_mac2 = body + _hmac(_mac1_key(server_public), body)[:MAC_SIZE]
+        self._without_mac2 = body + hmac_sha256(_mac1_key(server_public), body)[:MAC_SIZE]
         assert len(self._without_mac2) == INIT_SIZE - MAC_SIZE
         self._cookie = None
         self._done = False
@@ -916,7 +923,7 @@ class Initiator:
         if self._cookie is None:
             mac2 = bytes(MAC_SIZE)
         else:
-            mac2 = _hmac(self._cookie, self._without_mac2)[:MAC_SIZE]
+            mac2 = hmac_sha256(self._cookie, self._without_mac2)[:MAC_SIZE]
         return self._without_mac2 + mac2
 
     def read_cookie(self, data: bytes) -> bool:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from stagevox.dsp.errors import ProtocolError
 
+from .hmac_sha256 import hmac_sha256
+
 PRIVILEGE_JOIN = 1
 PRIVILEGE_PUBLISH = 2
 TOKEN_VERSION = 1
@@ -100,7 +102,7 @@ def make_token(secret: bytes | str, channel: str, uid: int, role: str = "host",
     if not 0 <= expires_at < 1 << 64:
         raise ValueError(f"token expiry {expires_at} (now + expire_s) is outside 0..2**64-1")
     payload = _FIXED.pack(TOKEN_VERSION, uid, _ROLE_PRIVILEGES[role], expires_at) + raw_channel
-    mac = hmac.digest(key, payload, "sha256")
+    mac = hmac_sha256(key, payload)
     return PREFIX + _b64encode(payload) + "." + _b64encode(mac)
 
 
@@ -116,7 +118,7 @@ def verify_token(secret: bytes | str, token: str, channel: str, uid: int,
     """
     key = _secret_bytes(secret)
     payload, mac, version, token_uid, privileges, expires_at = _split(token)
-    expected = hmac.digest(key, payload, "sha256")
+    expected = hmac_sha256(key, payload)
     if not hmac.compare_digest(mac, expected):
         raise TokenError("bad_signature", "token signature does not match; "
                          "it was not issued with this server's secret or was altered")
