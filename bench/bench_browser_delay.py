@@ -57,9 +57,10 @@ from bench_gateway import (CHANNEL, MARKER_EVERY_S, RATE, SECRET, TARGET_DELAY_M
                            Host, Reference, chirp, delays_ms, gateway_main, marker_times)
 from stagevox import dsp, engine  # noqa: E402
 
-#: Two Opus encodings in tandem (the browser's, then the gateway's for the
-#: channel) bring the marker's normalised correlation down to about 0.55-0.75
-#: at the listener; speech alone reaches about 0.25.
+#: Two Opus encodings in tandem (the host's and the gateway's for the page;
+#: the browser's and the gateway's where a preset is on) bring the marker's
+#: normalised correlation down to about 0.55-0.75; speech alone reaches
+#: about 0.25.
 TANDEM_THRESHOLD = 0.45
 LISTENER_UID = 20
 TALKER_UID = 21
@@ -237,7 +238,9 @@ def main():
             ear.frames.clear()
             reference.take()
             record(driver, ear, args.seconds)
-            to_page = delays_ms(ear.blocks(), marker, list(host.markers))
+            to_page = delays_ms(ear.blocks(), marker, list(host.markers), TANDEM_THRESHOLD)
+            gw_conn.send("stats")
+            feed_buffer_ms = wait_reply(gw_conn, 10, "gateway")["feed_buffer_ms"]
             direct = delays_ms(reference.take(), marker, list(host.markers))
             out_latency = ear.output_latency
             host.stop()
@@ -272,7 +275,8 @@ def main():
 
     print(f"Python host -> gateway -> Chromium page: {median(to_page)}  "
           f"target < {TARGET_DELAY_MS:.0f} ms: {verdict(to_page)}")
-    print(f"  the same markers to a Python listener on the server: {median(direct)}")
+    print(f"  the same markers to a Python listener on the server: {median(direct)}; the "
+          f"gateway's member's jitter buffer held {feed_buffer_ms:.0f} ms at the end")
     print(f"  the page's output latency on top (its sound device): {1e3 * out_latency:.0f} ms")
     cleanup = "off" if args.no_cleanup else "on"
     print(f"Chromium page (voice cleanup {cleanup}) -> gateway -> Python listener: "

@@ -134,7 +134,10 @@ def gateway_main(conn, server_address, server_key, share, profile, nice):
             break
         feeds = list(gw.feeds.values())
         tracks = [t for f in feeds for t in list(f.tracks)]
+        buffers = [u["buffer_delay_ms"] for f in feeds
+                   for u in f.client.stats()["users"].values()]
         conn.send({"at": time.monotonic(), "people": len(gw.people),
+                   "feed_buffer_ms": max(buffers, default=None),
                    "encoded": sum(f.frames for f in feeds),
                    "delivered": sum(t.delivered for t in tracks),
                    "dropped": sum(t.dropped for t in tracks)})
