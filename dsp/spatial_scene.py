@@ -115,6 +115,9 @@ class SceneState(SpatialState):
         bins = self.n_fft // 2 + 1
         self.spec_re = np.zeros((sources, 2, 2, bins), dtype=np.float32)
         self.spec_im = np.zeros((sources, 2, 2, bins), dtype=np.float32)
+        #: The kernel's FFT input and output, one row per source (kept from
+        #: call to call: new ones each call cost more in page faults than the FFTs).
+        self.frames = np.zeros((2, sources, self.n_fft), dtype=np.complex64)
         #: Shortest segment filtered by FFT, in samples.
         self.fft_min = max(1, int(FFT_MIN_TICK * self.tick))
 
@@ -129,7 +132,7 @@ class SceneState(SpatialState):
         t = self.tables
         k.render_mix(x, out, self.targets, self.state, self.filt, self.spec_re, self.spec_im,
                      self.ring, self.dhist, self.clock, t.planes, t.faces, t.inverses,
-                     t.filters, t.delays, self.spectra[0], self.spectra[1], self.n_fft,
+                     t.filters, t.delays, self.spectra[0], self.spectra[1], self.frames,
                      self.fft_min)
 
 

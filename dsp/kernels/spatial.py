@@ -90,7 +90,8 @@ S_AIR = 19        # air coefficient at the tick, 20: step, 21: target
 S_MEMORY = 22     # 22, 23: air filter memories
 S_FADE = 24       # 1 while the filters cross-fade
 S_FACE = 25       # 1 + the hull face of the direction in use (0: none yet)
-N_STATE = 26
+S_SPEC = 26       # render_mix: which of the two spectra buffers holds the new filter's
+N_STATE = 27
 
 # clock entries
 C_COUNTDOWN = 0
@@ -606,16 +607,17 @@ def _air_in_place(s, dl, hist, m, pos, state):
 
 
 @numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
-def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im):
-    """Source ``s``'s direction changed: its new filter spectra become the
-    old ones and the new ones are interpolated as the filters are (the FFT
-    is linear, so the spectrum of the weighted filters is the weighted
-    spectra)."""
+def _tick_spectra(s, state, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im):
+    """Source ``s``'s direction changed: its new filter spectra, interpolated
+    as the filters are (the FFT is linear, so the spectrum of the weighted
+    filters is the weighted spectra), overwrite the older of its two
+    buffers, which becomes the new one (``S_SPEC``); the other now holds
+    the old spectra, without a copy."""
+    new = 1 - int(state[s, S_SPEC])
+    state[s, S_SPEC] = new
     for e in range(2):
-        old_re = spec_re[s, 0, e]
-        new_re = spec_re[s, 1, e]
-        old_im = spec_im[s, 0, e]
-        new_im = spec_im[s, 1, e]
+        new_re = spec_re[s, new, e]
+        new_im = spec_im[s, new, e]
         a_re = hrtf_re[i0, e]
         b_re = hrtf_re[i1, e]
         c_re = hrtf_re[i2, e]
@@ -623,38 +625,41 @@ def _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, hrtf_im)
         b_im = hrtf_im[i1, e]
         c_im = hrtf_im[i2, e]
         for k in range(new_re.shape[0]):
-            old_re[k] = new_re[k]
-            old_im[k] = new_im[k]
             new_re[k] = w0 * a_re[k] + w1 * b_re[k] + w2 * c_re[k]
             new_im[k] = w0 * a_im[k] + w1 * b_im[k] + w2 * c_im[k]
 
 
-@numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
-def _ear_spectra(dl, hist, m, frame, spectrum, axes, z):
-    """Spectra of both ears' ``dl[:, :hist + m]`` (zero-padded to the FFT
-    size) into ``z`` ``(4, K)``: left real, left imaginary, right real, right
-    imaginary parts.  One complex FFT of ``left + i right`` gives both: the
-    spectrum of a real signal is conjugate-symmetric."""
-    size = frame.shape[0]
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _pack(dl, hist, m, frame):
+    """Both ears' ``dl[:, :hist + m]`` into the complex ``frame`` as
+    ``left + i right``, zero-padded to its length."""
+    flat = frame.view(np.float32)
     left = dl[0]
     right = dl[1]
-    flat = frame.view(np.float64)
-    for k in range(hist + m):
-        flat[2 * k] = left[k]
-        flat[2 * k + 1] = right[k]
-    for k in range(2 * (hist + m), 2 * size):
-        flat[k] = 0.0
-    c2c(frame, spectrum, axes, True, 1.0, 1)
-    sp = spectrum.view(np.float64)
+    for j in range(hist + m):
+        flat[2 * j] = left[j]
+        flat[2 * j + 1] = right[j]
+    for j in range(2 * (hist + m), flat.shape[0]):
+        flat[j] = 0.0
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _unpack(spectrum, z):
+    """Both ears' spectra into ``z`` ``(4, K)`` (left real, left imaginary,
+    right real, right imaginary parts) from ``spectrum``, the FFT of
+    ``left + i right``: the spectrum of a real signal is conjugate-symmetric,
+    so ``L[k] = (Z[k] + conj Z[-k]) / 2`` and ``R[k] = (Z[k] - conj Z[-k]) / 2i``."""
+    size = spectrum.shape[0]
+    sp = spectrum.view(np.float32)
     z[0, 0] = sp[0]
     z[1, 0] = 0.0
     z[2, 0] = sp[1]
     z[3, 0] = 0.0
     for k in range(1, z.shape[1]):
-        ar = sp[2 * k]
-        ai = sp[2 * k + 1]
-        br = sp[2 * (size - k)]
-        bi = sp[2 * (size - k) + 1]
+        ar = np.float64(sp[2 * k])
+        ai = np.float64(sp[2 * k + 1])
+        br = np.float64(sp[2 * (size - k)])
+        bi = np.float64(sp[2 * (size - k) + 1])
         z[0, k] = 0.5 * (ar + br)
         z[1, k] = 0.5 * (ai - bi)
         z[2, k] = 0.5 * (ai + bi)
@@ -663,7 +668,8 @@ def _ear_spectra(dl, hist, m, frame, spectrum, axes, z):
 
 @numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
-    """Add source ``s``, whose ear spectra are ``z``, to the scene's sums.
+    """Add source ``s``, whose ear spectra are ``z`` (see ``_unpack``), to
+    the scene's sums.
 
     With ``o`` and ``n`` an ear's delayed block filtered by the old and the
     new filter and ``g0 + t g_step`` its gain at ``t`` samples after the tick,
@@ -672,6 +678,7 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
     spectra of ``c_p``.
     """
     fading = state[s, S_FADE] != 0.0
+    new = int(state[s, S_SPEC])
     inv_tick = 1.0 / tick
     bins = z.shape[1]
     for e in range(2):
@@ -683,11 +690,11 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
         c0i = acc_im[0, e]
         c1r = acc_re[1, e]
         c1i = acc_im[1, e]
-        nr = spec_re[s, 1, e]
-        ni = spec_im[s, 1, e]
+        nr = spec_re[s, new, e]
+        ni = spec_im[s, new, e]
         if fading:
-            o_r = spec_re[s, 0, e]
-            o_i = spec_im[s, 0, e]
+            o_r = spec_re[s, 1 - new, e]
+            o_i = spec_im[s, 1 - new, e]
             c2r_ = acc_re[2, e]
             c2i = acc_im[2, e]
             a = g0 * inv_tick
@@ -717,9 +724,9 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
         "float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], "
         "float32[:, ::1], float32[:, :, ::1], int64[::1], float64[:, ::1], int64[:, ::1], "
         "float64[:, :, ::1], float32[:, :, ::1], float64[:, ::1], float32[:, :, ::1], "
-        "float32[:, :, ::1], int64, int64)")
+        "float32[:, :, ::1], complex64[:, :, ::1], int64)")
 def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, clock, planes,
-               faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, n_fft, fft_min):
+               faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, frames, fft_min):
     """Render the active sources of ``x`` ``(S, n)`` binaurally into ``out``
     ``(2, n)``, summed in the frequency domain.
 
@@ -727,19 +734,21 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     absorption comes before its filter instead of after it (the two commute
     while the air coefficient is constant).  Between two ticks the filters
     are fixed, so each segment of at least ``fft_min`` samples is filtered
-    by overlap-save: per source one FFT (``n_fft`` points, at least
-    ``hist + tick``) of both ears' history and segment, multiplied by the
-    old and new filter spectra and summed over all sources as
-    ``_accumulate`` says; then at most three inverse FFTs per ear for the
-    whole scene.  The valid part of the circular convolution is exactly the
-    direct FIR's output, so nothing is delayed.  Shorter segments use the
-    direct FIR.
+    by overlap-save: each source's history and segment, both ears packed
+    as ``left + i right``, go through one batch of complex FFTs (``n_fft``
+    points, at least ``hist + tick``; float32, one per source), are
+    multiplied by the old and new filter spectra and summed over all
+    sources as ``_accumulate`` says; then one batch of at most six inverse
+    FFTs (float64) for the whole scene.  The valid part of the circular
+    convolution is exactly the direct FIR's output, so nothing is delayed.
+    Shorter segments use the direct FIR.
 
     ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float32 (as precise as the
-    float32 filters): each source's old and new filter spectra per ear
-    (``K = n_fft // 2 + 1``); ``hrtf_re``, ``hrtf_im`` ``(M, 2, K)``
-    float32: those of ``hrtf_filters``.  Products and sums are float64.  A state is used
-    by ``render_mix`` or by ``render``, not both.
+    float32 filters): each source's two buffers of filter spectra per ear
+    (``K = n_fft // 2 + 1``; ``state[s, S_SPEC]`` says which is the new
+    one); ``hrtf_re``, ``hrtf_im`` ``(M, 2, K)`` float32: those of
+    ``hrtf_filters``.  Products and sums are float64.  A state is used by
+    ``render_mix`` or by ``render``, not both.
     """
     n = x.shape[1]
     sources = x.shape[0]
@@ -753,15 +762,14 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     dl = np.empty((2, hist + tick), dtype=np.float32)
     ya = np.empty((2, tick), dtype=np.float32)
     yb = np.empty((2, tick), dtype=np.float32)
-    frame = np.empty(n_fft, dtype=np.complex128)
-    spectrum = np.empty(n_fft, dtype=np.complex128)
-    half = np.empty(bins, dtype=np.complex128)
-    signal = np.empty(n_fft, dtype=np.float64)
+    n_fft = frames.shape[2]
     z = np.empty((4, bins), dtype=np.float64)
+    rows = np.empty(sources, dtype=np.int64)
     acc_re = np.empty((3, 2, bins), dtype=np.float64)
     acc_im = np.empty((3, 2, bins), dtype=np.float64)
-    sums = np.empty(tick, dtype=np.float64)
-    axes = np.zeros(1, dtype=np.int64)
+    sums = np.empty((6, bins), dtype=np.complex128)   # row 2 p + ear: c_p
+    signal = np.empty((6, n_fft), dtype=np.float64)
+    along_rows = np.ones(1, dtype=np.int64)
     i = 0
     while i < n:
         if clock[C_COUNTDOWN] <= 0:
@@ -771,27 +779,22 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
                         s, targets, state, filt, clock, max_delay, planes, faces, inverses,
                         hrtf_filters, hrtf_delays)
                     if changed:
-                        _tick_spectra(s, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re,
-                                      hrtf_im)
+                        _tick_spectra(s, state, spec_re, spec_im, i0, i1, i2, w0, w1, w2,
+                                      hrtf_re, hrtf_im)
             clock[C_COUNTDOWN] = tick
         m = min(n - i, clock[C_COUNTDOWN])
         pos = tick - clock[C_COUNTDOWN]
         fft = m >= fft_min
-        heard = False
-        fading = False
-        if fft:
-            acc_re[:] = 0.0
-            acc_im[:] = 0.0
+        heard = 0  # sources packed into frames
         for s in range(sources):
             if targets[s, T_ACTIVE] != 0.0:
                 _delayed(s, x, i, m, pos, clock[C_WRITE], state, ring, dhist, dl)
                 _air_in_place(s, dl, hist, m, pos, state)
                 if not _silent(state, s):
                     if fft:
-                        _ear_spectra(dl, hist, m, frame, spectrum, axes, z)
-                        _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im)
-                        heard = True
-                        fading = fading or state[s, S_FADE] != 0.0
+                        _pack(dl, hist, m, frames[0, heard])
+                        rows[heard] = s
+                        heard += 1
                     else:
                         _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb)
                         for e in range(2):
@@ -799,21 +802,32 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
                                 out[e, i + j] += yb[e, j]
                 _keep_history(s, dl, m, dhist)
         if heard:
-            for e in range(2):
-                for p in range(3 if fading else 2):
+            c2c(frames[0, :heard], frames[1, :heard], along_rows, True, 1.0, 1)
+            acc_re[:] = 0.0
+            acc_im[:] = 0.0
+            fading = False
+            for r in range(heard):
+                _unpack(frames[1, r], z)
+                _accumulate(rows[r], z, state, spec_re, spec_im, tick, acc_re, acc_im)
+                fading = fading or state[rows[r], S_FADE] != 0.0
+            terms = 3 if fading else 2
+            for p in range(terms):
+                for e in range(2):
+                    row = sums[2 * p + e]
                     for k in range(bins):
-                        half[k] = complex(acc_re[p, e, k], acc_im[p, e, k])
-                    c2r(half, signal, axes, False, 1.0 / n_fft, 1)
-                    if p == 0:
-                        for j in range(m):
-                            sums[j] = signal[hist + j]
-                    else:
-                        for j in range(m):
-                            t = pos + j + 1.0
-                            sums[j] += (t if p == 1 else t * t) * signal[hist + j]
+                        row[k] = complex(acc_re[p, e, k], acc_im[p, e, k])
+            c2r(sums[:2 * terms], signal[:2 * terms], along_rows, False, 1.0 / n_fft, 1)
+            for e in range(2):
                 y = out[e, i:i + m]
+                c0 = signal[e, hist:hist + m]
+                c1 = signal[2 + e, hist:hist + m]
+                c2 = signal[4 + e, hist:hist + m]
                 for j in range(m):
-                    y[j] = sums[j]
+                    t = pos + j + 1.0
+                    v = c0[j] + t * c1[j]
+                    if fading:
+                        v += (t * t) * c2[j]
+                    y[j] = v
         clock[C_WRITE] += m
         clock[C_COUNTDOWN] -= m
         i += m
