@@ -263,6 +263,9 @@ class SpatialScene:
         self._spatial = None
         self._leaving_count = 0  # slots whose _leaving is >= 0
         self._x = np.zeros((0, 0), dtype=np.float32)
+        self._x_rows = set()  # the rows of _x that may hold samples (the others are zeros)
+        self._settings = np.zeros(k.N_SETTINGS)
+        self._settings_items = memoryview(self._settings)
         self._grow(8)
 
     # -- slots -------------------------------------------------------------------
@@ -480,13 +483,21 @@ class SpatialScene:
 
     def _targets(self, targets, rate, near_m):
         """Fill ``targets`` (every column) for rendering at ``rate`` Hz."""
-        settings = np.array([
-            self._unit, self.directivity_db, self.reference_distance_m, self._range,
-            -1 if self._max_count is None else self._max_count, near_m,
-            self.air_absorption, self.doppler, self.speed_of_sound, self.max_delay_s, rate])
+        g = self._settings_items  # item writes: a third of a new array's cost
+        g[k.G_UNIT] = self._unit
+        g[k.G_DIRECTIVITY] = self.directivity_db
+        g[k.G_REFERENCE] = self.reference_distance_m
+        g[k.G_RANGE] = self._range
+        g[k.G_MAX_COUNT] = -1 if self._max_count is None else self._max_count
+        g[k.G_NEAR] = near_m
+        g[k.G_AIR] = self.air_absorption
+        g[k.G_DOPPLER] = self.doppler
+        g[k.G_SPEED] = self.speed_of_sound
+        g[k.G_MAX_DELAY] = self.max_delay_s
+        g[k.G_RATE] = rate
         k.scene_targets(self._pos, self._self_pos, self._axes, self._fwd, self._has_fwd,
                         self._used, self._muted, self._leaving, self._attenuations(), self._air,
-                        self._doppler, settings, targets)
+                        self._doppler, self._settings, targets)
 
     def render(self, frames, sample_rate):
         """Mix one frame per speaker into a binaural stereo frame at ``sample_rate`` (Hz).
@@ -505,6 +516,8 @@ class SpatialScene:
         slots = self._slots
         x = None
         n = 0
+        rows = self._x_rows
+        filled = set()
         for uid, a in frames.items():
             if not (type(a) is np.ndarray and a.dtype is _FLOAT32 and a.ndim == 1):
                 block, _ = as_block(a)
@@ -515,14 +528,22 @@ class SpatialScene:
             if x is None:
                 n = a.shape[0]
                 x = self._input(n)
+                rows = self._x_rows
             elif a.shape[0] != n:
                 raise ValueError(f"frames differ in length: {uid!r} has {a.shape[0]} "
                                  f"samples, others {n}")
             slot = slots.get(uid)
             if slot is not None:
                 x[slot] = a
+                rows.add(slot)
+                filled.add(slot)
         if x is None:
             x = self._input(0)
+            rows = self._x_rows
+        if len(filled) != len(rows):  # speakers without a frame are silent
+            for slot in rows - filled:
+                x[slot] = 0.0
+            rows.intersection_update(filled)
         bad = kcommon.first_non_finite(x)
         if bad >= 0:
             slot, i = divmod(int(bad), x.shape[1])
@@ -538,14 +559,13 @@ class SpatialScene:
         return out
 
     def _input(self, n):
-        """The kernel's input ``(capacity, n)``, all zeros: an array kept from
-        frame to frame (a new one each frame costs more in page faults than
-        the zeroing)."""
+        """The kernel's input ``(capacity, n)``: an array kept from frame to
+        frame (a new one each frame costs more in page faults than the
+        copies), zeros except the rows in ``_x_rows``."""
         x = self._x
         if x.shape != (self._capacity, n):
             x = self._x = np.zeros((self._capacity, n), dtype=np.float32)
-        else:
-            x.fill(0.0)
+            self._x_rows = set()
         return x
 
     def _retire(self, n):

@@ -187,12 +187,15 @@ def _read_delayed(ring, write, d0, step, pos, m, dst, offset):
         out = dst[offset + j:offset + j + r]
         wf = whole - 1.0
         for q in range(r):
-            d = (d0 + (t + q) * step) - wf
-            d1 = d - 1.0
-            d2 = d - 2.0
-            d3 = d - 3.0
-            out[q] = (-(d1 * d2 * d3) * seg[q + 3] + 3.0 * d * d2 * d3 * seg[q + 2]
-                      - 3.0 * d * d1 * d3 * seg[q + 1] + d * d1 * d2 * seg[q]) * (1.0 / 6.0)
+            # the position in float64 (exact to the sample count), the weights
+            # in float32: twice the lanes, and errors of 1e-7 of the signal
+            d = np.float32((d0 + (t + q) * step) - wf)
+            d1 = d - np.float32(1.0)
+            d2 = d - np.float32(2.0)
+            d3 = d - np.float32(3.0)
+            out[q] = (-(d1 * d2 * d3) * seg[q + 3] + np.float32(3.0) * d * d2 * d3 * seg[q + 2]
+                      - np.float32(3.0) * d * d1 * d3 * seg[q + 1]
+                      + d * d1 * d2 * seg[q]) * np.float32(1.0 / 6.0)
         j += r
 
 
@@ -615,6 +618,9 @@ def _tick_spectra(s, state, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, h
     the old spectra, without a copy."""
     new = 1 - int(state[s, S_SPEC])
     state[s, S_SPEC] = new
+    f0 = np.float32(w0)  # as the filters are interpolated (_tick)
+    f1 = np.float32(w1)
+    f2 = np.float32(w2)
     for e in range(2):
         new_re = spec_re[s, new, e]
         new_im = spec_im[s, new, e]
@@ -625,8 +631,8 @@ def _tick_spectra(s, state, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, h
         b_im = hrtf_im[i1, e]
         c_im = hrtf_im[i2, e]
         for k in range(new_re.shape[0]):
-            new_re[k] = w0 * a_re[k] + w1 * b_re[k] + w2 * c_re[k]
-            new_im[k] = w0 * a_im[k] + w1 * b_im[k] + w2 * c_im[k]
+            new_re[k] = f0 * a_re[k] + f1 * b_re[k] + f2 * c_re[k]
+            new_im[k] = f0 * a_im[k] + f1 * b_im[k] + f2 * c_im[k]
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -656,14 +662,14 @@ def _unpack(spectrum, z):
     z[2, 0] = sp[1]
     z[3, 0] = 0.0
     for k in range(1, z.shape[1]):
-        ar = np.float64(sp[2 * k])
-        ai = np.float64(sp[2 * k + 1])
-        br = np.float64(sp[2 * (size - k)])
-        bi = np.float64(sp[2 * (size - k) + 1])
-        z[0, k] = 0.5 * (ar + br)
-        z[1, k] = 0.5 * (ai - bi)
-        z[2, k] = 0.5 * (ai + bi)
-        z[3, k] = 0.5 * (br - ar)
+        ar = sp[2 * k]
+        ai = sp[2 * k + 1]
+        br = sp[2 * (size - k)]
+        bi = sp[2 * (size - k) + 1]
+        z[0, k] = np.float32(0.5) * (ar + br)
+        z[1, k] = np.float32(0.5) * (ai - bi)
+        z[2, k] = np.float32(0.5) * (ai + bi)
+        z[3, k] = np.float32(0.5) * (br - ar)
 
 
 @numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
@@ -684,8 +690,8 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
     for e in range(2):
         zr = z[2 * e]
         zi = z[2 * e + 1]
-        g0 = state[s, S_GAIN + e]
-        g_step = state[s, S_GAIN + 2 + e]
+        g0 = np.float32(state[s, S_GAIN + e])
+        g_step = np.float32(state[s, S_GAIN + 2 + e])
         c0r = acc_re[0, e]
         c0i = acc_im[0, e]
         c1r = acc_re[1, e]
@@ -697,8 +703,8 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
             o_i = spec_im[s, 1 - new, e]
             c2r_ = acc_re[2, e]
             c2i = acc_im[2, e]
-            a = g0 * inv_tick
-            b = g_step * inv_tick
+            a = np.float32(state[s, S_GAIN + e] * inv_tick)
+            b = np.float32(state[s, S_GAIN + 2 + e] * inv_tick)
             for k in range(bins):
                 ur = o_r[k] * zr[k] - o_i[k] * zi[k]
                 ui = o_r[k] * zi[k] + o_i[k] * zr[k]
@@ -763,10 +769,10 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     ya = np.empty((2, tick), dtype=np.float32)
     yb = np.empty((2, tick), dtype=np.float32)
     n_fft = frames.shape[2]
-    z = np.empty((4, bins), dtype=np.float64)
+    z = np.empty((4, bins), dtype=np.float32)
     rows = np.empty(sources, dtype=np.int64)
-    acc_re = np.empty((3, 2, bins), dtype=np.float64)
-    acc_im = np.empty((3, 2, bins), dtype=np.float64)
+    acc_re = np.empty((3, 2, bins), dtype=np.float32)
+    acc_im = np.empty((3, 2, bins), dtype=np.float32)
     sums = np.empty((6, bins), dtype=np.complex128)   # row 2 p + ear: c_p
     signal = np.empty((6, n_fft), dtype=np.float64)
     along_rows = np.ones(1, dtype=np.int64)
