@@ -120,6 +120,12 @@ class SceneState(SpatialState):
         self.frames = np.zeros((2, sources, self.n_fft), dtype=np.complex64)
         #: Shortest segment filtered by FFT, in samples.
         self.fft_min = max(1, int(FFT_MIN_TICK * self.tick))
+        t = self.tables
+        # the kernel's arrays after x and out, gathered once (a frame's call
+        # then costs no attribute look-ups; all are updated in place)
+        self._arrays = (self.targets, self.state, self.filt, self.spec_re, self.spec_im,
+                        self.ring, self.dhist, self.clock, t.planes, t.faces, t.inverses,
+                        t.filters, t.delays, self.spectra[0], self.spectra[1], self.frames)
 
     def clear(self, slot=None):
         super().clear(slot)
@@ -129,11 +135,7 @@ class SceneState(SpatialState):
 
     def render(self, x, out):
         """Run the kernel: ``x`` ``(sources, n)`` float32 into ``out`` ``(2, n)``."""
-        t = self.tables
-        k.render_mix(x, out, self.targets, self.state, self.filt, self.spec_re, self.spec_im,
-                     self.ring, self.dhist, self.clock, t.planes, t.faces, t.inverses,
-                     t.filters, t.delays, self.spectra[0], self.spectra[1], self.frames,
-                     self.fft_min)
+        k.render_mix(x, out, *self._arrays, self.fft_min)
 
 
 _FLOAT32 = np.dtype(np.float32)
