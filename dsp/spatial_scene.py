@@ -10,7 +10,7 @@ mono frame per speaker and returns the binaural stereo mix: each voice goes
 through the HRTF of its direction as seen from the listener's head, fades
 with distance, and moves without clicks (see ``kernels.spatial``); all
 voices are rendered in one kernel call, which filters them by FFT and sums
-their spectra, so a frame costs one FFT per voice and at most six inverse
+their spectra, so a frame costs two real FFTs per voice and at most six inverse
 FFTs for the whole scene (``kernels.spatial.render_mix``), with no added
 latency.
 
@@ -115,9 +115,11 @@ class SceneState(SpatialState):
         bins = self.n_fft // 2 + 1
         self.spec_re = np.zeros((sources, 2, 2, bins), dtype=np.float32)
         self.spec_im = np.zeros((sources, 2, 2, bins), dtype=np.float32)
-        #: The kernel's FFT input and output, one row per source (kept from
-        #: call to call: new ones each call cost more in page faults than the FFTs).
-        self.frames = np.zeros((2, sources, self.n_fft), dtype=np.complex64)
+        #: The kernel's FFT input and output, one row per source and ear (kept
+        #: from call to call: new ones each call cost more in page faults than
+        #: the FFTs).
+        self.fft_in = np.zeros((2 * sources, self.n_fft), dtype=np.float32)
+        self.fft_out = np.zeros((2 * sources, bins), dtype=np.complex64)
         #: Shortest segment filtered by FFT, in samples.
         self.fft_min = max(1, int(FFT_MIN_TICK * self.tick))
         t = self.tables
@@ -125,7 +127,8 @@ class SceneState(SpatialState):
         # then costs no attribute look-ups; all are updated in place)
         self._arrays = (self.targets, self.state, self.filt, self.spec_re, self.spec_im,
                         self.ring, self.dhist, self.clock, t.planes, t.faces, t.inverses,
-                        t.filters, t.delays, self.spectra[0], self.spectra[1], self.frames)
+                        t.filters, t.delays, self.spectra[0], self.spectra[1], self.fft_in,
+                        self.fft_out)
 
     def clear(self, slot=None):
         super().clear(slot)

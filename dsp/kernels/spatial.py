@@ -61,7 +61,7 @@ import math
 
 import numba
 import numpy as np
-from rocket_fft import c2c, c2r
+from rocket_fft import c2r, r2c
 
 from . import JIT_OPTIONS, kernel
 
@@ -637,46 +637,21 @@ def _tick_spectra(s, state, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, h
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
-def _pack(dl, hist, m, frame):
-    """Both ears' ``dl[:, :hist + m]`` into the complex ``frame`` as
-    ``left + i right``, zero-padded to its length."""
-    flat = frame.view(np.float32)
-    left = dl[0]
-    right = dl[1]
-    for j in range(hist + m):
-        flat[2 * j] = left[j]
-        flat[2 * j + 1] = right[j]
-    for j in range(2 * (hist + m), flat.shape[0]):
-        flat[j] = 0.0
-
-
-@numba.njit(inline="always", **JIT_OPTIONS)
-def _unpack(spectrum, z):
-    """Both ears' spectra into ``z`` ``(4, K)`` (left real, left imaginary,
-    right real, right imaginary parts) from ``spectrum``, the FFT of
-    ``left + i right``: the spectrum of a real signal is conjugate-symmetric,
-    so ``L[k] = (Z[k] + conj Z[-k]) / 2`` and ``R[k] = (Z[k] - conj Z[-k]) / 2i``."""
-    size = spectrum.shape[0]
-    sp = spectrum.view(np.float32)
-    z[0, 0] = sp[0]
-    z[1, 0] = 0.0
-    z[2, 0] = sp[1]
-    z[3, 0] = 0.0
-    for k in range(1, z.shape[1]):
-        ar = sp[2 * k]
-        ai = sp[2 * k + 1]
-        br = sp[2 * (size - k)]
-        bi = sp[2 * (size - k) + 1]
-        z[0, k] = np.float32(0.5) * (ar + br)
-        z[1, k] = np.float32(0.5) * (ai - bi)
-        z[2, k] = np.float32(0.5) * (ai + bi)
-        z[3, k] = np.float32(0.5) * (br - ar)
+def _fft_input(dl, hist, m, rows):
+    """Both ears' ``dl[:, :hist + m]`` into ``rows`` ``(2, n_fft)``, zero-padded."""
+    for e in range(2):
+        src = dl[e]
+        dst = rows[e]
+        for j in range(hist + m):
+            dst[j] = src[j]
+        for j in range(hist + m, dst.shape[0]):
+            dst[j] = 0.0
 
 
 @numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
 def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
-    """Add source ``s``, whose ear spectra are ``z`` (see ``_unpack``), to
-    the scene's sums.
+    """Add source ``s``, whose ear spectra are ``z`` ``(2, K)``, to the
+    scene's sums.
 
     With ``o`` and ``n`` an ear's delayed block filtered by the old and the
     new filter and ``g0 + t g_step`` its gain at ``t`` samples after the tick,
@@ -689,8 +664,7 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
     inv_tick = 1.0 / tick
     bins = z.shape[1]
     for e in range(2):
-        zr = z[2 * e]
-        zi = z[2 * e + 1]
+        ze = z[e]
         g0 = np.float32(state[s, S_GAIN + e])
         g_step = np.float32(state[s, S_GAIN + 2 + e])
         c0r = acc_re[0, e]
@@ -707,10 +681,12 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
             a = np.float32(state[s, S_GAIN + e] * inv_tick)
             b = np.float32(state[s, S_GAIN + 2 + e] * inv_tick)
             for k in range(bins):
-                ur = o_r[k] * zr[k] - o_i[k] * zi[k]
-                ui = o_r[k] * zi[k] + o_i[k] * zr[k]
-                qr = (nr[k] * zr[k] - ni[k] * zi[k]) - ur
-                qi = (nr[k] * zi[k] + ni[k] * zr[k]) - ui
+                zr = ze[k].real
+                zi = ze[k].imag
+                ur = o_r[k] * zr - o_i[k] * zi
+                ui = o_r[k] * zi + o_i[k] * zr
+                qr = (nr[k] * zr - ni[k] * zi) - ur
+                qi = (nr[k] * zi + ni[k] * zr) - ui
                 c0r[k] += g0 * ur
                 c0i[k] += g0 * ui
                 c1r[k] += g_step * ur + a * qr
@@ -719,8 +695,10 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
                 c2i[k] += b * qi
         else:
             for k in range(bins):
-                ur = nr[k] * zr[k] - ni[k] * zi[k]
-                ui = nr[k] * zi[k] + ni[k] * zr[k]
+                zr = ze[k].real
+                zi = ze[k].imag
+                ur = nr[k] * zr - ni[k] * zi
+                ui = nr[k] * zi + ni[k] * zr
                 c0r[k] += g0 * ur
                 c0i[k] += g0 * ui
                 c1r[k] += g_step * ur
@@ -731,9 +709,10 @@ def _accumulate(s, z, state, spec_re, spec_im, tick, acc_re, acc_im):
         "float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], "
         "float32[:, ::1], float32[:, :, ::1], int64[::1], float64[:, ::1], int64[:, ::1], "
         "float64[:, :, ::1], float32[:, :, ::1], float64[:, ::1], float32[:, :, ::1], "
-        "float32[:, :, ::1], complex64[:, :, ::1], int64)")
+        "float32[:, :, ::1], float32[:, ::1], complex64[:, ::1], int64)")
 def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, clock, planes,
-               faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, frames, fft_min):
+               faces, inverses, hrtf_filters, hrtf_delays, hrtf_re, hrtf_im, fft_in, fft_out,
+               fft_min):
     """Render the active sources of ``x`` ``(S, n)`` binaurally into ``out``
     ``(2, n)``, summed in the frequency domain.
 
@@ -741,27 +720,26 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     absorption comes before its filter instead of after it (the two commute
     while the air coefficient is constant).  Between two ticks the filters
     are fixed, so each segment of at least ``fft_min`` samples is filtered
-    by overlap-save: each source's history and segment, both ears packed
-    as ``left + i right``, go through one batch of complex FFTs (``n_fft``
-    points, at least ``hist + tick``, one per source), are multiplied by
-    the old and new filter spectra and summed over all sources as
-    ``_accumulate`` says; then one batch of at most six inverse FFTs for
-    the whole scene.  The valid part of the circular convolution is exactly
-    the direct FIR's output, so nothing is delayed.  Shorter segments use
-    the direct FIR.
+    by overlap-save: each ear's history and segment go through one batch of
+    real FFTs for all sources (``n_fft`` points, at least ``hist + tick``),
+    are multiplied by the old and new filter spectra and summed over all
+    sources as ``_accumulate`` says; then one batch of at most six inverse
+    FFTs for the whole scene.  The valid part of the circular convolution
+    is exactly the direct FIR's output, so nothing is delayed.  Shorter
+    segments use the direct FIR.
 
-    The FFTs, products and sums are float32, as the samples are (a batch
-    of float32 FFTs costs a third less per source than float64 FFTs one at
-    a time): the output differs from the direct FIR's by about 3e-7 of the
-    peak (-130 dB), far below anything audible (``tests/test_spatial_scene.py``
-    fails above 1e-6).
+    The FFTs, products and sums are float32, as the samples are (twice the
+    SIMD lanes of float64): the output differs from the direct FIR's by
+    about 3e-7 of the peak (-130 dB), far below anything audible
+    (``tests/test_spatial_scene.py`` fails above 1e-6).
 
     ``spec_re``, ``spec_im`` ``(S, 2, 2, K)`` float32 (as precise as the
     float32 filters): each source's two buffers of filter spectra per ear
     (``K = n_fft // 2 + 1``; ``state[s, S_SPEC]`` says which is the new
     one); ``hrtf_re``, ``hrtf_im`` ``(M, 2, K)`` float32: those of
-    ``hrtf_filters``.  ``frames`` ``(2, S, n_fft)`` complex64: the FFTs'
-    input and output.  A state is used by ``render_mix`` or by ``render``,
+    ``hrtf_filters``.  ``fft_in`` ``(2 S, n_fft)`` float32 and ``fft_out``
+    ``(2 S, K)`` complex64: the FFTs' input and output, two rows (the ears)
+    per source heard.  A state is used by ``render_mix`` or by ``render``,
     not both.
     """
     n = x.shape[1]
@@ -776,8 +754,7 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     dl = np.empty((2, hist + tick), dtype=np.float32)
     ya = np.empty((2, tick), dtype=np.float32)
     yb = np.empty((2, tick), dtype=np.float32)
-    n_fft = frames.shape[2]
-    z = np.empty((4, bins), dtype=np.float32)
+    n_fft = fft_in.shape[1]
     rows = np.empty(sources, dtype=np.int64)
     acc_re = np.empty((3, 2, bins), dtype=np.float32)
     acc_im = np.empty((3, 2, bins), dtype=np.float32)
@@ -799,14 +776,14 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
         m = min(n - i, clock[C_COUNTDOWN])
         pos = tick - clock[C_COUNTDOWN]
         fft = m >= fft_min
-        heard = 0  # sources packed into frames
+        heard = 0  # sources in the FFTs' input
         for s in range(sources):
             if targets[s, T_ACTIVE] != 0.0:
                 _delayed(s, x, i, m, pos, clock[C_WRITE], state, ring, dhist, dl)
                 _air_in_place(s, dl, hist, m, pos, state)
                 if not _silent(state, s):
                     if fft:
-                        _pack(dl, hist, m, frames[0, heard])
+                        _fft_input(dl, hist, m, fft_in[2 * heard:2 * heard + 2])
                         rows[heard] = s
                         heard += 1
                     else:
@@ -816,13 +793,12 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
                                 out[e, i + j] += yb[e, j]
                 _keep_history(s, dl, m, dhist)
         if heard:
-            c2c(frames[0, :heard], frames[1, :heard], along_rows, True, 1.0, 1)
+            r2c(fft_in[:2 * heard], fft_out[:2 * heard], along_rows, True, 1.0, 1)
             acc_re[:] = 0.0
             acc_im[:] = 0.0
             fading = False
             for r in range(heard):
-                _unpack(frames[1, r], z)
-                _accumulate(rows[r], z, state, spec_re, spec_im, tick, acc_re, acc_im)
+                _accumulate(rows[r], fft_out[2 * r:2 * r + 2], state, spec_re, spec_im, tick, acc_re, acc_im)
                 fading = fading or state[rows[r], S_FADE] != 0.0
             terms = 3 if fading else 2
             for p in range(terms):
