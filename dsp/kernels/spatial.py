@@ -133,6 +133,14 @@ AIR_CUTOFF_HZ = 52000.0
 TINY = 1e-30
 
 
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _real(j):
+    """The loop index ``j`` (0 <= j < 2**31) as a float64, exactly: through
+    int32, which AVX2 converts four at a time where it converts int64 one
+    by one (loops that use their index in float arithmetic vectorize)."""
+    return np.float64(np.int32(j))
+
+
 # ----------------------------------------------------------------- building blocks
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -190,7 +198,7 @@ def _read_delayed(ring, write, d0, step, pos, m, dst, offset):
         for q in range(r):
             # the position in float64 (exact to the sample count), the weights
             # in float32: twice the lanes, and errors of 1e-7 of the signal
-            d = np.float32((d0 + (t + q) * step) - wf)
+            d = np.float32((d0 + (t + _real(q)) * step) - wf)
             d1 = d - np.float32(1.0)
             d2 = d - np.float32(2.0)
             d3 = d - np.float32(3.0)
@@ -487,12 +495,12 @@ def _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb):
             _fir_pair(dl[e], hist, filt[s, 0, e], filt[s, 1, e], ya[e], y, m)
             old = ya[e]
             for j in range(m):
-                t = pos + j + 1.0
+                t = (pos + 1.0) + _real(j)
                 y[j] = (old[j] + (t * inv_tick) * (y[j] - old[j])) * (g0 + t * g_step)
         else:
             _fir(dl[e], hist, filt[s, 1, e], y, m)
             for j in range(m):
-                y[j] = y[j] * (g0 + (pos + j + 1.0) * g_step)
+                y[j] = y[j] * (g0 + ((pos + 1.0) + _real(j)) * g_step)
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -511,7 +519,7 @@ def _segment(s, x, i, m, pos, write, out, state, filt, ring, dhist, tick, dl, ya
         if a0 != 0.0 or a_step != 0.0 or zl != 0.0 or zr != 0.0:
             # both ears in one loop: two independent recursions side by side
             for j in range(m):
-                a = a0 + (pos + j + 1.0) * a_step
+                a = a0 + ((pos + 1.0) + _real(j)) * a_step
                 zl = yb[0, j] + a * (zl - yb[0, j])
                 zr = yb[1, j] + a * (zr - yb[1, j])
                 out[0, i + j] += zl
@@ -586,7 +594,7 @@ def _air_in_place(s, dl, hist, m, pos, state):
         # the recursive path has one multiply-add per two samples
         j = 0
         while j + 1 < m:
-            a = a0 + (pos + j + 1.0) * a_step
+            a = a0 + ((pos + 1.0) + _real(j)) * a_step
             b = a + a_step
             cl = left[j] - a * left[j]
             cr = right[j] - a * right[j]
@@ -601,7 +609,7 @@ def _air_in_place(s, dl, hist, m, pos, state):
             right[j + 1] = zr
             j += 2
         if j < m:
-            a = a0 + (pos + j + 1.0) * a_step
+            a = a0 + ((pos + 1.0) + _real(j)) * a_step
             zl = (left[j] - a * left[j]) + a * zl
             zr = (right[j] - a * right[j]) + a * zr
             left[j] = zl
@@ -813,7 +821,7 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
                 c1 = signal[2 + e, hist:hist + m]
                 c2 = signal[4 + e, hist:hist + m]
                 for j in range(m):
-                    t = pos + j + 1.0
+                    t = (pos + 1.0) + _real(j)
                     v = c0[j] + t * c1[j]
                     if fading:
                         v += (t * t) * c2[j]
