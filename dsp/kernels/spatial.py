@@ -645,15 +645,12 @@ def _tick_spectra(s, state, spec_re, spec_im, i0, i1, i2, w0, w1, w2, hrtf_re, h
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
-def _fft_input(dl, hist, m, rows):
-    """Both ears' ``dl[:, :hist + m]`` into ``rows`` ``(2, n_fft)``, zero-padded."""
+def _zero_pad(rows, start):
+    """Zeros from column ``start`` on, in both rows of ``rows``."""
     for e in range(2):
-        src = dl[e]
-        dst = rows[e]
-        for j in range(hist + m):
-            dst[j] = src[j]
-        for j in range(hist + m, dst.shape[0]):
-            dst[j] = 0.0
+        row = rows[e]
+        for j in range(start, row.shape[0]):
+            row[j] = 0.0
 
 
 @numba.njit(**JIT_OPTIONS)  # not inlined: the kernels compile in half the time
@@ -759,10 +756,10 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
     for e in range(2):
         for j in range(n):
             out[e, j] = 0.0
-    dl = np.empty((2, hist + tick), dtype=np.float32)
+    n_fft = fft_in.shape[1]
+    dl = np.empty((2, n_fft), dtype=np.float32)[0:2]  # the type of fft_in[a:b]
     ya = np.empty((2, tick), dtype=np.float32)
     yb = np.empty((2, tick), dtype=np.float32)
-    n_fft = fft_in.shape[1]
     rows = np.empty(sources, dtype=np.int64)
     acc_re = np.empty((3, 2, bins), dtype=np.float32)
     acc_im = np.empty((3, 2, bins), dtype=np.float32)
@@ -787,19 +784,22 @@ def render_mix(x, out, targets, state, filt, spec_re, spec_im, ring, dhist, cloc
         heard = 0  # sources in the FFTs' input
         for s in range(sources):
             if targets[s, T_ACTIVE] != 0.0:
-                _delayed(s, x, i, m, pos, clock[C_WRITE], state, ring, dhist, dl)
-                _air_in_place(s, dl, hist, m, pos, state)
-                if not _silent(state, s):
+                silent = _silent(state, s)
+                # the delayed input of a source heard goes straight into the FFTs'
+                buf = fft_in[2 * heard:2 * heard + 2] if fft and not silent else dl
+                _delayed(s, x, i, m, pos, clock[C_WRITE], state, ring, dhist, buf)
+                _air_in_place(s, buf, hist, m, pos, state)
+                if not silent:
                     if fft:
-                        _fft_input(dl, hist, m, fft_in[2 * heard:2 * heard + 2])
+                        _zero_pad(buf, hist + m)
                         rows[heard] = s
                         heard += 1
                     else:
-                        _filter_gain(s, dl, hist, m, pos, state, filt, tick, ya, yb)
+                        _filter_gain(s, buf, hist, m, pos, state, filt, tick, ya, yb)
                         for e in range(2):
                             for j in range(m):
                                 out[e, i + j] += yb[e, j]
-                _keep_history(s, dl, m, dhist)
+                _keep_history(s, buf, m, dhist)
         if heard:
             r2c(fft_in[:2 * heard], fft_out[:2 * heard], along_rows, True, 1.0, 1)
             acc_re[:] = 0.0
