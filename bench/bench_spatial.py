@@ -17,8 +17,9 @@ with PASS/FAIL, in one run, on one core, at 48 kHz in 10 ms frames:
    kernel used) against FFT overlap-add inside Numba (rocket-fft: one rfft
    of the input, one irfft per ear and filter), still and cross-fading (two
    filters per ear).  A scene sums the spectra of all its speakers and needs
-   one FFT per speaker and at most six inverse FFTs per frame, so for many
-   speakers the FFT wins (``kernels.spatial.render_mix``).
+   two real FFTs per speaker and at most six inverse FFTs per frame, each
+   kind in one batch, so for many speakers the FFT wins
+   (``kernels.spatial.render_mix``).
 4. Python overhead of ``Spatializer.process`` per frame above the bare kernel.
 
 Real-time factor (x real time) = seconds of audio / seconds of processing;

@@ -326,7 +326,7 @@ def _busy_scene(kind, frame=FRAME, air=True, seconds=0.3):
 def test_fft_rendering_equals_direct_filtering():
     """The scene summed in the frequency domain against each speaker through
     the direct FIR (same kernel, same state): 1e-6 of the peak (float32
-    samples, float64 FFT; measured 2.4e-7)."""
+    FFTs, products and sums; measured 3.0e-7, -130 dB)."""
     direct = _busy_scene("direct")
     np.testing.assert_allclose(_busy_scene("fft"), direct, rtol=0,
                                atol=1e-6 * np.abs(direct).max())
@@ -335,7 +335,7 @@ def test_fft_rendering_equals_direct_filtering():
 def test_scene_kernel_equals_the_one_source_kernel():
     """render_mix against render, the kernel the scene used before (and the
     Spatializer uses): without air absorption the same sums, 1e-6 of the
-    peak; with it, air absorption comes before the filter instead of after,
+    peak (measured 3.0e-7: float32 FFTs); with it, air absorption comes before the filter instead of after,
     which is the same while a speaker's distance stays put and differs by
     1e-4 of the peak here, where distances change every frame (measured
     1.5e-5)."""
