@@ -46,7 +46,7 @@ DELAY_S = 0.15
 #: A host heard from no more for this long is dropped from the mix.
 HOST_SILENT_S = 5.0
 #: The longest batch of frames the worker makes per wake-up, s.
-MAX_BATCH_S = 0.1
+MAX_BATCH_S = 0.2
 #: The worker catches up at most this many late frames (1 s) at once; later than
 #: that it skips ahead (a stalled machine does not make a burst of frames).
 MAX_CATCH_UP = 50
