@@ -118,7 +118,10 @@ class ChannelEncoder:
             publisher.update(self.transcoding)
 
     def feed(self, frames):
-        """Mix one frame (``{uid: float32 frame}``) for the next ``flush``."""
+        """Mix one frame (``{uid: float32 frame}``) for the next ``flush``
+        (nothing while no publisher runs)."""
+        if not any(p.state == "running" for p in self.publishers.values()):
+            return
         t = self.transcoding
         uids = tuple(frames)
         cached = self._gains
