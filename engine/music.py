@@ -319,7 +319,7 @@ class MusicMixer:
         limiter.  Keeps the music and every effect for the local playout."""
         n = voice.shape[1]
         music_only = not self.loopback and self.source is not None and not self.effects.active
-        if music_only and voice.shape[0] <= 2 and n:
+        if music_only and voice.shape[0] in (1, 2) and n:
             out = self._mix_music(np.ascontiguousarray(voice, np.float32))
         else:
             out = self._mix_all(voice)
