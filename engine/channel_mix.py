@@ -46,7 +46,7 @@ DELAY_S = 0.15
 #: A host heard from no more for this long is dropped from the mix.
 HOST_SILENT_S = 5.0
 #: The longest batch of frames the worker makes per wake-up, s.
-MAX_BATCH_S = 0.1
+MAX_BATCH_S = 0.2
 #: The worker catches up at most this many late frames (1 s) at once; later than
 #: that it skips ahead (a stalled machine does not make a burst of frames).
 MAX_CATCH_UP = 50
@@ -129,10 +129,20 @@ def _check_map(name, mapping, lo, hi):
                              f"got {value!r}")
 
 
-def mix_down(frames, transcoding, only_uid=None):
+def gain_matrix(transcoding, uids):
+    """The ``(channels, len(uids))`` float32 gains that ``mix_down`` applies
+    to the users ``uids`` (in that order)."""
+    channels = transcoding.channels
+    return np.array([transcoding.gains(uid)[:channels] for uid in uids],
+                    np.float32).reshape(len(uids), channels).T.copy()
+
+
+def mix_down(frames, transcoding, only_uid=None, gains=None):
     """Mix ``frames`` (``{uid: 1-D float32 frame}``) as ``transcoding`` says,
     into ``(channels, n)`` float32 clipped to [-1, 1].  ``only_uid``: that
-    user alone, at full volume, centred."""
+    user alone, at full volume, centred.  ``gains``: ``gain_matrix(transcoding,
+    list(frames))`` if the caller keeps it (it changes only with the users
+    or the settings)."""
     channels = transcoding.channels
     if only_uid is not None:
         out = np.zeros((channels, FRAME_SAMPLES), np.float32)
@@ -141,9 +151,9 @@ def mix_down(frames, transcoding, only_uid=None):
     elif not frames:
         return np.zeros((channels, FRAME_SAMPLES), np.float32)
     else:
-        gains = np.array([transcoding.gains(uid)[:channels] for uid in frames],
-                         np.float32).T
-        out = gains @ np.stack(list(frames.values()))
+        if gains is None:
+            gains = gain_matrix(transcoding, list(frames))
+        out = gains @ np.array(list(frames.values()))
     np.clip(out, -1.0, 1.0, out=out)
     return out
 
@@ -157,7 +167,9 @@ class ChannelMix:
     only); it must not block (outputs hand frames to threads of their own).
     An output with a ``batch_s`` attribute lets the worker hand it frames
     that many seconds at a time (at most ``MAX_BATCH_S``); without one it
-    gets each frame when it is due.  ``close()`` stops the worker.
+    gets each frame when it is due.  An output with a ``flush()`` method has
+    it called after each batch (to pass on what the batch made at once).
+    ``close()`` stops the worker.
     """
 
     def __init__(self, name, counters, clock=time.monotonic):
@@ -221,6 +233,14 @@ class ChannelMix:
                     self.counters["mix_errors"] += 1
                     log.warning("channel %r: a mix step failed: %r", self.name, exc)
                 frame += 1
+            for output in self.outputs.values():
+                flush = getattr(output, "flush", None)
+                if flush is not None:
+                    try:
+                        flush()
+                    except Exception as exc:
+                        self.counters["mix_errors"] += 1
+                        log.warning("channel %r: an output's flush failed: %r", self.name, exc)
             # Wake when the last frame of the next batch is due.
             wake = self._start + (frame + self._batch_frames() - 1) * FRAME_S
             self._stop.wait(max(0.0, wake - self._clock()))

@@ -28,6 +28,10 @@ RATE = 48000
 CHANNELS = 2
 #: Decoded audio kept ahead of the reader, ms.
 BUFFER_MS = 1000
+#: Decoded audio is queued in blocks of at least this many samples (100 ms
+#: at 48 kHz; a few MP3 or AAC frames), so that the worker takes the
+#: queue's lock, and ``read`` walks, a block per 100 ms, not per codec frame.
+BLOCK_SAMPLES = RATE // 10
 #: The worker looks at its requests at least this often while it waits, s
 #: (seek and close wake it at once; this is a safety net).
 POLL_S = 0.2
@@ -42,6 +46,11 @@ def _classify(exc, url, opening):
     if isinstance(exc, av.InvalidDataError) or (opening and not remote):
         return "unsupported"
     return "network_error" if remote else "decode_error"
+
+
+def _joined(pieces):
+    """The pieces ((channels, n) arrays) one after another."""
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
 
 class MediaSource:
@@ -249,7 +258,8 @@ class MediaSource:
         if rewind:
             container.seek(int(start_native / rate / stream.time_base) + origin, stream=stream,
                            backward=True, any_frame=False)
-        position = target
+        pending, count = [], 0           # decoded, queued together once a block is full
+        position = target                # of the first pending sample
         for frame in container.decode(stream):
             if frame.pts is not None:
                 first = int(round(float((frame.pts - origin) * frame.time_base) * rate))
@@ -266,14 +276,15 @@ class MediaSource:
                     continue
                 if to48 is not None:
                     x = to48.resample_chunk(np.ascontiguousarray(x.T)).T
-                if not self._queue(x, position):
-                    return False
-                position += x.shape[1]
+                pending.append(x)
+                count += x.shape[1]
+                if count >= BLOCK_SAMPLES:
+                    if not self._queue(_joined(pending), position):
+                        return False
+                    pending, position, count = [], position + count, 0
         if to48 is not None:
-            tail = to48.resample_chunk(np.zeros((0, channels), np.float32), last=True).T
-            if tail.shape[1] and not self._queue(tail, position):
-                return False
-        return True
+            pending.append(to48.resample_chunk(np.zeros((0, channels), np.float32), last=True).T)
+        return not pending or self._queue(_joined(pending), position)
 
     def _queue(self, x, position):
         """Put ``x`` (1 or 2 channels) in the queue, waiting for room; False if a

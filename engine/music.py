@@ -27,6 +27,7 @@ import numpy as np
 
 from stagevox import dsp
 from stagevox.dsp.errors import ParameterError
+from stagevox.dsp.lazykernels import kernels
 
 from .media_source import BUFFER_MS, CHANNELS, RATE, MediaSource
 from .sound_effects import SoundEffects
@@ -49,6 +50,8 @@ RENDER_AHEAD = RATE // 10
 #: Largest pitch step of one PitchShift stage, semitones.
 STAGE_SEMITONES = 12.0
 
+kern = kernels("music")
+
 
 def _check(name, value, lo, hi, unit=""):
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and lo <= value <= hi):
@@ -67,44 +70,29 @@ def _to_channels(x, channels):
 class _Playout:
     """The last ``size`` samples of what was published, kept for the local
     playout in a ring (no copy of the whole kept audio per block); reads
-    take the oldest first.  Thread-safe."""
+    take the oldest first.  Thread-safe: hold ``lock`` to use ``ring`` and
+    ``state`` (``dsp.kernels.music``) directly."""
 
     def __init__(self, size):
-        self._ring = np.zeros((CHANNELS, size), np.float32)
-        self._start = 0                   # index of the oldest sample kept
-        self._count = 0
-        self._lock = threading.Lock()
+        self.ring = np.zeros((CHANNELS, size), np.float32)
+        self.state = np.zeros(2, np.int64)       # oldest sample's index, samples kept
+        self.lock = threading.Lock()
 
     def clear(self):
-        with self._lock:
-            self._count = 0
+        with self.lock:
+            self.state[1] = 0
 
     def write(self, x):
         """Keep ``x`` ((2, n) float32); the oldest samples go past ``size``."""
-        size = self._ring.shape[1]
-        n = x.shape[1]
-        if n >= size:
-            x, n = x[:, n - size:], size
-        with self._lock:
-            end = (self._start + self._count) % size
-            first = min(n, size - end)
-            self._ring[:, end:end + first] = x[:, :first]
-            self._ring[:, :n - first] = x[:, first:]
-            over = max(0, self._count + n - size)
-            self._start = (self._start + over) % size
-            self._count += n - over
+        x = np.ascontiguousarray(x, np.float32)
+        with self.lock:
+            kern.ring_write(self.ring, self.state, x)
 
     def read(self, n):
         """The oldest ``n`` samples kept, (2, n), zeros beyond what is kept."""
-        size = self._ring.shape[1]
-        out = np.zeros((CHANNELS, n), np.float32)
-        with self._lock:
-            k = min(n, self._count)
-            first = min(k, size - self._start)
-            out[:, :first] = self._ring[:, self._start:self._start + first]
-            out[:, first:k] = self._ring[:, :k - first]
-            self._start = (self._start + k) % size
-            self._count -= k
+        out = np.empty((CHANNELS, n), np.float32)
+        with self.lock:
+            kern.ring_read(self.ring, self.state, out)
         return out
 
 
@@ -133,7 +121,9 @@ class MusicMixer:
         self._limiter = dsp.Limiter(ceiling_db=CEILING_DB)
         self._stretch = None              # soxr stream of the speed, and its output
         self._sped = np.zeros((CHANNELS, 0), np.float32)
-        self._ahead = np.zeros((CHANNELS, 0), np.float32)   # rendered, not played yet
+        self._ahead = np.zeros((CHANNELS, 0), np.float32)   # rendered; played up to _pos
+        self._pos = 0
+        self._frame_buffers = None        # (out, local) of the last frame's shape
         self._shifters = []
         self._playout = _Playout(int(PLAYOUT_KEPT_S * RATE))
         self._playout_reader = None       # resampler to the client's rate
@@ -244,7 +234,7 @@ class MusicMixer:
         source = self.source
         if source is None:
             return None
-        held = self._ahead.shape[1] * self.speed / 100.0      # read, not played yet
+        held = (self._ahead.shape[1] - self._pos) * self.speed / 100.0   # read, not played
         return source.position_ms - held * 1000.0 / RATE
 
     # ------------------------------------------------------------ processing
@@ -253,6 +243,7 @@ class MusicMixer:
         self._stretch = None
         self._sped = self._sped[:, :0]
         self._ahead = self._ahead[:, :0]
+        self._pos = 0
         self._shifters = []
         self._set_shifters()
 
@@ -298,24 +289,63 @@ class MusicMixer:
     def render(self, n):
         """The next ``n`` samples of music, float32 ``(2, n)`` at 48 kHz, before
         the volumes (silence when paused, stopped or without music)."""
+        buffer, start = self._rendered(n)
+        return buffer[:, start:start + n]
+
+    def _rendered(self, n):
+        """``(buffer, start)``: the next ``n`` samples of music are
+        ``buffer[:, start:start + n]`` (a C-contiguous float32 buffer); see
+        ``render``."""
         with self._lock:
             if self.source is None or self.paused:
-                return np.zeros((CHANNELS, n), np.float32)
-            have = self._ahead.shape[1]
+                return np.zeros((CHANNELS, n), np.float32), 0
+            have = self._ahead.shape[1] - self._pos
             if have < n:
                 x = self._read_sped(max(RENDER_AHEAD, n) - have, pad=n - have)
                 for fx in self._shifters:
                     x = fx.process(x, RATE)
-                self._ahead = np.concatenate([self._ahead, x], axis=1) if have else x
-            x, self._ahead = self._ahead[:, :n], self._ahead[:, n:]
+                if have:
+                    x = np.concatenate([self._ahead[:, self._pos:], x], axis=1)
+                self._ahead, self._pos = np.ascontiguousarray(x, np.float32), 0
+            start = self._pos
+            self._pos += n
             self.render_samples += n
-            return x
+            return self._ahead, start
 
     def mix_publish(self, voice):
         """The published block: ``voice`` (float32 ``(channels, n)`` at 48 kHz)
         plus the music at the publish volume (unless loopback), ducked under
         the voice if asked, plus the published sound effects, through the
         limiter.  Keeps the music and every effect for the local playout."""
+        n = voice.shape[1]
+        music_only = not self.loopback and self.source is not None and not self.effects.active
+        if music_only and voice.shape[0] in (1, 2) and n:
+            out = self._mix_music(np.ascontiguousarray(voice, np.float32))
+        else:
+            out = self._mix_all(voice)
+        return self._limiter.process(out, RATE)      # 2-D in, 2-D out
+
+    def _mix_music(self, voice):
+        """``voice`` plus the music, the music kept for the playout: the usual
+        frame (no effects), in one kernel call."""
+        n = voice.shape[1]
+        buffers = self._frame_buffers
+        if buffers is None or buffers[0].shape != voice.shape:
+            buffers = self._frame_buffers = (np.empty_like(voice),
+                                             np.empty((CHANNELS, n), np.float32))
+        out, local = buffers
+        music, start = self._rendered(n)
+        duck_from, duck_to = self._duck_gains(voice)
+        publish = self.publish_gain
+        playout = self._playout
+        with playout.lock:
+            kern.mix_music(voice, music, start, duck_from * publish, duck_to * publish,
+                           self.playout_gain, out, local, playout.ring, playout.state)
+        return out
+
+    def _mix_all(self, voice):
+        """``voice`` plus the music (unless loopback) and the effects, all kept
+        for the playout: the general case, with NumPy."""
         n = voice.shape[1]
         added, local = None, None
         if not self.loopback and self.source is not None:
@@ -329,12 +359,11 @@ class MusicMixer:
         if local is not None:
             self._playout.write(local)
         out = voice if added is None else voice + _to_channels(added, voice.shape[0])
-        y, _ = dsp.as_block(self._limiter.process(np.ascontiguousarray(out, np.float32), RATE))
-        return y
+        return np.ascontiguousarray(out, np.float32)
 
-    def _ducked(self, voice):
-        """The music's gain under the voice: a scalar while it holds still,
-        else a per-sample ramp to the new value over the block."""
+    def _duck_gains(self, voice):
+        """``(from, to)``: the music's gain under the voice moves from the last
+        block's value to this block's over the block (equal while it holds)."""
         n = voice.shape[1]
         if not self.ducking or n == 0:
             target = 1.0
@@ -348,7 +377,16 @@ class MusicMixer:
             target = 10.0 ** (self.duck_depth_db * amount / 20.0)
         start, self._duck_gain = self._duck_gain, target
         if abs(target - start) < 1e-6:
+            return target, target
+        return start, target
+
+    def _ducked(self, voice):
+        """The music's gain under the voice (``_duck_gains``): a scalar while
+        it holds still, else a per-sample ramp to the new value over the block."""
+        start, target = self._duck_gains(voice)
+        if start == target:
             return target
+        n = voice.shape[1]
         ramp = np.arange(1, n + 1, dtype=np.float32) / np.float32(n)
         return np.float32(start) + np.float32(target - start) * ramp
 

@@ -20,10 +20,10 @@ reported as ``(url, state, reason)``:
   ``"end_to_end_encrypted"``, ``"removed"``.
 """
 
+import collections
 import fractions
 import logging
 import os
-import queue
 import select
 import struct
 import subprocess
@@ -32,7 +32,9 @@ import threading
 import time
 import urllib.parse
 
-from .channel_mix import CLOCK_RATE, MAX_BATCH_S, Transcoding, mix_down
+import numpy as np
+
+from .channel_mix import CLOCK_RATE, MAX_BATCH_S, Transcoding, gain_matrix, mix_down
 from .publish_worker import AAC_OPTIONS, RECORD
 
 log = logging.getLogger(__name__)
@@ -82,12 +84,13 @@ class ChannelEncoder:
     """The channel mix encoded once as AAC-LC for all its RTMP connections.
 
     An output of ``channel_mix.ChannelMix``: ``feed(frames)`` mixes one
-    frame as the transcoding says and encodes it (PyAV; FFmpeg's encoder
-    does no I/O), and hands each packet to every publisher added with
-    ``add``, tagged with the settings it was made with.  It encodes only
-    while a publisher runs.  ``update(transcoding)``: new volumes and pans
-    from the next frame; a new sample rate, channel count or bitrate
-    starts a new encoder.
+    frame as the transcoding says; ``flush()`` (after each batch of frames)
+    encodes what was mixed (PyAV; FFmpeg's encoder does no I/O) and hands
+    the AAC packets, as one block of ``publish_worker.RECORD`` records, to
+    every publisher added with ``add`` that runs, tagged with the settings
+    they were made with.  It encodes only while a publisher runs.
+    ``update(transcoding)``: new volumes and pans from the next frame; a
+    new sample rate, channel count or bitrate starts a new encoder.
     """
 
     #: The CDN lags anyway: the mix may hand frames over in batches this long.
@@ -98,6 +101,8 @@ class ChannelEncoder:
         self.publishers = {}
         self._context = None
         self._pts = 0
+        self._mixed = []                 # this batch's mixed frames, not encoded yet
+        self._gains = None               # (transcoding, uids, gain matrix) last used
 
     def add(self, url, publisher):
         self.publishers = {**self.publishers, url: publisher}
@@ -113,7 +118,21 @@ class ChannelEncoder:
             publisher.update(self.transcoding)
 
     def feed(self, frames):
+        """Mix one frame (``{uid: float32 frame}``) for the next ``flush``
+        (nothing while no publisher runs)."""
+        if not any(p.state == "running" for p in self.publishers.values()):
+            return
+        t = self.transcoding
+        uids = tuple(frames)
+        cached = self._gains
+        if cached is None or cached[0] is not t or cached[1] != uids:
+            cached = self._gains = (t, uids, gain_matrix(t, uids))
+        self._mixed.append(mix_down(frames, t, gains=cached[2]))
+
+    def flush(self):
+        """Encode the frames fed since the last call and send the packets."""
         import av
+        mixed, self._mixed = self._mixed, []
         running = [p for p in self.publishers.values() if p.state == "running"]
         if not running:
             self._context = None         # a new stream when one runs again
@@ -122,17 +141,22 @@ class ChannelEncoder:
         settings = _settings(t)
         if self._context is None or self._context_settings != settings:
             self._open(settings)
-        layout = "mono" if t.channels == 1 else "stereo"
-        mix = mix_down(frames, t)
-        frame = av.AudioFrame.from_ndarray(mix, format="fltp", layout=layout)
+        mixed = [m for m in mixed if m.shape[0] == t.channels]   # not made before a change
+        if not mixed:
+            return
+        pcm = mixed[0] if len(mixed) == 1 else np.concatenate(mixed, axis=1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="fltp",
+                                           layout="mono" if t.channels == 1 else "stereo")
         frame.sample_rate = CLOCK_RATE
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, CLOCK_RATE)
-        self._pts += mix.shape[1]
-        for packet in self._context.encode(frame):
-            data = bytes(packet)
+        self._pts += pcm.shape[1]
+        records = [struct.pack(RECORD, packet.pts, packet.size) + bytes(packet)
+                   for packet in self._context.encode(frame)]
+        if records:
+            data = b"".join(records)
             for publisher in running:
-                publisher.send(settings, packet.pts, data)
+                publisher.send(settings, data, len(records))
 
     def _open(self, settings):
         import av
@@ -167,21 +191,29 @@ class RtmpPublisher:
         self._counters = counters
         self._sealed = sealed
         self._settings = None                # of the worker that runs
-        self._queue = queue.Queue(QUEUE_PACKETS)
+        self._queue = collections.deque()     # (records, packets) for the worker
+        self._queued = 0                      # packets in it
+        self._lock = threading.Lock()
+        self._ready = threading.Event()       # something was queued
         self._stop = threading.Event()
         self._restart = threading.Event()     # sample rate, channels or bitrate changed
         self._thread = threading.Thread(target=self._run, name="stagevox-rtmp", daemon=True)
         self._thread.start()
 
-    def send(self, settings, pts, data):
-        """Queue one AAC packet (``pts`` in samples at the output rate) made
-        with ``settings`` for the worker; never blocks."""
+    def send(self, settings, data, packets):
+        """Queue ``data``, ``packets`` AAC packets as ``publish_worker.RECORD``
+        records (pts in samples at the output rate), made with ``settings``,
+        for the worker; never blocks.  Beyond ``QUEUE_PACKETS`` waiting, the
+        block is dropped and counted."""
         if self.state != "running" or settings != self._settings:
             return
-        try:
-            self._queue.put_nowait((pts, data))
-        except queue.Full:
-            self._counters["publish_dropped"] += 1
+        with self._lock:
+            if self._queued + packets > QUEUE_PACKETS:
+                self._counters["publish_dropped"] += packets
+                return
+            self._queued += packets
+            self._queue.append((data, packets))
+        self._ready.set()
 
     def update(self, transcoding):
         """New settings: volumes and pans from the next frame on; a new sample
@@ -251,19 +283,13 @@ class RtmpPublisher:
                     self._stop.set()
                     self._set_state("failure", "end_to_end_encrypted")
                     break
-                try:
-                    packets = [self._queue.get(timeout=0.1)]
-                except queue.Empty:
+                if not self._ready.wait(0.1):
                     if proc.poll() is not None:
                         return "connection_lost"
                     continue
-                while True:              # the mix hands packets over in batches
-                    try:
-                        packets.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                data = b"".join(struct.pack(RECORD, pts, len(p)) + p for pts, p in packets)
-                if not self._write(proc, fd, data):
+                self._ready.clear()
+                data = self._drain()
+                if data and not self._write(proc, fd, data):
                     return "connection_lost"
             proc.stdin.close()               # the worker ends the stream and exits
             proc.wait(IO_TIMEOUT_S)
@@ -307,11 +333,11 @@ class RtmpPublisher:
             pipe.close()
 
     def _drain(self):
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
+        """Take everything queued; returns it as one block of bytes."""
+        with self._lock:
+            blocks, self._queue = self._queue, collections.deque()
+            self._queued = 0
+        return b"".join(data for data, _ in blocks)
 
 
 def check_allow_prefix(prefix):

@@ -3,6 +3,7 @@ settings, the mix-down, URL and address checks, the SDP text, and a channel
 mix fed RTP packets directly (engine.channel_mix, publish, rtp_forward)."""
 
 import collections
+import struct
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from stagevox.engine.channel_mix import (FRAME_SAMPLES, QUEUE_PACKETS, ChannelMi
                                           mix_down)
 from stagevox.engine.publish import check_url
 from stagevox.engine.publish_cli import parse_publish
+from stagevox.engine.publish_worker import RECORD
 from stagevox.engine.rtp import PT_OPUS, RtpPacket
 from stagevox.engine.rtp_forward import check_address, sdp_text
 
@@ -146,8 +148,16 @@ class Taker:
         self.state = state
         self.packets = []
 
-    def send(self, settings, pts, data):
-        self.packets.append((settings, pts, data))
+    def send(self, settings, data, packets):
+        """Split the block of records back into ``(settings, pts, packet)``."""
+        head = struct.calcsize(RECORD)
+        got = []
+        while data:
+            pts, size = struct.unpack(RECORD, data[:head])
+            got.append((settings, pts, data[head:head + size]))
+            data = data[head + size:]
+        assert len(got) == packets
+        self.packets += got
 
     def update(self, transcoding):
         pass
@@ -166,9 +176,11 @@ def test_channel_encoder_encodes_once_for_every_running_publisher(rng):
     n = np.arange(50 * FRAME_SAMPLES)
     left = (0.3 * np.sin(2 * np.pi * 440 * n / 48000)).astype(np.float32)
     right = (0.2 * np.sin(2 * np.pi * 1000 * n / 48000)).astype(np.float32)
-    for k in range(50):
+    for k in range(50):                          # in batches of 5 frames, as the mix does
         piece = slice(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES)
         encoder.feed({1: left[piece], 2: right[piece]})
+        if k % 5 == 4:
+            encoder.flush()
     assert a.packets and a.packets == b.packets and not idle.packets
     assert {p[0] for p in a.packets} == {(48000, 2, 128000)}
     ctx = av.CodecContext.create("aac", "r")

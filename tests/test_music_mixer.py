@@ -199,3 +199,27 @@ def test_client_methods_events_and_local_playout(files, tmp_path):
         client.set_audio_profile("music")
     client.set_audio_profile("music_high_quality_stereo")
     assert client._sender.channels == 2 and client._sender.encoder.bitrate == 128000
+
+
+@pytest.mark.parametrize("voice_channels", [1, 2])
+def test_kernel_frame_path_matches_the_numpy_path(files, speech, voice_channels):
+    """The usual frame (one kernel call) against the general NumPy path that
+    effects take, on the same music, voice, volumes and ducking: the same
+    published blocks and the same local playout."""
+    fast, _ = started(files["noise"])
+    slow, _ = started(files["noise"])
+    for mixer in (fast, slow):
+        mixer.set_publish_volume(60)
+        mixer.set_playout_volume(30)
+        mixer.set_ducking(True, -20.0)
+    voice = np.tile(speech[:50 * FRAME], (voice_channels, 1)).astype(np.float32)
+    for k in range(50):
+        x = np.ascontiguousarray(voice[:, k * FRAME:(k + 1) * FRAME])
+        published = fast.mix_publish(x)
+        # The same frame through the NumPy path, then the limiter, as mix_publish does.
+        expected = slow._limiter.process(slow._mix_all(x), RATE)
+        np.testing.assert_allclose(published, expected, atol=1e-6, err_msg=f"frame {k}")
+        np.testing.assert_allclose(fast.playout(FRAME, RATE, 2), slow.playout(FRAME, RATE, 2),
+                                   atol=1e-7, err_msg=f"frame {k}")
+    fast.stop()
+    slow.stop()
