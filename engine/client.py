@@ -46,8 +46,8 @@ from . import control, media_relay, session
 from .control import (Ack, Event, Join, Joined, Leave, Nack, Ping, Pong, PublishStream,
                       PublishStreamDone, ReceiverReport, Refused, RenewToken, RoleChanged,
                       SetRole, TokenRenewed, clamped_report_block)
-from .music import MusicMixing, _to_channels
 from .codec import packet_samples
+from .music import MusicMixing, _to_channels
 from .profiles import audio_profile
 from .receiver import Receiver
 from .rtp import CLOCK_RATE, PacketError, RtpPacket, is_rtp
@@ -862,7 +862,7 @@ class Client(MusicMixing):
         (the stream's clock moves on by that much first).  Sent only by a host,
         unmuted, in a channel; otherwise the clock moves on.  The frame
         observers do not see it, and audio pushed but not yet sent is dropped.
-        Raises ``ValueError`` when ``can_push_encoded()`` is False (push the
+        Returns the packet's length in samples at 48 kHz.  Raises ``ValueError`` when ``can_push_encoded()`` is False (push the
         audio instead), for a packet of another length or a negative gap, and
         ``codec.CodecError`` for one that is not Opus.
         """
@@ -885,8 +885,9 @@ class Client(MusicMixing):
                 self._sender.skip(after_gap)
             if self.channel is None or self.role != "host" or self._muted:
                 self._sender.skip(samples)
-                return
-            self._send(self._sender.encoded_packet(payload, samples))
+            else:
+                self._send(self._sender.encoded_packet(payload, samples))
+        return samples
 
     def set_audio_profile(self, profile, scenario="default"):
         """Encode the published stream with ``profile`` (``profiles.PROFILES``:

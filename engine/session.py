@@ -253,9 +253,7 @@ def _hkdf2(chaining_key, input_key_material):
     """The Noise spec's HKDF (section 4.3) with two outputs, as the spec writes it
     over HMAC-SHA256 (RFC 5869 HKDF with the chaining key as salt and no info);
     three one-shot HMACs cost less than building an HKDF object each time."""
-    temp_key = hmac_new(chaining_key, input_key_material, "sha256").digest()
-    output1 = hmac_new(temp_key, b"\x01", "sha256").digest()
-    return output1, hmac_new(temp_key, output1 + b"\x02", "sha256").digest()
+    return _hkdf2_expand(hmac_new(chaining_key, input_key_material, "sha256").digest())
 
 
 def _hkdf2_expand(temp_key):

@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
-from ..codec import CodecError, OpusDecoder, packet_samples
+from ..codec import CodecError, OpusDecoder
 from ..rtp import CLOCK_RATE, ts_add, ts_diff
 
 #: One frame to the browser, samples at 48 kHz (20 ms, Opus' usual packet).
@@ -107,10 +107,6 @@ class EncodedVoice:
         if not self.client.can_push_encoded():
             self._next_ts = None
             return False
-        try:
-            samples = packet_samples(payload)
-        except CodecError:
-            return False                 # aiortc's decoder says what is wrong
         gap = 0
         if self._next_ts is not None:
             ahead = ts_diff(timestamp, self._next_ts)
@@ -119,7 +115,9 @@ class EncodedVoice:
             if ahead <= MAX_GAP_S * CLOCK_RATE:
                 gap = ahead
         try:
-            self.client.push_encoded_audio(payload, after_gap=gap)
+            samples = self.client.push_encoded_audio(payload, after_gap=gap)
+        except CodecError:               # not Opus: aiortc's decoder says what is wrong
+            return False
         except ValueError:               # another length, or a preset set just now
             self._next_ts = None
             return False

@@ -9,8 +9,8 @@ does not make a person of a listener: see ``shared``.)
 
 import asyncio
 import math
-import secrets
 import logging
+import secrets
 import threading
 import time
 
