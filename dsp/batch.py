@@ -22,6 +22,7 @@ cluster is used.
 import concurrent.futures
 import contextlib
 import dataclasses
+import multiprocessing
 import os
 import sys
 import uuid
@@ -137,10 +138,22 @@ def _outcome(future, job):
         return None, f"{job.src}: {type(exc).__name__}: {_first_line(exc)}"
 
 
+def _pool_context():
+    """How the pool starts its processes: not by forking the caller.  A fork
+    copies the caller's locks as they are at that instant, so in a program
+    with threads (a notebook's kernel, a Dask client, Numba's pool) a worker
+    could start with a lock held for good and the batch wait forever; the
+    fork server (else a fresh interpreter) starts each from a process
+    without them."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _run_local(jobs, workers):
     """Yield (index, report, error) as the files finish, on a process pool."""
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
+                                                  mp_context=_pool_context())
     try:
         futures = {pool.submit(_process_one, job): i for i, job in enumerate(jobs)}
         for future in concurrent.futures.as_completed(futures):

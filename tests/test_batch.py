@@ -6,7 +6,9 @@ sample (the same code runs on the same machine, so the tolerance is zero).
 """
 
 import sys
+import threading
 
+import batch_helpers
 import numpy as np
 import pytest
 import soundfile as sf
@@ -39,8 +41,7 @@ def folder(tmp_path_factory, speech):
 
 @pytest.fixture(scope="module")
 def local(folder):
-    """The local path's outputs (run before the cluster's threads exist in
-    this process, since the local pool forks)."""
+    """The local path's outputs."""
     root, inputs = folder
     results = dsp.process_files(inputs, root / "local", preset=PRESET,
                                 preset_loader=presets.load, jobs=2, progress=False)
@@ -116,6 +117,29 @@ def test_python_api_on_the_cluster(folder, local, client, capsys):
                     theirs.report.sample_rate)
     _check_outputs(outdir, inputs, root / "local")
     assert "5/5" in capsys.readouterr().err  # the progress bar over files
+
+
+def test_the_local_pool_does_not_inherit_the_callers_held_locks(folder, tmp_path):
+    """The caller holds a lock the processor takes (as a thread of a notebook
+    or a Dask client may hold one) while the batch runs: the pool's workers
+    do not start as copies of the caller, so theirs is free and the file is
+    done (a forked worker would wait on it for ever)."""
+    root, inputs = folder
+    fx = batch_helpers.LockedGain(gain_db=-6.0)
+    done = []
+
+    def run():
+        done.extend(dsp.process_files([inputs[0]], tmp_path / "out", fx, jobs=1,
+                                      progress=False))
+
+    with batch_helpers.LOCK:
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(60.0)
+    assert done and done[0].ok, "the batch did not finish within 60 s"
+    x, _ = sf.read(inputs[0], dtype="float32")
+    y, _ = sf.read(tmp_path / "out" / inputs[0].name, dtype="float32")
+    np.testing.assert_allclose(y, x * 10 ** (-6 / 20), atol=2 / 32768)
 
 
 def test_a_processor_object_is_sent_to_the_workers(folder, client, tmp_path):
