@@ -9,8 +9,8 @@ from stagevox import dsp
 LOCK = threading.Lock()
 
 
-class LockedGain(dsp.Gain):
-    """``dsp.Gain`` whose ``process`` holds ``LOCK``."""
+class LockedGain(dsp.Gain, register=False):
+    """``dsp.Gain`` whose ``process`` holds ``LOCK`` (a test's, not in the registry)."""
 
     def process(self, *args, **kwargs):
         with LOCK:
